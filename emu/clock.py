@@ -1,0 +1,120 @@
+"""Injected time: every timer in emu reads a :class:`Clock`, so months run in seconds.
+
+``now()`` is seconds on a monotonic scale; ``wall()`` is UTC seconds since the Unix epoch and is
+what goes into FILETIME fields. A :class:`VirtualClock` moves only when told to, and keeps both
+scales consistent (``wall = epoch + now``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+__all__ = ["Clock", "WallClock", "VirtualClock", "FILETIME_UNIX_OFFSET", "unix_to_filetime", "filetime_to_unix"]
+
+#: 100-ns intervals between 1601-01-01 and 1970-01-01 (kms-wire-protocol.md 0.3).
+FILETIME_UNIX_OFFSET = 116444736000000000
+
+
+def unix_to_filetime(seconds: float) -> int:
+    """Unix seconds (UTC) to a Windows FILETIME (100-ns ticks since 1601)."""
+    return int(round(seconds * 10_000_000)) + FILETIME_UNIX_OFFSET
+
+
+def filetime_to_unix(filetime: int) -> float:
+    """Windows FILETIME to Unix seconds (UTC)."""
+    return (filetime - FILETIME_UNIX_OFFSET) / 10_000_000
+
+
+class Clock(Protocol):
+    """What emu's state machines and drivers need to know about time."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def wall(self) -> float:
+        """UTC seconds since 1970-01-01."""
+        ...
+
+
+class WallClock:
+    """The real clock of the machine (used only at the edges: servers and CLI)."""
+
+    def now(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    def wall(self) -> float:
+        import time
+
+        return time.time()
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class VirtualClock:
+    """A clock that moves only when advanced; keeps a heap of timers.
+
+    Args:
+        epoch: the UTC time (Unix seconds) that ``now() == 0`` stands for. Default 2026-01-01.
+    """
+
+    DEFAULT_EPOCH = 1767225600.0  # 2026-01-01T00:00:00Z
+
+    def __init__(self, epoch: float = DEFAULT_EPOCH, start: float = 0.0) -> None:
+        self._now = start
+        self.epoch = epoch
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return self.epoch + self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, firing every timer that falls due on the way."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go backwards")
+        self.advance_to(self._now + seconds)
+
+    def advance_to(self, when: float) -> None:
+        """Move time to ``when``, firing due timers in deadline order."""
+        while self._timers and self._timers[0].deadline <= when:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            self._now = max(self._now, timer.deadline)
+            timer.callback()
+        self._now = max(self._now, when)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> _Timer:
+        """Schedule ``callback`` at ``deadline``; returns a handle whose ``cancelled`` may be set."""
+        timer = _Timer(deadline, next(self._seq), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def next_deadline(self) -> float | None:
+        """The earliest pending deadline, or ``None``."""
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0].deadline if self._timers else None
+
+    def advance_to_next(self) -> bool:
+        """Jump to the earliest pending timer and fire it; False when none is pending."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        self.advance_to(deadline)
+        return True

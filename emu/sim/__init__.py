@@ -1,0 +1,1 @@
+"""Scenarios on a virtual clock: hosts, clients and DNS wired together."""

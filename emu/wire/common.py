@@ -1,0 +1,121 @@
+"""Adapters shared by the wire modules: GUIDs, FILETIMEs, fixed UTF-16LE names, the decode guard.
+
+Spec: kms-wire-protocol.md 0.3 (conventions) and 4.2 (WorkstationName, quirk Q3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import construct as cs
+
+from emu.errors import DecodeError
+
+__all__ = [
+    "Guid",
+    "FileTime",
+    "decode_guard",
+    "split_fixed_utf16",
+    "join_fixed_utf16",
+    "guid_bytes",
+    "NULL_GUID",
+]
+
+NULL_GUID = uuid.UUID(int=0)
+
+
+class _GuidAdapter(cs.Adapter):  # type: ignore[misc]
+    """A GUID in Microsoft mixed-endian order (Data1..3 little-endian), as :class:`uuid.UUID`."""
+
+    def _decode(self, obj: bytes, context: object, path: str) -> uuid.UUID:
+        return uuid.UUID(bytes_le=bytes(obj))
+
+    def _encode(self, obj: uuid.UUID | str, context: object, path: str) -> bytes:
+        if isinstance(obj, str):
+            obj = uuid.UUID(obj)
+        return obj.bytes_le
+
+
+#: 16-byte GUID, mixed-endian (spec 0.3), decoded to :class:`uuid.UUID`.
+Guid = _GuidAdapter(cs.Bytes(16))
+
+#: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (spec 0.3). Kept as the raw
+#: integer so that decoding is lossless; :mod:`emu.clock` converts to and from Unix seconds.
+FileTime = cs.Int64ul
+
+
+def guid_bytes(value: uuid.UUID | str) -> bytes:
+    """The 16 wire bytes of a GUID (mixed-endian)."""
+    if isinstance(value, str):
+        value = uuid.UUID(value)
+    return value.bytes_le
+
+
+def split_fixed_utf16(raw: bytes) -> tuple[str, bytes]:
+    """Split a fixed-size UTF-16LE buffer at its first NUL character.
+
+    Returns the text before the NUL and the bytes after it with trailing zero bytes removed
+    (senders such as vlmcs leave stale memory there, quirk Q3; keeping it makes decoding
+    lossless). Lone surrogates are kept with ``surrogatepass`` so nothing can fail here; a buffer
+    without NUL is all text.
+    """
+    end = len(raw) - (len(raw) % 2)
+    nul = -1
+    for i in range(0, end, 2):
+        if raw[i] == 0 and raw[i + 1] == 0:
+            nul = i
+            break
+    if nul < 0:
+        return raw[:end].decode("utf-16-le", "surrogatepass"), raw[end:]
+    text = raw[:nul].decode("utf-16-le", "surrogatepass")
+    tail = raw[nul + 2 :].rstrip(b"\0")
+    return text, tail
+
+
+def join_fixed_utf16(text: str, tail: bytes, size: int) -> bytes:
+    """Inverse of :func:`split_fixed_utf16`: text, NUL, tail, zero-filled to ``size`` bytes.
+
+    Raises:
+        ValueError: the text (with its NUL and tail) does not fit.
+    """
+    body = text.encode("utf-16-le", "surrogatepass")
+    if len(body) + 2 + len(tail) > size:
+        if len(body) == size and not tail:
+            return body
+        raise ValueError(f"name of {len(text)} characters does not fit in {size} bytes with its NUL")
+    return (body + b"\0\0" + tail).ljust(size, b"\0")
+
+
+@contextmanager
+def decode_guard(what: str) -> Iterator[None]:
+    """Turn every failure inside a decoder into :class:`DecodeError` (the ``_untrusted`` rule).
+
+    Construct's errors carry a ``path``; stream errors mention the offset in their message.
+    """
+    try:
+        yield
+    except DecodeError:
+        raise
+    except cs.ConstructError as exc:
+        path = getattr(exc, "path", "") or ""
+        offset = _offset_of(exc)
+        raise DecodeError(f"malformed {what}: {_short(exc)}", offset=offset, path=path.replace("(parsing) -> ", "")) from exc
+    except (UnicodeError, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
+        raise DecodeError(f"malformed {what}: {exc}") from exc
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if "\n" in text:
+        text = text.splitlines()[-1]
+    # Construct prefixes messages with "Error in path (parsing) -> x"; keep the reason.
+    return text.split("\n")[-1]
+
+
+def _offset_of(exc: Exception) -> int | None:
+    import re
+
+    match = re.search(r"(?:position|offset) (\d+)", str(exc))
+    return int(match.group(1)) if match else None

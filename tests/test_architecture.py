@@ -1,0 +1,67 @@
+"""The layering rules of the brief, enforced: imports point down only; the core does no I/O."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "emu"
+
+#: Layer of each top-level part of the package (lower may not import higher).
+LAYERS = {
+    "errors": 0, "clock": 0, "rng": 0,
+    "wire": 1,
+    "rpc": 2, "kms": 2, "dns": 2,
+    "net": 3,
+    "sim": 4,
+    "cli": 5, "__main__": 5,
+}
+#: Modules core code (layers 1-2) must not import: sockets, event loops, packets, processes, time, entropy.
+FORBIDDEN_IN_CORE = {"socket", "asyncio", "scapy", "subprocess", "time", "random", "secrets", "selectors", "threading", "sqlite3", "pyroute2"}
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        part = rel.parts[0].removesuffix(".py")
+        if part == "__init__":
+            continue
+        yield path, part
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+            for alias in node.names:
+                yield node.lineno, f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" and node.attr == "urandom":
+            yield node.lineno, "os.urandom"
+
+
+def test_every_part_of_the_package_has_a_layer():
+    unknown = {part for _, part in _modules()} - set(LAYERS)
+    assert not unknown, f"give these a layer in LAYERS: {unknown}"
+
+
+@pytest.mark.parametrize("path,part", list(_modules()), ids=lambda v: str(v).split("emu/")[-1] if isinstance(v, Path) else v)
+def test_imports_point_down_only(path: Path, part: str):
+    layer = LAYERS[part]
+    problems = []
+    for lineno, name in _imports(path):
+        pieces = name.split(".")
+        if pieces[0] == "emu" and len(pieces) > 1 and pieces[1] in LAYERS:
+            target = pieces[1]
+            if target == part:
+                continue
+            if LAYERS[target] > layer or (LAYERS[target] == layer and layer == 2):
+                problems.append(f"line {lineno}: {part} (layer {layer}) imports emu.{target} (layer {LAYERS[target]})")
+        if 1 <= layer <= 2 and (pieces[0] in FORBIDDEN_IN_CORE or name == "os.urandom"):
+            problems.append(f"line {lineno}: core module imports {name}: take it as an argument instead")
+    assert not problems, "\n".join(problems)
