@@ -1,0 +1,418 @@
+"""The three KMS block ciphers, CBC/PKCS#7, the V4 MAC and the V6 HMAC (kms-wire-protocol.md 5.1-5.4).
+
+All three protocol versions use Rijndael with 128-bit blocks (spec 5.1):
+
+* v4: a 160-bit key, 11 rounds -- not an AES size, so no library has it;
+* v5: plain AES-128 (delegated to the ``cryptography`` package);
+* v6: AES-128 whose expanded key has bytes 64, 96 and 128 XORed with 0x73, 0x09, 0xE4.
+
+v4 and v6 are implemented here with the classic 32-bit "T-table" formulation: one table lookup per
+state byte per round, tables built once at import. A KMS host runs a v6 exchange through about 32
+block operations, so these loops are on the hot path; they keep the state in four local ints and
+avoid per-block allocations.
+
+Everything here is a pure function of its arguments: no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from enum import IntEnum
+from typing import Callable
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from emu.errors import EmuError
+
+__all__ = [
+    "KmsVersion",
+    "BLOCK_SIZE",
+    "KEY_V4",
+    "KEY_V5",
+    "KEY_V6",
+    "V6_KEY_TWEAKS",
+    "TIME_C1",
+    "TIME_C2",
+    "TIME_C3",
+    "PaddingError",
+    "encrypt_block",
+    "decrypt_block",
+    "cbc_encrypt",
+    "cbc_decrypt",
+    "pkcs7_pad",
+    "pkcs7_unpad",
+    "v4_mac",
+    "v6_hmac_key",
+    "v6_hmac",
+    "expanded_key",
+]
+
+#: Block size of every KMS cipher, bytes (spec 5.1: Rijndael with 128-bit blocks).
+BLOCK_SIZE = 16
+
+#: v4 key, 160 bits, 11 rounds (spec 5.1 table).
+KEY_V4 = bytes.fromhex("053D8307F9E5F088EB5EA6686CF037C7E4EFD2D6")
+#: v5 key, standard AES-128 (spec 5.1 table).
+KEY_V5 = bytes.fromhex("CD7E796F2AB25DCB55FFC8EF8364C470")
+#: v6 key, AES-128 with the modified schedule (spec 5.1 table).
+KEY_V6 = bytes.fromhex("A94A4195E201432D9BCB460405D84A21")
+#: v6 schedule modification: (expanded-key byte offset, XOR value) (spec 5.1 table).
+V6_KEY_TWEAKS = ((64, 0x73), (96, 0x09), (128, 0xE4))
+
+#: v6 HMAC key derivation constants (spec 5.4 step 5; vlmcsd kms.h TIME_C1..C3).
+TIME_C1 = 0x00000022816889BD
+TIME_C2 = 0x000000208CBAB5ED
+TIME_C3 = 0x3156CD5AC628477A
+
+_MASK64 = (1 << 64) - 1
+
+
+class KmsVersion(IntEnum):
+    """Major protocol version, which selects the cipher (spec 4.1, 5.1)."""
+
+    V4 = 4
+    V5 = 5
+    V6 = 6
+
+
+class PaddingError(EmuError):
+    """Decrypted data does not end in valid PKCS#7 padding (vlmcs "DecryptSuccess" fails, spec 5.3)."""
+
+
+# --- Rijndael tables (FIPS-197) ---------------------------------------------------------------
+
+
+def _xtime(b: int) -> int:
+    b <<= 1
+    return (b ^ 0x11B) if b & 0x100 else b
+
+
+def _gmul(a: int, b: int) -> int:
+    out = 0
+    while b:
+        if b & 1:
+            out ^= a
+        a = _xtime(a)
+        b >>= 1
+    return out
+
+
+def _build_sbox() -> tuple[list[int], list[int]]:
+    sbox = [0] * 256
+    inv = [0] * 256
+    for x in range(256):
+        # multiplicative inverse in GF(2^8) (0 maps to 0), then the affine transform
+        y = 0 if x == 0 else next(c for c in range(1, 256) if _gmul(x, c) == 1)
+        s = y
+        for shift in range(1, 5):
+            s ^= ((y << shift) | (y >> (8 - shift))) & 0xFF
+        s ^= 0x63
+        sbox[x] = s
+        inv[s] = x
+    return sbox, inv
+
+
+_SBOX, _INV_SBOX = _build_sbox()
+
+
+def _ror8(w: int) -> int:
+    return ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+
+
+def _tables(box: list[int], coeffs: tuple[int, int, int, int]) -> tuple[tuple[int, ...], ...]:
+    t0 = tuple(
+        (_gmul(s, coeffs[0]) << 24) | (_gmul(s, coeffs[1]) << 16) | (_gmul(s, coeffs[2]) << 8) | _gmul(s, coeffs[3])
+        for s in box
+    )
+    t1 = tuple(_ror8(w) for w in t0)
+    t2 = tuple(_ror8(w) for w in t1)
+    t3 = tuple(_ror8(w) for w in t2)
+    return t0, t1, t2, t3
+
+
+# Encryption tables: SubBytes + MixColumns column (2, 1, 1, 3) and its rotations.
+_TE0, _TE1, _TE2, _TE3 = _tables(_SBOX, (2, 1, 1, 3))
+# Decryption tables: InvSubBytes + InvMixColumns column (14, 9, 13, 11) and its rotations.
+_TD0, _TD1, _TD2, _TD3 = _tables(_INV_SBOX, (14, 9, 13, 11))
+# Last-round tables: the S-box value placed in byte 0..3 of a word.
+_FE = tuple(tuple(s << sh for s in _SBOX) for sh in (24, 16, 8, 0))
+_FD = tuple(tuple(s << sh for s in _INV_SBOX) for sh in (24, 16, 8, 0))
+
+# Round constants (spec 5.1: 01 02 04 08 10 20 40 80 1B 36).
+_RCON = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36)
+
+
+def _expand_key(key: bytes) -> list[int]:
+    """Standard Rijndael key expansion for Nk = len(key)/4 words, Nr = Nk + 6 rounds (spec 5.1)."""
+    nk = len(key) // 4
+    nr = nk + 6
+    words = list(struct.unpack(f">{nk}I", key))
+    for i in range(nk, 4 * (nr + 1)):
+        temp = words[i - 1]
+        if i % nk == 0:
+            temp = ((temp << 8) | (temp >> 24)) & 0xFFFFFFFF
+            temp = (
+                (_SBOX[temp >> 24] << 24)
+                | (_SBOX[(temp >> 16) & 255] << 16)
+                | (_SBOX[(temp >> 8) & 255] << 8)
+                | _SBOX[temp & 255]
+            ) ^ (_RCON[i // nk - 1] << 24)
+        elif nk > 6 and i % nk == 4:
+            temp = (
+                (_SBOX[temp >> 24] << 24)
+                | (_SBOX[(temp >> 16) & 255] << 16)
+                | (_SBOX[(temp >> 8) & 255] << 8)
+                | _SBOX[temp & 255]
+            )
+        words.append(words[i - nk] ^ temp)
+    return words
+
+
+def _inv_mix_word(w: int) -> int:
+    return (
+        _TD0[_SBOX[w >> 24]] ^ _TD1[_SBOX[(w >> 16) & 255]] ^ _TD2[_SBOX[(w >> 8) & 255]] ^ _TD3[_SBOX[w & 255]]
+    )
+
+
+def _decryption_key(enc: list[int]) -> list[int]:
+    """Round keys for the equivalent inverse cipher: reversed, InvMixColumns on the inner rounds.
+
+    InvMixColumns is linear, so this is exact for any round keys, the tweaked v6 ones included.
+    """
+    nr = len(enc) // 4 - 1
+    out: list[int] = []
+    for r in range(nr, -1, -1):
+        rk = enc[4 * r : 4 * r + 4]
+        out.extend(rk if r in (0, nr) else [_inv_mix_word(w) for w in rk])
+    return out
+
+
+_Block4 = tuple[int, int, int, int]
+
+
+def _make_encryptor(rk: list[int]) -> Callable[[int, int, int, int], _Block4]:
+    """A block encryptor over four big-endian column words, bound to one expanded key."""
+    nr = len(rk) // 4 - 1
+    first = tuple(rk[0:4])
+    middle = tuple(tuple(rk[4 * r : 4 * r + 4]) for r in range(1, nr))
+    last = tuple(rk[4 * nr : 4 * nr + 4])
+
+    def encrypt(
+        s0: int,
+        s1: int,
+        s2: int,
+        s3: int,
+        te0: tuple[int, ...] = _TE0,
+        te1: tuple[int, ...] = _TE1,
+        te2: tuple[int, ...] = _TE2,
+        te3: tuple[int, ...] = _TE3,
+        f: tuple[tuple[int, ...], ...] = _FE,
+    ) -> _Block4:
+        s0 ^= first[0]
+        s1 ^= first[1]
+        s2 ^= first[2]
+        s3 ^= first[3]
+        for k0, k1, k2, k3 in middle:
+            s0, s1, s2, s3 = (
+                te0[s0 >> 24] ^ te1[(s1 >> 16) & 255] ^ te2[(s2 >> 8) & 255] ^ te3[s3 & 255] ^ k0,
+                te0[s1 >> 24] ^ te1[(s2 >> 16) & 255] ^ te2[(s3 >> 8) & 255] ^ te3[s0 & 255] ^ k1,
+                te0[s2 >> 24] ^ te1[(s3 >> 16) & 255] ^ te2[(s0 >> 8) & 255] ^ te3[s1 & 255] ^ k2,
+                te0[s3 >> 24] ^ te1[(s0 >> 16) & 255] ^ te2[(s1 >> 8) & 255] ^ te3[s2 & 255] ^ k3,
+            )
+        f0, f1, f2, f3 = f
+        return (
+            f0[s0 >> 24] ^ f1[(s1 >> 16) & 255] ^ f2[(s2 >> 8) & 255] ^ f3[s3 & 255] ^ last[0],
+            f0[s1 >> 24] ^ f1[(s2 >> 16) & 255] ^ f2[(s3 >> 8) & 255] ^ f3[s0 & 255] ^ last[1],
+            f0[s2 >> 24] ^ f1[(s3 >> 16) & 255] ^ f2[(s0 >> 8) & 255] ^ f3[s1 & 255] ^ last[2],
+            f0[s3 >> 24] ^ f1[(s0 >> 16) & 255] ^ f2[(s1 >> 8) & 255] ^ f3[s2 & 255] ^ last[3],
+        )
+
+    return encrypt
+
+
+def _make_decryptor(drk: list[int]) -> Callable[[int, int, int, int], _Block4]:
+    """A block decryptor (equivalent inverse cipher) over four big-endian column words."""
+    nr = len(drk) // 4 - 1
+    first = tuple(drk[0:4])
+    middle = tuple(tuple(drk[4 * r : 4 * r + 4]) for r in range(1, nr))
+    last = tuple(drk[4 * nr : 4 * nr + 4])
+
+    def decrypt(
+        s0: int,
+        s1: int,
+        s2: int,
+        s3: int,
+        td0: tuple[int, ...] = _TD0,
+        td1: tuple[int, ...] = _TD1,
+        td2: tuple[int, ...] = _TD2,
+        td3: tuple[int, ...] = _TD3,
+        f: tuple[tuple[int, ...], ...] = _FD,
+    ) -> _Block4:
+        s0 ^= first[0]
+        s1 ^= first[1]
+        s2 ^= first[2]
+        s3 ^= first[3]
+        for k0, k1, k2, k3 in middle:
+            s0, s1, s2, s3 = (
+                td0[s0 >> 24] ^ td1[(s3 >> 16) & 255] ^ td2[(s2 >> 8) & 255] ^ td3[s1 & 255] ^ k0,
+                td0[s1 >> 24] ^ td1[(s0 >> 16) & 255] ^ td2[(s3 >> 8) & 255] ^ td3[s2 & 255] ^ k1,
+                td0[s2 >> 24] ^ td1[(s1 >> 16) & 255] ^ td2[(s0 >> 8) & 255] ^ td3[s3 & 255] ^ k2,
+                td0[s3 >> 24] ^ td1[(s2 >> 16) & 255] ^ td2[(s1 >> 8) & 255] ^ td3[s0 & 255] ^ k3,
+            )
+        f0, f1, f2, f3 = f
+        return (
+            f0[s0 >> 24] ^ f1[(s3 >> 16) & 255] ^ f2[(s2 >> 8) & 255] ^ f3[s1 & 255] ^ last[0],
+            f0[s1 >> 24] ^ f1[(s0 >> 16) & 255] ^ f2[(s3 >> 8) & 255] ^ f3[s2 & 255] ^ last[1],
+            f0[s2 >> 24] ^ f1[(s1 >> 16) & 255] ^ f2[(s0 >> 8) & 255] ^ f3[s3 & 255] ^ last[2],
+            f0[s3 >> 24] ^ f1[(s2 >> 16) & 255] ^ f2[(s1 >> 8) & 255] ^ f3[s0 & 255] ^ last[3],
+        )
+
+    return decrypt
+
+
+def _v6_expanded_key() -> list[int]:
+    words = _expand_key(KEY_V6)
+    for offset, value in V6_KEY_TWEAKS:
+        # byte `offset` is the most significant byte of big-endian word offset/4
+        words[offset // 4] ^= value << (24 - 8 * (offset % 4))
+    return words
+
+
+_ENC_KEYS = {KmsVersion.V4: _expand_key(KEY_V4), KmsVersion.V5: _expand_key(KEY_V5), KmsVersion.V6: _v6_expanded_key()}
+_ENCRYPT = {v: _make_encryptor(k) for v, k in _ENC_KEYS.items()}
+_DECRYPT = {v: _make_decryptor(_decryption_key(k)) for v, k in _ENC_KEYS.items()}
+_V5_KEY_ALGO = algorithms.AES(KEY_V5)
+_BLOCK = struct.Struct(">4I")
+
+
+def expanded_key(version: int) -> bytes:
+    """The (v6: tweaked) expanded encryption key of a version, as bytes (spec 5.1; for tests and display)."""
+    words = _ENC_KEYS[KmsVersion(version)]
+    return struct.pack(f">{len(words)}I", *words)
+
+
+def _check_block(block: bytes) -> None:
+    if len(block) != BLOCK_SIZE:
+        raise ValueError(f"a cipher block is {BLOCK_SIZE} bytes, got {len(block)}")
+
+
+def encrypt_block(version: int, block: bytes) -> bytes:
+    """E_K(block): one raw (ECB) block encryption with the cipher of ``version`` (spec 5.1).
+
+    Raises:
+        ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
+    """
+    _check_block(block)
+    return _BLOCK.pack(*_ENCRYPT[KmsVersion(version)](*_BLOCK.unpack(block)))
+
+
+def decrypt_block(version: int, block: bytes) -> bytes:
+    """D_K(block): one raw (ECB) block decryption with the cipher of ``version`` (spec 5.1).
+
+    Raises:
+        ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
+    """
+    _check_block(block)
+    return _BLOCK.pack(*_DECRYPT[KmsVersion(version)](*_BLOCK.unpack(block)))
+
+
+def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
+    """CBC encryption without padding (the caller pads; spec 5.3/5.4).
+
+    Raises:
+        ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
+    """
+    version = KmsVersion(version)
+    _check_block(iv)
+    if len(data) % BLOCK_SIZE:
+        raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
+    if version is KmsVersion.V5:
+        enc = Cipher(_V5_KEY_ALGO, modes.CBC(iv)).encryptor()
+        return enc.update(data) + enc.finalize()
+    encrypt = _ENCRYPT[version]
+    unpack_from = _BLOCK.unpack_from
+    pack_into = _BLOCK.pack_into
+    out = bytearray(len(data))
+    c0, c1, c2, c3 = _BLOCK.unpack(iv)
+    for off in range(0, len(data), BLOCK_SIZE):
+        p0, p1, p2, p3 = unpack_from(data, off)
+        c0, c1, c2, c3 = encrypt(p0 ^ c0, p1 ^ c1, p2 ^ c2, p3 ^ c3)
+        pack_into(out, off, c0, c1, c2, c3)
+    return bytes(out)
+
+
+def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
+    """CBC decryption without unpadding (spec 5.3/5.4).
+
+    Raises:
+        ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
+    """
+    version = KmsVersion(version)
+    _check_block(iv)
+    if len(data) % BLOCK_SIZE:
+        raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
+    if version is KmsVersion.V5:
+        dec = Cipher(_V5_KEY_ALGO, modes.CBC(iv)).decryptor()
+        return dec.update(data) + dec.finalize()
+    decrypt = _DECRYPT[version]
+    unpack_from = _BLOCK.unpack_from
+    pack_into = _BLOCK.pack_into
+    out = bytearray(len(data))
+    v0, v1, v2, v3 = _BLOCK.unpack(iv)
+    for off in range(0, len(data), BLOCK_SIZE):
+        c0, c1, c2, c3 = unpack_from(data, off)
+        p0, p1, p2, p3 = decrypt(c0, c1, c2, c3)
+        pack_into(out, off, p0 ^ v0, p1 ^ v1, p2 ^ v2, p3 ^ v3)
+        v0, v1, v2, v3 = c0, c1, c2, c3
+    return bytes(out)
+
+
+def pkcs7_pad(data: bytes) -> bytes:
+    """Append PKCS#7 padding: 1..16 bytes, each equal to the pad length (always present, spec 5.3)."""
+    n = BLOCK_SIZE - len(data) % BLOCK_SIZE
+    return data + bytes((n,)) * n
+
+
+def pkcs7_unpad(data: bytes) -> bytes:
+    """Strip PKCS#7 padding strictly, as vlmcs's "DecryptSuccess" check does (spec 5.3).
+
+    Raises:
+        PaddingError: empty or non-block-aligned data, a pad value outside 1..16, or unequal pad bytes.
+    """
+    if not data or len(data) % BLOCK_SIZE:
+        raise PaddingError(f"decrypted data of {len(data)} bytes is not a whole number of blocks")
+    n = data[-1]
+    if not 1 <= n <= BLOCK_SIZE:
+        raise PaddingError(f"PKCS#7 pad value {n} is outside 1..{BLOCK_SIZE}")
+    if data[-n:] != bytes((n,)) * n:
+        raise PaddingError(f"PKCS#7 pad bytes are not all equal to {n}")
+    return data[:-n]
+
+
+def v4_mac(data: bytes) -> bytes:
+    """The V4 MAC: a CBC-MAC with the v4 cipher over ``data ‖ 80 00..`` (spec 5.2; not CMAC)."""
+    padded = data + b"\x80" + bytes(-(len(data) + 1) % BLOCK_SIZE)
+    encrypt = _ENCRYPT[KmsVersion.V4]
+    unpack_from = _BLOCK.unpack_from
+    m0 = m1 = m2 = m3 = 0
+    for off in range(0, len(padded), BLOCK_SIZE):
+        b0, b1, b2, b3 = unpack_from(padded, off)
+        m0, m1, m2, m3 = encrypt(m0 ^ b0, m1 ^ b1, m2 ^ b2, m3 ^ b3)
+    return _BLOCK.pack(m0, m1, m2, m3)
+
+
+def v6_hmac_key(filetime: int, slot_offset: int = 0) -> bytes:
+    """The v6 HMAC key for a response whose ClientTime is ``filetime`` (spec 5.4 step 5).
+
+    ``slot_offset`` reproduces vlmcs's tolerance, which adds ``slot_offset * C1`` to the *slot
+    value* (quirk Q5, spec 10), not to the time.
+    """
+    slot = ((filetime // TIME_C1) * TIME_C2 + TIME_C3 + slot_offset * TIME_C1) & _MASK64
+    return hashlib.sha256(slot.to_bytes(8, "little")).digest()[16:]
+
+
+def v6_hmac(key: bytes, message: bytes) -> bytes:
+    """The stored v6 HMAC: the last 16 bytes of HMAC-SHA256(key, message) (spec 5.4 step 7)."""
+    return hmac.digest(key, message, "sha256")[16:]
