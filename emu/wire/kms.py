@@ -1,0 +1,544 @@
+"""KMS message layer: version header, request/response bases, v4 bodies, v5/v6 envelopes and plaintexts.
+
+Spec: kms-wire-protocol.md section 4 (one Construct struct per table). Only layout lives here;
+MACs, encryption and the checks on the values are in :mod:`emu.kms.crypto` and
+:mod:`emu.kms.messages`.
+
+Decoding is lossless: the stale bytes after the workstation name's NUL (quirk Q3) and an ePID that
+is not clean UTF-16 with one trailing NUL are kept, so ``encode_x(decode_x(b)) == b`` for every
+input that decodes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+
+import construct as cs
+
+from emu.errors import DecodeError
+from emu.wire.common import FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
+
+__all__ = [
+    "LicenseStatus",
+    "REQUEST_BASE_SIZE",
+    "WORKSTATION_NAME_SIZE",
+    "MAC_SIZE",
+    "IV_SIZE",
+    "HASH_SIZE",
+    "HWID_SIZE",
+    "VersionHeader",
+    "KmsRequestBase",
+    "KmsResponseBase",
+    "KmsRequestV4",
+    "KmsResponseV4",
+    "KmsEncryptedMessage",
+    "KmsResponseV5Plain",
+    "KmsResponseV6Plain",
+    "Version",
+    "RequestBase",
+    "ResponseBase",
+    "RequestV4",
+    "ResponseV4",
+    "EncryptedMessage",
+    "ResponseV5Plain",
+    "ResponseV6Plain",
+    "decode_version",
+    "encode_version",
+    "decode_request_base",
+    "encode_request_base",
+    "decode_response_base",
+    "encode_response_base",
+    "decode_request_v4",
+    "encode_request_v4",
+    "decode_response_v4",
+    "encode_response_v4",
+    "decode_encrypted_message",
+    "encode_encrypted_message",
+    "decode_response_v5_plain",
+    "encode_response_v5_plain",
+    "decode_response_v6_plain",
+    "encode_response_v6_plain",
+]
+
+#: Request base size, bytes (spec 4.2).
+REQUEST_BASE_SIZE = 236
+#: WorkstationName buffer, WCHAR[64] (spec 4.2).
+WORKSTATION_NAME_SIZE = 128
+#: V4 MAC size (spec 4.4).
+MAC_SIZE = 16
+#: v5/v6 IV size (spec 4.5).
+IV_SIZE = 16
+#: SHA-256 hash of R (spec 4.5).
+HASH_SIZE = 32
+#: HwId size (spec 4.6).
+HWID_SIZE = 8
+
+
+class LicenseStatus(IntEnum):
+    """Client licence state sent in the request (spec 4.2, LicenseStatus)."""
+
+    UNLICENSED = 0
+    LICENSED = 1
+    OOB_GRACE = 2
+    OOT_GRACE = 3
+    NON_GENUINE_GRACE = 4
+    NOTIFICATION = 5
+    EXTENDED_GRACE = 6
+
+
+# --- Construct definitions, one per spec table --------------------------------------------------
+
+# kms-wire-protocol.md 4.1
+VersionHeader = cs.Struct(
+    "minor_ver" / cs.Int16ul * "minor protocol version, 0",  # +0x00
+    "major_ver" / cs.Int16ul * "major protocol version, 4/5/6",  # +0x02
+)
+
+# kms-wire-protocol.md 4.2 (236 bytes)
+KmsRequestBase = cs.Struct(
+    "version" / VersionHeader,  # +0x00
+    "vm_info" / cs.Int32ul * "0 physical, 1 virtual machine",  # +0x04
+    "license_status" / cs.Int32ul * "LicenseStatus 0..6",  # +0x08
+    "binding_expiration" / cs.Int32ul * "minutes until the current status expires",  # +0x0c
+    "app_id" / Guid * "application family",  # +0x10
+    "sku_id" / Guid * "activation id of the edition",  # +0x20
+    "kms_id" / Guid * "KMS counted id (product group)",  # +0x30
+    "cmid" / Guid * "client machine id",  # +0x40
+    "required_client_count" / cs.Int32ul * "activation threshold N",  # +0x50
+    "client_time" / FileTime * "client UTC time, FILETIME",  # +0x54
+    "previous_cmid" / Guid * "previous client machine id, normally zero",  # +0x5c
+    "workstation_name" / cs.Bytes(WORKSTATION_NAME_SIZE) * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
+)
+
+# kms-wire-protocol.md 4.3 (44 + P bytes; fields after KmsPID are unaligned)
+KmsResponseBase = cs.Struct(
+    "version" / VersionHeader,  # +0x00
+    "pid_size" / cs.Rebuild(cs.Int32ul, cs.len_(cs.this.kms_pid)) * "P: bytes of KmsPID incl. NUL",  # +0x04
+    "kms_pid" / cs.Bytes(cs.this.pid_size) * "ePID, UTF-16LE + NUL",  # +0x08
+    "cmid" / Guid * "echo of the request's CMID",
+    "client_time" / FileTime * "echo of the request's ClientTime",
+    "count" / cs.Int32ul * "active clients claimed by the host",
+    "activation_interval" / cs.Int32ul * "minutes between retries while not activated",
+    "renewal_interval" / cs.Int32ul * "minutes between renewals",
+)
+
+# kms-wire-protocol.md 4.4, request (252 bytes)
+KmsRequestV4 = cs.Struct(
+    "base" / KmsRequestBase,  # +0x00
+    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
+    cs.Terminated,
+)
+
+# kms-wire-protocol.md 4.4, response (60 + P bytes)
+KmsResponseV4 = cs.Struct(
+    "base" / KmsResponseBase,
+    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
+    cs.Terminated,
+)
+
+# kms-wire-protocol.md 4.5 / 4.6: the clear-text envelope of every v5/v6 request and response
+KmsEncryptedMessage = cs.Struct(
+    "version" / VersionHeader,  # +0x00
+    "iv" / cs.Bytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
+    "ciphertext" / cs.GreedyBytes * "CBC ciphertext of the PKCS#7-padded plaintext",  # +0x14
+)
+
+# kms-wire-protocol.md 4.5, response plaintext (92 + P bytes, then PKCS#7 padding)
+KmsResponseV5Plain = cs.Struct(
+    "base" / KmsResponseBase,
+    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
+    "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
+)
+
+# kms-wire-protocol.md 4.6, response plaintext (132 + P bytes, then PKCS#7 padding)
+KmsResponseV6Plain = cs.Struct(
+    "base" / KmsResponseBase,
+    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
+    "hwid" / cs.Bytes(HWID_SIZE) * "KMS host hardware id",
+    "xored_ivs" / cs.Bytes(IV_SIZE) * "D(request IV)",
+    "hmac" / cs.Bytes(16) * "last 16 bytes of HMAC-SHA256 (5.4)",
+    "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
+)
+
+
+# --- typed messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """The 4-byte version header: MinorVer then MajorVer (spec 4.1)."""
+
+    major: int
+    minor: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBase:
+    """The 236-byte request base, identical for all versions (spec 4.2)."""
+
+    version: Version
+    vm_info: int
+    license_status: LicenseStatus
+    binding_expiration: int
+    app_id: uuid.UUID
+    sku_id: uuid.UUID
+    kms_id: uuid.UUID
+    cmid: uuid.UUID
+    required_client_count: int
+    client_time: int
+    previous_cmid: uuid.UUID
+    workstation_name: str
+    #: bytes after the name's NUL, trailing zeros removed (vlmcs leaves stale memory there, Q3)
+    workstation_tail: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseBase:
+    """The response base, 44 + P bytes (spec 4.3)."""
+
+    version: Version
+    epid: str
+    cmid: uuid.UUID
+    client_time: int
+    count: int
+    activation_interval: int
+    renewal_interval: int
+    #: the KmsPID bytes as received when they are not exactly UTF-16LE(epid) + one NUL; else None
+    epid_raw: bytes | None = None
+
+    @property
+    def pid_bytes(self) -> bytes:
+        """KmsPID as it goes on the wire (PIDSize = its length)."""
+        if self.epid_raw is not None:
+            return self.epid_raw
+        return self.epid.encode("utf-16-le", "surrogatepass") + b"\0\0"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestV4:
+    """A v4 request: base plus V4-MAC (spec 4.4)."""
+
+    base: RequestBase
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseV4:
+    """A v4 response: base plus V4-MAC (spec 4.4)."""
+
+    base: ResponseBase
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedMessage:
+    """A v5/v6 request or response as sent: clear version, IV, ciphertext (spec 4.5, 4.6)."""
+
+    version: Version
+    iv: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseV5Plain:
+    """Decrypted v5 response (spec 4.5); ``padding`` is the PKCS#7 tail as decrypted."""
+
+    base: ResponseBase
+    random_xored_ivs: bytes
+    hash: bytes
+    padding: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseV6Plain:
+    """Decrypted v6 response (spec 4.6); ``padding`` is the PKCS#7 tail as decrypted."""
+
+    base: ResponseBase
+    random_xored_ivs: bytes
+    hash: bytes
+    hwid: bytes
+    xored_ivs: bytes
+    hmac: bytes
+    padding: bytes = b""
+
+
+# --- conversions between Containers and dataclasses ---------------------------------------------
+
+
+def _version(c: cs.Container) -> Version:
+    return Version(major=c.major_ver, minor=c.minor_ver)
+
+
+def _version_dict(v: Version) -> dict[str, int]:
+    return {"minor_ver": v.minor, "major_ver": v.major}
+
+
+def _request_base(c: cs.Container) -> RequestBase:
+    try:
+        status = LicenseStatus(c.license_status)
+    except ValueError:
+        raise DecodeError(
+            f"license status {c.license_status} is not one of 0..6", offset=8, path="license_status"
+        ) from None
+    name, tail = split_fixed_utf16(c.workstation_name)
+    return RequestBase(
+        version=_version(c.version),
+        vm_info=c.vm_info,
+        license_status=status,
+        binding_expiration=c.binding_expiration,
+        app_id=c.app_id,
+        sku_id=c.sku_id,
+        kms_id=c.kms_id,
+        cmid=c.cmid,
+        required_client_count=c.required_client_count,
+        client_time=c.client_time,
+        previous_cmid=c.previous_cmid,
+        workstation_name=name,
+        workstation_tail=tail,
+    )
+
+
+def _request_base_dict(b: RequestBase) -> dict[str, object]:
+    return {
+        "version": _version_dict(b.version),
+        "vm_info": b.vm_info,
+        "license_status": int(b.license_status),
+        "binding_expiration": b.binding_expiration,
+        "app_id": b.app_id,
+        "sku_id": b.sku_id,
+        "kms_id": b.kms_id,
+        "cmid": b.cmid,
+        "required_client_count": b.required_client_count,
+        "client_time": b.client_time,
+        "previous_cmid": b.previous_cmid,
+        "workstation_name": join_fixed_utf16(b.workstation_name, b.workstation_tail, WORKSTATION_NAME_SIZE),
+    }
+
+
+def _epid_of(raw: bytes) -> tuple[str, bytes | None]:
+    """Text of a KmsPID and, when the bytes are not clean UTF-16LE + one NUL, the raw bytes."""
+    if len(raw) >= 2 and len(raw) % 2 == 0 and raw[-2:] == b"\0\0":
+        try:
+            text = raw[:-2].decode("utf-16-le")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and "\0" not in text:
+            return text, None
+    # Not clean: show the text up to the first NUL, keep the bytes for a lossless re-encoding.
+    text, _ = split_fixed_utf16(raw)
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), bytes(raw)
+
+
+def _response_base(c: cs.Container) -> ResponseBase:
+    epid, raw = _epid_of(c.kms_pid)
+    return ResponseBase(
+        version=_version(c.version),
+        epid=epid,
+        cmid=c.cmid,
+        client_time=c.client_time,
+        count=c.count,
+        activation_interval=c.activation_interval,
+        renewal_interval=c.renewal_interval,
+        epid_raw=raw,
+    )
+
+
+def _response_base_dict(b: ResponseBase) -> dict[str, object]:
+    return {
+        "version": _version_dict(b.version),
+        "kms_pid": b.pid_bytes,
+        "cmid": b.cmid,
+        "client_time": b.client_time,
+        "count": b.count,
+        "activation_interval": b.activation_interval,
+        "renewal_interval": b.renewal_interval,
+    }
+
+
+def _exact(struct: cs.Construct, data: bytes, what: str) -> cs.Container:
+    """Parse ``data`` with a fixed-size struct that does not end in Terminated itself."""
+    with decode_guard(what):
+        parsed = struct.parse(data)
+    size = struct.sizeof()
+    if len(data) != size:
+        raise DecodeError(f"{what} is {size} bytes, got {len(data)}", offset=size, path=what)
+    return parsed
+
+
+# --- public decode/encode ---------------------------------------------------------------------
+
+
+def decode_version(data: bytes) -> Version:
+    """The version header at the start of any KMS message (extra bytes after it are ignored).
+
+    Raises:
+        DecodeError: fewer than 4 bytes.
+    """
+    with decode_guard("KMS version header"):
+        return _version(VersionHeader.parse(data))
+
+
+def encode_version(version: Version) -> bytes:
+    """The 4-byte version header."""
+    return bytes(VersionHeader.build(_version_dict(version)))
+
+
+def decode_request_base(data: bytes) -> RequestBase:
+    """A 236-byte request base (spec 4.2).
+
+    Raises:
+        DecodeError: wrong length or a license status outside 0..6.
+    """
+    with decode_guard("KMS request base"):
+        return _request_base(_exact(KmsRequestBase, data, "KMS request base"))
+
+
+def encode_request_base(base: RequestBase) -> bytes:
+    """The 236 bytes of a request base.
+
+    Raises:
+        ValueError: the workstation name (with tail) does not fit in 128 bytes.
+    """
+    return bytes(KmsRequestBase.build(_request_base_dict(base)))
+
+
+def decode_response_base(data: bytes) -> ResponseBase:
+    """A response base of exactly 44 + PIDSize bytes (spec 4.3).
+
+    Raises:
+        DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
+    """
+    with decode_guard("KMS response base"):
+        c = cs.Struct("base" / KmsResponseBase, cs.Terminated).parse(data)
+        return _response_base(c.base)
+
+
+def encode_response_base(base: ResponseBase) -> bytes:
+    """The 44 + P bytes of a response base."""
+    return bytes(KmsResponseBase.build(_response_base_dict(base)))
+
+
+def decode_request_v4(data: bytes) -> RequestV4:
+    """A 252-byte v4 request (spec 4.4). The MAC is not checked here.
+
+    Raises:
+        DecodeError: wrong length or a bad field.
+    """
+    with decode_guard("KMS v4 request"):
+        c = KmsRequestV4.parse(data)
+        return RequestV4(base=_request_base(c.base), mac=c.mac)
+
+
+def encode_request_v4(msg: RequestV4) -> bytes:
+    """The 252 bytes of a v4 request (the MAC is written as given)."""
+    return bytes(KmsRequestV4.build({"base": _request_base_dict(msg.base), "mac": msg.mac}))
+
+
+def decode_response_v4(data: bytes) -> ResponseV4:
+    """A v4 response, 60 + P bytes (spec 4.4). The MAC is not checked here.
+
+    Raises:
+        DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
+    """
+    with decode_guard("KMS v4 response"):
+        c = KmsResponseV4.parse(data)
+        return ResponseV4(base=_response_base(c.base), mac=c.mac)
+
+
+def encode_response_v4(msg: ResponseV4) -> bytes:
+    """The bytes of a v4 response (the MAC is written as given)."""
+    return bytes(KmsResponseV4.build({"base": _response_base_dict(msg.base), "mac": msg.mac}))
+
+
+def decode_encrypted_message(data: bytes) -> EncryptedMessage:
+    """The clear envelope of a v5/v6 message: version, IV, ciphertext (spec 4.5, 4.6).
+
+    The ciphertext length is not checked here (see :mod:`emu.kms.messages`).
+
+    Raises:
+        DecodeError: fewer than 20 bytes.
+    """
+    with decode_guard("KMS encrypted message"):
+        c = KmsEncryptedMessage.parse(data)
+        return EncryptedMessage(version=_version(c.version), iv=c.iv, ciphertext=c.ciphertext)
+
+
+def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
+    """Version ‖ IV ‖ ciphertext.
+
+    Raises:
+        ValueError: the IV is not 16 bytes.
+    """
+    if len(msg.iv) != IV_SIZE:
+        raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(msg.iv)}")
+    return encode_version(msg.version) + msg.iv + msg.ciphertext
+
+
+def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
+    """A decrypted v5 response, padding included (spec 4.5). The padding is kept, not checked.
+
+    Raises:
+        DecodeError: truncated or PIDSize beyond the data.
+    """
+    with decode_guard("KMS v5 response plaintext"):
+        c = KmsResponseV5Plain.parse(data)
+        return ResponseV5Plain(
+            base=_response_base(c.base), random_xored_ivs=c.random_xored_ivs, hash=c.hash, padding=c.padding
+        )
+
+
+def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
+    """The plaintext of a v5 response, followed by ``msg.padding`` as given."""
+    return bytes(
+        KmsResponseV5Plain.build(
+            {
+                "base": _response_base_dict(msg.base),
+                "random_xored_ivs": msg.random_xored_ivs,
+                "hash": msg.hash,
+                "padding": msg.padding,
+            }
+        )
+    )
+
+
+def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
+    """A decrypted v6 response, padding included (spec 4.6). The padding is kept, not checked.
+
+    Raises:
+        DecodeError: truncated or PIDSize beyond the data.
+    """
+    with decode_guard("KMS v6 response plaintext"):
+        c = KmsResponseV6Plain.parse(data)
+        return ResponseV6Plain(
+            base=_response_base(c.base),
+            random_xored_ivs=c.random_xored_ivs,
+            hash=c.hash,
+            hwid=c.hwid,
+            xored_ivs=c.xored_ivs,
+            hmac=c.hmac,
+            padding=c.padding,
+        )
+
+
+def encode_response_v6_plain(msg: ResponseV6Plain) -> bytes:
+    """The plaintext of a v6 response, followed by ``msg.padding`` as given."""
+    return bytes(
+        KmsResponseV6Plain.build(
+            {
+                "base": _response_base_dict(msg.base),
+                "random_xored_ivs": msg.random_xored_ivs,
+                "hash": msg.hash,
+                "hwid": msg.hwid,
+                "xored_ivs": msg.xored_ivs,
+                "hmac": msg.hmac,
+                "padding": msg.padding,
+            }
+        )
+    )
