@@ -1,0 +1,351 @@
+"""Sans-IO server side of a DCE/RPC association carrying the KMS interface.
+
+Bytes go in (:meth:`ServerAssociation.receive_data`), actions come out: :class:`Send` bytes to
+the peer, :class:`Call` an activation the host must answer with :meth:`ServerAssociation.respond`,
+:class:`BadCall` a request whose NDR stub cannot be decoded (answer it with
+``respond(bad_call, None, HRESULT_INVALID_DATA)``, as vlmcsd answers an undersized request, spec
+2.10), and :class:`Close` when the peer broke the framing rules. No sockets, no clock.
+
+Spec: kms-wire-protocol.md 1.3-1.4 (framing), 2.5 (bind answers), 2.8 (faults), 2.10 (server
+validation), 12 (checklist); quirks Q1, Q2, Q4, Q15-Q17. Where we differ from vlmcsd, on purpose:
+
+* faults carry the request's call_id (vlmcsd: its own counter, Q1), as the checklist (12.3) advises;
+* opnum != 0 gets fault nca_s_op_rng_error (vlmcsd ignores opnum, Q17);
+* fragmented requests are reassembled up to :data:`MAX_STUB_LENGTH` (vlmcsd cannot);
+* the largest PDU accepted is ``max_pdu`` (vlmcsd: 300 bytes, Q16), a bind with more than
+  ``max_contexts`` elements closes the connection like vlmcsd's size limit does;
+* bind_ack/alter_context_resp padding is zero (vlmcsd leaves junk, Q2).
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from emu.errors import DecodeError, UsageError
+from emu.wire.ndr import TransferSyntax, decode_request_stub, encode_response_stub
+from emu.wire.rpc import (
+    KMS_INTERFACE,
+    NCA_S_OP_RNG_ERROR,
+    NCA_S_UNK_IF,
+    NDR32_SYNTAX,
+    NDR64_SYNTAX,
+    AlterContext,
+    AlterContextResp,
+    Bind,
+    BindAck,
+    ContextElement,
+    ContextResult,
+    Fault,
+    PfcFlag,
+    PType,
+    RejectReason,
+    Request,
+    ResultEntry,
+    SyntaxId,
+    btfn_bitmask,
+    decode_pdu,
+    encode_pdu,
+    secondary_address_bytes,
+)
+
+__all__ = [
+    "MAX_FRAG_LENGTH",
+    "MIN_FRAG_LENGTH",
+    "MAX_CONTEXTS",
+    "MAX_STUB_LENGTH",
+    "BTFN_SUPPORTED",
+    "HRESULT_INVALID_DATA",
+    "KMS_OPNUM",
+    "ServerRpcConfig",
+    "Send",
+    "Call",
+    "BadCall",
+    "Close",
+    "Action",
+    "AssociationState",
+    "ServerAssociation",
+]
+
+#: Largest PDU we accept and the max_xmit/recv we would advertise: the 5840 both clients propose
+#: (spec 2.3, 2.9). vlmcsd's own limit is 300 bytes (spec 1.4); any legal KMS PDU fits either.
+MAX_FRAG_LENGTH = 5840
+#: A PDU is at least its common header (spec 2.1).
+MIN_FRAG_LENGTH = 16
+#: Most context elements per bind we answer; vlmcsd answers 6 and drops 7 (spec 1.4, Q16).
+MAX_CONTEXTS = 6
+#: Cap on a reassembled fragmented request stub (a v6 request stub is 276 bytes, spec 3.4).
+MAX_STUB_LENGTH = 16384
+#: BTFN features we grant: security context multiplexing | keep connection on orphan (spec 2.5).
+BTFN_SUPPORTED = 0x0003
+#: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (spec 2.10, 8.4).
+HRESULT_INVALID_DATA = 0x8007000D
+#: RequestActivation is the only operation of the interface (spec 3.1).
+KMS_OPNUM = 0
+
+_FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE  # 0x23 (spec 2.8)
+_FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
+_ZERO_SYNTAX = SyntaxId(uuid.UUID(int=0), 0)
+_RESP_HEAD = struct.Struct("<BBBB4sHHIIHBB")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRpcConfig:
+    """How a server association negotiates (spec 2.5).
+
+    Attributes:
+        ndr64: accept NDR64 (and then reject NDR32 offered next to it, like vlmcsd ``-N1``).
+        btfn: answer Bind Time Feature Negotiation (vlmcsd ``-B1``).
+        secondary_address: the port text put in bind_acks ("1688").
+        assoc_group_id: the association group id put in bind_acks.
+        max_pdu: largest frag_length accepted; above it the connection is closed.
+        max_contexts: most context elements in a bind/alter_context; above it, close.
+    """
+
+    ndr64: bool = True
+    btfn: bool = True
+    secondary_address: str = "1688"
+    assoc_group_id: int = 0
+    max_pdu: int = MAX_FRAG_LENGTH
+    max_contexts: int = MAX_CONTEXTS
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Bytes to write to the peer (bind_ack, alter_context_resp, fault)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An activation request the host must answer via :meth:`ServerAssociation.respond`."""
+
+    call_id: int
+    context_id: int
+    syntax: TransferSyntax
+    opnum: int
+    kms_request: bytes
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class BadCall:
+    """A request on a valid context whose stub could not be decoded; answer it with
+    ``respond(bad_call, None, HRESULT_INVALID_DATA)`` (vlmcsd's answer, spec 2.10)."""
+
+    call_id: int
+    context_id: int
+    syntax: TransferSyntax
+    reason: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The peer broke the framing rules: close the connection, send nothing."""
+
+    reason: str
+
+
+Action = Send | Call | BadCall | Close
+
+
+class AssociationState(Enum):
+    """Where the association is: before any accepted context, bound, or closed after a violation."""
+
+    IDLE = "idle"
+    BOUND = "bound"
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class _Reassembly:
+    first: Request
+    parts: list[bytes] = field(default_factory=list)
+    length: int = 0
+
+
+class ServerAssociation:
+    """One TCP connection's DCE/RPC state on the server side (see the module docstring)."""
+
+    def __init__(self, config: ServerRpcConfig | None = None) -> None:
+        self.config = config or ServerRpcConfig()
+        self.state = AssociationState.IDLE
+        #: Accepted presentation contexts: p_cont_id -> NDR syntax.
+        self.contexts: dict[int, TransferSyntax] = {}
+        self._buffer = bytearray()
+        self._pending: _Reassembly | None = None
+        self._address = secondary_address_bytes(self.config.secondary_address)
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        """Feed bytes from the peer; return the actions they call for, in order.
+
+        Partial PDUs are buffered; several PDUs in one chunk give several actions. After a
+        :class:`Close`, further input is ignored.
+        """
+        if self.state is AssociationState.ERROR:
+            return []
+        buf = self._buffer
+        buf += data
+        actions: list[Action] = []
+        while len(buf) >= MIN_FRAG_LENGTH:
+            problem = self._check_header(buf)
+            if problem is not None:
+                return actions + [self._close(problem)]
+            frag = buf[8] | buf[9] << 8
+            if len(buf) < frag:
+                break
+            pdu = bytes(buf[:frag])
+            del buf[:frag]
+            action = self._handle(pdu)
+            if action is not None:
+                actions.append(action)
+                if isinstance(action, Close):
+                    return actions
+        return actions
+
+    def respond(self, call: Call | BadCall, kms_response: bytes | None, hresult: int = 0) -> bytes:
+        """The response PDU answering ``call``: the success stub with ``kms_response``, or the
+        error stub carrying ``hresult`` when it is ``None`` (spec 2.7, 3.2, 3.3).
+
+        The header echoes the request's version, flags, drep and call_id (Q15); alloc_hint is the
+        stub length; the context id is copied; cancel_count is 0.
+
+        Raises:
+            UsageError: ``hresult`` does not fit in 32 bits.
+        """
+        stub = encode_response_stub(kms_response, hresult, call.syntax)
+        req = call.request
+        flags = req.pfc_flags | _FIRST_LAST
+        frag = 24 + len(stub)
+        if frag > 0xFFFF:
+            raise UsageError(f"response of {frag} bytes does not fit in one PDU")
+        head = _RESP_HEAD.pack(req.rpc_vers, req.rpc_vers_minor, PType.RESPONSE, flags, req.drep, frag, 0,
+                               req.call_id, len(stub), req.p_cont_id, 0, 0)
+        return head + stub
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _close(self, reason: str) -> Close:
+        self.state = AssociationState.ERROR
+        self._buffer.clear()
+        self._pending = None
+        return Close(reason)
+
+    def _check_header(self, buf: bytearray) -> str | None:
+        if buf[0] != 5 or buf[1] > 1:
+            return f"unsupported RPC version {buf[0]}.{buf[1]} (expected 5.0)"
+        if buf[2] not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
+            return f"unsupported PTYPE {buf[2]} from a client (spec 2.10: only 0, 11, 14)"
+        if buf[4] & 0xF0 != 0x10:
+            return f"unsupported data representation {bytes(buf[4:8]).hex()} (only little-endian integers)"
+        frag = buf[8] | buf[9] << 8
+        if frag < MIN_FRAG_LENGTH or frag > self.config.max_pdu:
+            return f"frag_length {frag} outside {MIN_FRAG_LENGTH}..{self.config.max_pdu}"
+        if buf[10] or buf[11]:
+            return "authenticated PDUs are not supported (auth_length must be 0)"
+        return None
+
+    def _handle(self, data: bytes) -> Action | None:
+        try:
+            pdu = decode_pdu(data)
+        except DecodeError as exc:
+            return self._close(f"malformed PDU: {exc}")
+        if isinstance(pdu, (Bind, AlterContext)):
+            return self._bind(pdu)
+        assert isinstance(pdu, Request)  # _check_header let only 0, 11, 14 through
+        return self._request(pdu)
+
+    def _bind(self, pdu: Bind | AlterContext) -> Action:
+        elements = pdu.context_elements
+        if len(elements) > self.config.max_contexts:
+            return self._close(f"{len(elements)} context elements exceed the limit of {self.config.max_contexts}")
+        results = self._negotiate(elements)
+        is_bind = isinstance(pdu, Bind)
+        common = dict(
+            rpc_vers=pdu.rpc_vers, rpc_vers_minor=pdu.rpc_vers_minor, drep=pdu.drep, call_id=pdu.call_id,
+            max_xmit_frag=pdu.max_xmit_frag, max_recv_frag=pdu.max_recv_frag,
+            assoc_group_id=self.config.assoc_group_id, results=results,
+        )
+        if is_bind:
+            # bind_ack copies the bind's flags (Q15); alter_context_resp has FIRST|LAST (spec 2.1).
+            answer: BindAck | AlterContextResp = BindAck(
+                pfc_flags=pdu.pfc_flags, secondary_address=self._address, **common)  # type: ignore[arg-type]
+        else:
+            answer = AlterContextResp(pfc_flags=_FIRST_LAST, **common)  # type: ignore[arg-type]
+        if self.contexts:
+            self.state = AssociationState.BOUND
+        return Send(encode_pdu(answer))
+
+    def _negotiate(self, elements: tuple[ContextElement, ...]) -> tuple[ResultEntry, ...]:
+        """Spec 2.5: NDR64 preferred when offered (for the KMS interface) and enabled."""
+        ndr64_possible = self.config.ndr64 and any(
+            _is_kms(e.abstract_syntax) and NDR64_SYNTAX in e.transfer_syntaxes for e in elements
+        )
+        results = []
+        for elem in elements:
+            results.append(self._answer(elem, ndr64_possible))
+        return tuple(results)
+
+    def _answer(self, elem: ContextElement, ndr64_possible: bool) -> ResultEntry:
+        kms = _is_kms(elem.abstract_syntax)
+        reason = RejectReason.PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED if kms else RejectReason.ABSTRACT_SYNTAX_NOT_SUPPORTED
+        offered = elem.transfer_syntaxes
+        if kms and ndr64_possible and NDR64_SYNTAX in offered:
+            self.contexts[elem.p_cont_id] = TransferSyntax.NDR64
+            return ResultEntry(ContextResult.ACCEPTANCE, 0, NDR64_SYNTAX)
+        if kms and not ndr64_possible and NDR32_SYNTAX in offered:
+            self.contexts[elem.p_cont_id] = TransferSyntax.NDR32
+            return ResultEntry(ContextResult.ACCEPTANCE, 0, NDR32_SYNTAX)
+        for syntax in offered:
+            bitmask = btfn_bitmask(syntax)
+            if bitmask is not None:
+                if self.config.btfn:
+                    return ResultEntry(ContextResult.NEGOTIATE_ACK, bitmask & BTFN_SUPPORTED, _ZERO_SYNTAX)
+                reason = RejectReason.PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED
+        return ResultEntry(ContextResult.PROVIDER_REJECTION, int(reason), _ZERO_SYNTAX)
+
+    def _fault(self, request: Request, status: int) -> Send:
+        # 32-byte fault as vlmcsd sends it (spec 2.8): flags 0x23, alloc_hint 32, p_cont_id 0.
+        fault = Fault(call_id=request.call_id, pfc_flags=_FAULT_FLAGS, alloc_hint=32, status=status,
+                      rpc_vers=request.rpc_vers, rpc_vers_minor=request.rpc_vers_minor, drep=request.drep)
+        return Send(encode_pdu(fault))
+
+    def _request(self, req: Request) -> Action | None:
+        flags = req.pfc_flags
+        if self._pending is not None:
+            pending = self._pending
+            if flags & PfcFlag.FIRST_FRAG or req.call_id != pending.first.call_id:
+                return self._close(f"call {req.call_id} interrupts the fragmented call {pending.first.call_id}")
+            pending.parts.append(req.stub_data)
+            pending.length += len(req.stub_data)
+            if pending.length > MAX_STUB_LENGTH:
+                return self._close(f"fragmented request exceeds {MAX_STUB_LENGTH} bytes")
+            if not flags & PfcFlag.LAST_FRAG:
+                return None
+            self._pending = None
+            first = pending.first
+            req = replace(first, pfc_flags=first.pfc_flags | PfcFlag.LAST_FRAG, stub_data=b"".join(pending.parts))
+        elif not flags & PfcFlag.FIRST_FRAG:
+            return self._close(f"request fragment of call {req.call_id} without FIRST_FRAG")
+        elif not flags & PfcFlag.LAST_FRAG:
+            self._pending = _Reassembly(req, [req.stub_data], len(req.stub_data))
+            return None
+        syntax = self.contexts.get(req.p_cont_id)
+        if syntax is None:
+            return self._fault(req, NCA_S_UNK_IF)
+        if req.opnum != KMS_OPNUM:
+            return self._fault(req, NCA_S_OP_RNG_ERROR)
+        try:
+            stub = decode_request_stub(req.stub_data, syntax)
+        except DecodeError as exc:
+            return BadCall(req.call_id, req.p_cont_id, syntax, str(exc), req)
+        return Call(req.call_id, req.p_cont_id, syntax, req.opnum, stub.kms_data, req)
+
+
+def _is_kms(abstract: SyntaxId) -> bool:
+    """The KMS interface at major version 1 (minor versions are compatible, C706 12.6.3.1)."""
+    return abstract.uuid == KMS_INTERFACE.uuid and abstract.major == KMS_INTERFACE.major
