@@ -1,0 +1,254 @@
+"""The DNS server's one entry point: raw request bytes + peer + now -> raw response bytes.
+
+:meth:`Resolver.handle` never raises. It follows the error ladder of style.md:
+
+* fewer than 12 bytes, or a response (QR=1): dropped (``None``);
+* undecodable after the header: FORMERR with the header's ID and opcode;
+* an opcode other than QUERY and UPDATE: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 6.1.3);
+* a TSIG that fails: NOTAUTH with the TSIG error (RFC 8945 5.2); GSS-TSIG and TKEY: REFUSED;
+* any bug: SERVFAIL, and the traceback goes to the log.
+
+Zones are immutable snapshots (see :mod:`emu.dns.zone`); an accepted update hands its changes
+to the ``journal`` callback *before* the new snapshot replaces the old one, so nothing is
+answered NOERROR that is not durable. Time (``now``) is UTC Unix seconds, as TSIG needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from dnslib import DNSHeader, DNSQuestion, DNSRecord, RR
+
+from emu.dns.policy import Requester, UpdatePolicy
+from emu.dns.query import answer_query
+from emu.dns.tsig import TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
+from emu.dns.update import evaluate_update
+from emu.dns.zone import Zone, ZoneChange
+from emu.errors import DecodeError, UsageError
+from emu.wire.dns import (
+    TYPE_AXFR,
+    TYPE_IXFR,
+    TYPE_OPT,
+    TYPE_TKEY,
+    DnsHeader,
+    DnsMessage,
+    Opcode,
+    Rcode,
+    canonical_name_wire,
+    decode_header,
+    decode_message,
+)
+
+__all__ = ["Peer", "Resolver", "Journal", "MAX_UDP_PAYLOAD", "CLASSIC_UDP_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+#: Our EDNS UDP payload size: 1232 avoids IP fragmentation on common paths (DNS Flag Day 2020).
+MAX_UDP_PAYLOAD = 1232
+#: UDP limit without EDNS (RFC 1035 4.2.1).
+CLASSIC_UDP_LIMIT = 512
+#: Answers cached per distinct query (bytes after the ID); the cache is emptied on every change.
+ANSWER_CACHE_SIZE = 4096
+
+#: Receives the net changes of an accepted update; must make them durable or raise.
+Journal = Callable[[Sequence[ZoneChange]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who sent a message, and over which transport (``"udp"`` or ``"tcp"``)."""
+
+    address: str
+    port: int
+    transport: str = "udp"
+
+
+def _flags(header: DnsHeader, rcode: int, aa: bool = False, tc: bool = False) -> int:
+    """Response flags: QR, the request's opcode, RD and CD copied; RA and AD never set."""
+    flags = 0x8000 | (header.opcode << 11) | (header.flags & 0x0100) | (header.flags & 0x0010) | (rcode & 0xF)
+    if aa:
+        flags |= 0x0400
+    if tc:
+        flags |= 0x0200
+    return flags
+
+
+def _header_only(header: DnsHeader, rcode: int) -> bytes:
+    return struct.pack("!6H", header.id, _flags(header, rcode), 0, 0, 0, 0)
+
+
+class Resolver:
+    """An authoritative server's logic for zones it is primary for.
+
+    Args:
+        zones: the zones served.
+        keys: TSIG keys known to the server.
+        policy: who may update what (default: any known key, anything).
+        journal: called with the changes of each accepted update before they become visible.
+        max_udp_payload: the EDNS payload size we advertise and honour at most.
+    """
+
+    def __init__(
+        self,
+        zones: Iterable[Zone],
+        keys: Iterable[TsigKey] = (),
+        policy: UpdatePolicy | None = None,
+        journal: Journal | None = None,
+        max_udp_payload: int = MAX_UDP_PAYLOAD,
+    ) -> None:
+        self._zones: dict[str, Zone] = {}
+        for zone in zones:
+            if zone.origin in self._zones:
+                raise UsageError(f"zone {zone.origin} given twice")
+            self._zones[zone.origin] = zone
+        self.keys: dict[str, TsigKey] = {key.name: key for key in keys}
+        self.policy = policy or UpdatePolicy()
+        self.journal = journal
+        self.max_udp_payload = max(CLASSIC_UDP_LIMIT, max_udp_payload)
+        self._cache: dict[tuple[str, bytes], bytes] = {}
+
+    @property
+    def zones(self) -> Mapping[str, Zone]:
+        """The current snapshots by canonical origin (read-only view)."""
+        return dict(self._zones)
+
+    def zone(self, origin: str) -> Zone | None:
+        return self._zones.get(origin.lower() if origin.endswith(".") else origin.lower() + ".")
+
+    # --- entry point -------------------------------------------------------------------------
+
+    def handle(self, data: bytes, peer: Peer, now: float) -> bytes | None:
+        """The response to one message, or None to drop it. Never raises."""
+        try:
+            header = decode_header(data)
+        except DecodeError:
+            return None
+        if header.qr:
+            return None  # never answer a response (no reflection loops)
+        try:
+            key = (peer.transport, bytes(data[2:]))
+            cached = self._cache.get(key)
+            if cached is not None:
+                return data[:2] + cached
+            response, cacheable = self._handle(header, data, peer, int(now))
+            if cacheable and response is not None:
+                if len(self._cache) >= ANSWER_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = response[2:]
+            return response
+        except Exception:
+            log.exception("internal error answering %d bytes from %s:%s; sending SERVFAIL", len(data), peer.address, peer.port)
+            return _header_only(header, Rcode.SERVFAIL)
+
+    def _handle(self, header: DnsHeader, data: bytes, peer: Peer, now: int) -> tuple[bytes | None, bool]:
+        try:
+            message = decode_message(data)
+        except DecodeError as exc:
+            log.info("FORMERR to %s:%s: %s", peer.address, peer.port, exc)
+            return _header_only(header, Rcode.FORMERR), False
+        if header.opcode not in (Opcode.QUERY, Opcode.UPDATE):
+            return self._pack(message, Rcode.NOTIMP, peer), False
+        if message.opt is not None and (message.opt.ttl >> 16) & 0xFF != 0:
+            return self._pack(message, Rcode.NOERROR, peer, badvers=True), False
+        check: TsigCheck | None = None
+        if message.tsig is not None:
+            if message.tsig.algorithm.startswith("gss-tsig") or message.tsig.algorithm.startswith("gss.microsoft"):
+                return self._pack(message, Rcode.REFUSED, peer), False
+            check = verify_request(message, self.keys, now)
+            if not check.ok:
+                log.info("TSIG from %s:%s rejected: rcode %d, error %d (key %s)", peer.address, peer.port, check.rcode, check.error, message.tsig.key_name)
+                if check.rcode == Rcode.FORMERR:
+                    return self._pack(message, Rcode.FORMERR, peer), False
+                unsigned = self._pack(message, check.rcode, peer, reserve=0)
+                if check.error in (Rcode.BADKEY, Rcode.BADSIG) or check.key is None:
+                    return append_unsigned_tsig(unsigned, message.tsig, check.error), False
+                return sign_response(unsigned, check.key, message.tsig, now, check.error), False
+        if header.opcode == Opcode.UPDATE:
+            response = self._update(message, peer, check)
+        else:
+            response = self._query(message, peer, check)
+        if check is not None and check.key is not None and message.tsig is not None:
+            return sign_response(response, check.key, message.tsig, now), False
+        return response, check is None and header.opcode == Opcode.QUERY
+
+    # --- query -------------------------------------------------------------------------------
+
+    def _query(self, message: DnsMessage, peer: Peer, check: TsigCheck | None) -> bytes:
+        if len(message.questions) != 1:
+            return self._pack(message, Rcode.FORMERR, peer)
+        question = message.questions[0]
+        if question.qtype in (TYPE_AXFR, TYPE_IXFR, TYPE_TKEY):
+            return self._pack(message, Rcode.REFUSED, peer)  # no zone transfers; no TKEY/GSS (dns.md 2.4)
+        answer = answer_query(self._zones, str(question.qname), question.qtype, question.qclass)
+        reserve = self._tsig_size(check)
+        return self._pack(message, answer.rcode, peer, aa=answer.authoritative, answers=answer.answers, authority=answer.authority, additional=answer.additional, reserve=reserve)
+
+    # --- update ------------------------------------------------------------------------------
+
+    def _update(self, message: DnsMessage, peer: Peer, check: TsigCheck | None) -> bytes:
+        requester = Requester(check.key.name if check is not None and check.key is not None else None, peer.address)
+        outcome = evaluate_update(self._zones, message, lambda zone, rr: self.policy.allows(requester, zone, rr))
+        key_text = requester.key or "unsigned"
+        if outcome.zone is not None and outcome.zone_name is not None:
+            if self.journal is not None:
+                self.journal(outcome.changes)
+            self._zones[outcome.zone_name] = outcome.zone
+            self._cache.clear()
+            log.info("UPDATE %s from %s (%s): %s, serial %d", outcome.zone_name, peer.address, key_text, outcome.reason, outcome.zone.serial)
+        else:
+            log.info("UPDATE from %s (%s): rcode %s: %s", peer.address, key_text, Rcode(outcome.rcode).name, outcome.reason)
+        return self._pack(message, outcome.rcode, peer, echo=True, reserve=0)
+
+    # --- building responses ------------------------------------------------------------------
+
+    def _tsig_size(self, check: TsigCheck | None) -> int:
+        if check is None or check.key is None:
+            return 0
+        key = check.key
+        return len(canonical_name_wire(key.name)) + 10 + len(canonical_name_wire(key.algorithm)) + 16 + key.digest_size
+
+    def _pack(
+        self,
+        message: DnsMessage,
+        rcode: int,
+        peer: Peer,
+        *,
+        aa: bool = False,
+        answers: Sequence[RR] = (),
+        authority: Sequence[RR] = (),
+        additional: Sequence[RR] = (),
+        echo: bool = True,
+        badvers: bool = False,
+        reserve: int = 0,
+    ) -> bytes:
+        """A response: header, the question (zone section for UPDATE, dns.md 2.1 point 8), the
+        records, our OPT when the request had one; truncated to the UDP limit with TC=1."""
+        header = message.header
+        questions = list(message.questions[:1]) if echo else []
+        opt = self._opt(message, badvers)
+        limit = 65535
+        if peer.transport == "udp":
+            limit = CLASSIC_UDP_LIMIT
+            if message.opt is not None:
+                limit = max(CLASSIC_UDP_LIMIT, min(message.opt.rclass, self.max_udp_payload))
+        limit -= reserve
+        wire = _build(header, _flags(header, rcode, aa), questions, answers, authority, list(additional) + opt)
+        if len(wire) > limit:
+            wire = _build(header, _flags(header, rcode, aa, tc=True), questions, (), (), opt)
+        return wire
+
+    def _opt(self, message: DnsMessage, badvers: bool) -> list[RR]:
+        """Our OPT RR (RFC 6891 6.1): payload size, version 0, extended rcode BADVERS if asked."""
+        if message.opt is None:
+            return []
+        ttl = (1 << 24) if badvers else 0  # extended RCODE 16 = BADVERS: upper 8 bits are 16 >> 4
+        return [RR(".", TYPE_OPT, self.max_udp_payload, ttl, [])]
+
+
+def _build(header: DnsHeader, flags: int, questions: Sequence[DNSQuestion], answers: Sequence[RR], authority: Sequence[RR], additional: Sequence[RR]) -> bytes:
+    record = DNSRecord(DNSHeader(id=header.id, bitmap=flags), questions=list(questions), rr=list(answers), auth=list(authority), ar=list(additional))
+    return bytes(record.pack())
+
