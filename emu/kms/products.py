@@ -33,6 +33,8 @@ __all__ = [
     "lookup",
     "sku_by_id",
     "kms_item",
+    "kms_item_or_none",
+    "describe_kms_id",
     "application",
     "all_skus",
     "all_kms_items",
@@ -278,6 +280,10 @@ class ProductData:
         """The product group with this KMS counted ID, or ``None`` (for hosts that accept unknown IDs)."""
         return self._kms.get(kms_id)
 
+    def find_sku(self, sku_id: uuid.UUID) -> Sku | None:
+        """The SKU with this SKU ID, or ``None``."""
+        return self._skus.get(sku_id)
+
     def sku_by_id(self, sku_id: uuid.UUID | str) -> Sku:
         """The SKU with this SKU ID. Raises UsageError if unknown."""
         key = _as_guid(sku_id)
@@ -414,6 +420,24 @@ def sku_by_id(sku_id: uuid.UUID | str) -> Sku:
 def kms_item(kms_id: uuid.UUID | str) -> KmsItem:
     """See :meth:`ProductData.kms_item`."""
     return product_data().kms_item(kms_id)
+
+
+def kms_item_or_none(kms_id: uuid.UUID) -> KmsItem | None:
+    """The product group with this KMS counted ID, or ``None`` when the data does not know it."""
+    return product_data().find_kms_item(kms_id)
+
+
+def describe_kms_id(kms_id: uuid.UUID, sku_id: uuid.UUID | None = None) -> str:
+    """A log-friendly name for what a request asks for: the SKU's name if known, else the group's, else the GUID."""
+    data = product_data()
+    if sku_id is not None:
+        sku = data.find_sku(sku_id)
+        if sku is not None and sku.kms_id == kms_id:
+            return sku.name
+    item = data.find_kms_item(kms_id)
+    if item is not None:
+        return item.name
+    return f"unknown KMS ID {kms_id}"
 
 
 def application(app_id: uuid.UUID | str) -> Application:

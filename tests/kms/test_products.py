@@ -238,3 +238,16 @@ def test_unknown_kms_id_raises_usage_error():
 def test_empty_name_raises_usage_error():
     with pytest.raises(UsageError):
         products.lookup("  -- ")
+
+
+def test_describe_kms_id_names_the_sku_then_the_group_then_the_guid():
+    sku = products.lookup("Office Professional Plus 2019")
+    assert products.describe_kms_id(sku.kms_id, sku.id) == "Office Professional Plus 2019"
+    assert products.describe_kms_id(sku.kms_id, uuid.UUID(int=5)) == "Office 2019"
+    unknown = uuid.UUID(int=7)
+    assert products.describe_kms_id(unknown, None) == f"unknown KMS ID {unknown}"
+
+
+def test_kms_item_or_none_returns_none_for_unknown_ids():
+    assert products.kms_item_or_none(uuid.UUID(int=7)) is None
+    assert products.kms_item_or_none(uuid.UUID("8456efd3-0c04-4089-8740-5b7238535a65")).name == "Windows Server 2012 R2"
