@@ -1,0 +1,122 @@
+"""TSIG (RFC 8945, dns.md 2.3): verification over raw bytes, error answers, key files."""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rcode
+import dns.tsig
+import pytest
+
+from conftest import NOW, PEER, SECRET, ask, key_file_text, make_update
+from emu.dns.tsig import TsigKey, parse_key_file, sign_request, verify_request
+from emu.errors import UsageError
+from emu.wire.dns import Rcode, decode_message
+
+
+def _tsig_error(out: bytes):
+    message = decode_message(out)
+    return message.header.flags & 0xF, message.tsig
+
+
+def signed_update(keyring, name="kms2.kms.test."):
+    update = make_update(keyring)
+    update.add(name, 60, "A", "10.0.0.2")
+    return update
+
+
+def test_dnspython_signature_verifies(key, keyring):
+    check = verify_request(decode_message(signed_update(keyring).to_wire()), {key.name: key}, NOW)
+    assert check.ok and check.key == key
+
+
+def test_unknown_key_is_notauth_badkey_unsigned(resolver):
+    other = {dns.name.from_text("stranger"): dns.tsig.Key("stranger", SECRET, dns.tsig.HMAC_SHA256)}
+    rcode, tsig = _tsig_error(resolver.handle(signed_update(other).to_wire(), PEER, NOW))
+    assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADKEY and tsig.mac == b""
+
+
+def test_flipped_bit_is_notauth_badsig_unsigned(resolver, keyring):
+    wire = bytearray(signed_update(keyring).to_wire())
+    wire[14] ^= 0x01  # inside the zone name
+    rcode, tsig = _tsig_error(resolver.handle(bytes(wire), PEER, NOW))
+    assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADSIG and tsig.mac == b""
+    assert resolver.zone("kms.test").node("kms2.kms.test.") is None
+
+
+def test_stale_time_is_badtime_signed_with_server_time(resolver, keyring, key):
+    update = signed_update(keyring)
+    out = resolver.handle(update.to_wire(), PEER, NOW + 3600)
+    rcode, tsig = _tsig_error(out)
+    assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADTIME
+    assert len(tsig.mac) == 32 and int.from_bytes(tsig.other, "big") == NOW + 3600
+    assert tsig.time_signed == decode_message(update.to_wire()).tsig.time_signed
+
+
+def test_truncated_mac_below_half_is_formerr(key):
+    wire, _ = sign_request(dns.message.make_query("kms.test.", "SOA").to_wire(), key, NOW)
+    message = decode_message(wire)
+    from dataclasses import replace
+
+    short = replace(message, tsig=replace(message.tsig, mac=message.tsig.mac[:8]))
+    assert verify_request(short, {key.name: key}, NOW).rcode == Rcode.FORMERR
+
+
+def test_our_signed_request_is_accepted_by_dnspython(key, keyring):
+    wire, _ = sign_request(dns.message.make_query("kms.test.", "SOA").to_wire(), key, NOW)
+    message = dns.message.from_wire(wire, keyring=keyring)
+    assert message.had_tsig
+
+
+def test_signed_query_gets_a_signed_answer(resolver, keyring):
+    query = dns.message.make_query("kms1.kms.test.", "A")
+    query.use_tsig(keyring, algorithm=dns.tsig.HMAC_SHA256)
+    answer = ask(resolver, query, keyring=keyring)
+    assert answer.had_tsig and answer.rcode() == dns.rcode.NOERROR
+
+
+def test_signed_answers_are_not_served_from_cache(resolver, keyring):
+    for _ in range(2):
+        query = dns.message.make_query("kms1.kms.test.", "A")
+        query.use_tsig(keyring, algorithm=dns.tsig.HMAC_SHA256)
+        assert ask(resolver, query, keyring=keyring).had_tsig
+
+
+def test_gss_tsig_is_refused(resolver):
+    from emu.wire.dns import TsigRecord, encode_tsig_rr
+
+    wire = make_update().to_wire()
+    gss = encode_tsig_rr(TsigRecord("kms1-key.", "gss-tsig.", NOW, 300, b"k" * 28, int.from_bytes(wire[:2], "big"), 0, b""))
+    wire = wire[:10] + b"\x00\x01" + wire[12:] + gss
+    out = resolver.handle(wire, PEER, NOW)
+    assert out[3] & 0xF == Rcode.REFUSED
+
+
+def test_tsig_not_last_is_formerr(resolver, keyring):
+    wire = signed_update(keyring).to_wire()
+    message = decode_message(wire)
+    tsig_rr = wire[message.tsig_offset :]
+    extra = b"\x00\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x00\x00\x01"  # root A record
+    arcount = int.from_bytes(wire[10:12], "big") + 1
+    broken = wire[:10] + arcount.to_bytes(2, "big") + wire[12 : message.tsig_offset] + tsig_rr + extra
+    out = resolver.handle(broken, PEER, NOW)
+    assert out[3] & 0xF == Rcode.FORMERR
+
+
+def test_key_file_from_tsig_keygen_format_parses():
+    (key,) = parse_key_file(key_file_text())
+    assert key == TsigKey.make("kms1-key", SECRET)
+
+
+def test_key_file_with_several_keys_and_comments():
+    text = "# made by hand\n" + key_file_text("a") + "// second\n" + key_file_text("b", b"\x01" * 32)
+    assert [k.name for k in parse_key_file(text)] == ["a.", "b."]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", 'key "k" { algorithm hmac-sha256; };', 'key "k" { algorithm hmac-sha256; secret "!!"; };', 'key "k" { algorithm rot13; secret "AAAA"; };'],
+    ids=["empty", "no-secret", "bad-base64", "unknown-algorithm"],
+)
+def test_bad_key_files_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        parse_key_file(text)

@@ -1,0 +1,54 @@
+"""Zones: master files, serial arithmetic, snapshots."""
+
+from __future__ import annotations
+
+import pytest
+from dnslib import QTYPE
+
+from conftest import ZONE_TEXT
+from emu.dns.zone import dump_master_file, load_master_file, serial_gt, serial_next
+from emu.errors import UsageError
+
+
+def test_master_file_relative_names_origin_and_ttls(zone):
+    assert zone.origin == "kms.test." and zone.serial == 1
+    srv = zone.rrset("_vlmcs._tcp.kms.test.", QTYPE.SRV)
+    assert srv.ttl == 600 and str(srv.rdatas[0].target) == "kms1.kms.test."
+    assert zone.rrset("kms1.kms.test.", QTYPE.A).ttl == 3600
+
+
+def test_dump_reads_back_identically(zone):
+    text = dump_master_file(zone)
+    assert dump_master_file(load_master_file(text, "kms.test")) == text
+
+
+def test_owner_inherited_from_previous_line():
+    zone = load_master_file(ZONE_TEXT + "multi A 10.1.1.1\n      A 10.1.1.2\n", "kms.test")
+    assert len(zone.rrset("multi.kms.test.", QTYPE.A).rdatas) == 2
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("$TTL 60\nx A 10.0.0.1\n", "SOA"),
+        (ZONE_TEXT + "x.other.test. A 10.0.0.1\n", "outside"),
+        (ZONE_TEXT + "x BOGUS 1\n", "unknown record type"),
+        (ZONE_TEXT + "x A not-an-address\n", "line"),
+        (ZONE_TEXT + "x CH A 10.0.0.1\n", "class"),
+        ("@ SOA ns1 hm ( 1 2 3\n", "unclosed"),
+    ],
+    ids=["no-soa", "outside-zone", "unknown-type", "bad-rdata", "class-ch", "unclosed-paren"],
+)
+def test_bad_master_files_name_the_problem(text, words):
+    with pytest.raises(UsageError, match=words):
+        load_master_file(text, "kms.test")
+
+
+def test_serial_arithmetic_wraps_per_rfc1982():
+    assert serial_gt(2, 1) and not serial_gt(1, 2)
+    assert serial_gt(0, 2**32 - 1) and serial_next(2**32 - 1) == 0
+    assert not serial_gt(5, 5)
+
+
+def test_empty_non_terminals_exist(zone):
+    assert zone.name_exists("_tcp.kms.test.") and not zone.name_exists("nope.kms.test.")
