@@ -1,0 +1,230 @@
+"""The KMS host's decisions as a sans-IO object (kms-behaviour.md 3, 7; kms-wire-protocol.md 8).
+
+:meth:`KmsHost.handle_request` takes the bytes of one KMS request message and the time, and returns
+the response bytes (or the HRESULT that refuses it), the change it made to the client table (for the
+store to commit before the answer goes out) and the fields for the exchange's log line. No sockets,
+no clock of its own, no entropy of its own: all are injected.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from emu.clock import filetime_to_unix
+from emu.errors import KmsError, UsageError
+from emu.kms import epid as _epid
+from emu.kms import products
+from emu.kms.count_cache import CountCache, CountPolicy
+from emu.kms.messages import OpenedRequest, build_response, open_request
+from emu.rng import Rng
+
+__all__ = [
+    "HostConfig",
+    "HostAnswer",
+    "KmsHost",
+    "DEFAULT_ACTIVATION_INTERVAL",
+    "DEFAULT_RENEWAL_INTERVAL",
+    "MAX_TIME_SKEW",
+    "MAX_REQUIRED_CLIENT_COUNT",
+    "DEFAULT_HOST_BUILD",
+    "DEFAULT_LCID",
+    "HRESULT_NAMES",
+]
+
+#: Minutes a client not yet activated waits before retrying (spec 8.2; kms-behaviour.md 3: 2 hours).
+DEFAULT_ACTIVATION_INTERVAL = 120
+#: Minutes between renewals of an activated client (spec 8.2; kms-behaviour.md 4: 7 days).
+DEFAULT_RENEWAL_INTERVAL = 10080
+#: Largest client clock skew a genuine host accepts when the check is on (spec 8.3: 4 hours).
+MAX_TIME_SKEW = 4 * 3600.0
+#: Largest RequiredClientCount a host accepts (spec 8.4: vlmcsd refuses N-policy > 1000).
+MAX_REQUIRED_CLIENT_COUNT = 1000
+#: Host OS build the ePIDs claim by default (Windows Server 2025, spec 6.1 platform id 03612).
+DEFAULT_HOST_BUILD = 26100
+#: LCID in the ePIDs by default (en-US).
+DEFAULT_LCID = 1033
+
+E_INVALID_DATA = 0x8007000D  # spec 8.4
+E_KMS_ID_MISMATCH = 0xC004F042  # spec 8.4 SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH
+E_INVALID_TIMESTAMP = 0xC004F06C  # spec 8.4 SL_E_VL_INVALID_TIMESTAMP
+
+HRESULT_NAMES = {
+    0: "S_OK",
+    E_INVALID_DATA: "ERROR_INVALID_DATA",
+    E_KMS_ID_MISMATCH: "SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH",
+    E_INVALID_TIMESTAMP: "SL_E_VL_INVALID_TIMESTAMP",
+    0xC004D104: "SL_REMAPPING_SP_STATUS_INVALIDARG",
+    0xC004F038: "SL_E_VL_NOT_ENOUGH_COUNT",
+    0xC004F074: "SL_E_VL_KMS_NOT_REACHABLE (no KMS host answered)",
+}
+
+
+def default_kms_ids() -> frozenset[uuid.UUID]:
+    """What the default host key covers: every volume (non-retail, non-preview) Windows and Office group.
+
+    That is what a current Windows Server CSVLK plus an Office CSVLK activate in a lab.
+    """
+    return frozenset(item.id for item in products.all_kms_items() if not item.retail and not item.preview)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Every number and switch of the host's behaviour, named as in the docs and the CLI.
+
+    Attributes:
+        activation_interval: minutes, sent to clients (VLActivationInterval).
+        renewal_interval: minutes, sent to clients (VLRenewalInterval).
+        kms_ids: the KMS counted IDs the host key covers; others get 0xC004F042.
+        host_build: OS build the ePIDs claim (spec 6.1).
+        lcid: language the ePIDs claim.
+        hwid: the 8-byte hardware ID sent in V6 responses.
+        epids: fixed ePIDs per CSVLK name (overrides generation).
+        check_time_skew: refuse clients whose clock is off by more than ``max_time_skew``.
+        max_time_skew: seconds (4 hours).
+        count_policy: the client table's rules (30-day records, capacity 2 x threshold).
+        max_required_count: RequiredClientCount above this is refused with 0x8007000D.
+    """
+
+    activation_interval: int = DEFAULT_ACTIVATION_INTERVAL
+    renewal_interval: int = DEFAULT_RENEWAL_INTERVAL
+    kms_ids: frozenset[uuid.UUID] | None = None
+    host_build: int = DEFAULT_HOST_BUILD
+    lcid: int = DEFAULT_LCID
+    hwid: bytes = _epid.DEFAULT_HWID
+    epids: dict[str, str] = field(default_factory=dict)
+    check_time_skew: bool = False
+    max_time_skew: float = MAX_TIME_SKEW
+    count_policy: CountPolicy = field(default_factory=CountPolicy)
+    max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
+
+    def __post_init__(self) -> None:
+        if not 0 < self.activation_interval < 2**32 or not 0 < self.renewal_interval < 2**32:
+            raise UsageError("activation and renewal intervals are minutes between 1 and 2^32-1")
+        if len(self.hwid) != 8:
+            raise UsageError(f"HwId must be 8 bytes (16 hex digits), got {len(self.hwid)}")
+
+
+@dataclass(frozen=True, slots=True)
+class HostAnswer:
+    """What the host decided for one request.
+
+    Attributes:
+        response: the KMS response message, or None when refused.
+        hresult: 0, or the HRESULT that goes into the response stub.
+        change: the table change to commit before answering (None when nothing changed).
+        request: the decoded request (None when it could not be read).
+        count: the count sent (0 when refused).
+        reason: why the request was refused ("" when answered).
+    """
+
+    response: bytes | None
+    hresult: int
+    change: Any
+    request: OpenedRequest | None
+    count: int = 0
+    epid: str = ""
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.hresult == 0
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the exchange's log line (peer is added by the server)."""
+        fields: dict[str, Any] = {}
+        if self.request is not None:
+            base = self.request.base
+            fields["version"] = f"{self.request.version.major}.{self.request.version.minor}"
+            fields["product"] = products.describe_kms_id(base.kms_id, base.sku_id)
+            fields["cmid"] = str(base.cmid)
+            fields["workstation"] = base.workstation_name
+            fields["required"] = base.required_client_count
+        fields["count"] = self.count
+        fields["result"] = "activated" if self.ok and self.request and self.count >= self.request.base.required_client_count else (
+            "below-threshold" if self.ok else f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
+        )
+        if self.reason:
+            fields["reason"] = self.reason
+        return fields
+
+
+class KmsHost:
+    """A KMS host: validates requests, counts clients, builds responses.
+
+    Args:
+        config: behaviour settings.
+        rng: randomness for IVs, salts and generated ePIDs.
+        started: UTC Unix seconds the host came up (dates its generated ePIDs).
+        cache: a restored client table (from the store); a fresh one by default.
+    """
+
+    def __init__(self, config: HostConfig, rng: Rng, started: float, cache: CountCache | None = None, epids: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.rng = rng
+        self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
+        self.cache = cache if cache is not None else CountCache(config.count_policy)
+        today = _dt.datetime.fromtimestamp(started, _dt.timezone.utc).date()
+        #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); restored ones win.
+        self.epids: dict[str, str] = {}
+        self.epids.update(dict(epids or {}))
+        self.epids.update(config.epids)
+        self._today = today
+        self._latest = started
+
+    def _monotonic(self, now: float) -> float:
+        """The table never sees time go backwards: a wall clock that steps back is held still."""
+        if now > self._latest:
+            self._latest = now
+        return self._latest
+
+    def epid_for(self, kms_id: uuid.UUID) -> str:
+        """The ePID this host sends for a KMS counted ID (one per CSVLK, generated once)."""
+        csvlk = _epid.csvlk_for_kms_id(kms_id)
+        name = csvlk.name
+        existing = self.epids.get(name)
+        if existing is None:
+            existing = _epid.generate_epid(csvlk, self.config.host_build, self.config.lcid, self.rng, self._today)
+            self.epids[name] = existing
+        return existing
+
+    def handle_request(self, kms_request: bytes, now: float) -> HostAnswer:
+        """Answer one KMS request message at UTC time ``now`` (Unix seconds)."""
+        try:
+            request = open_request(kms_request)
+        except KmsError as exc:
+            return HostAnswer(None, exc.wire_code or E_INVALID_DATA, None, None, reason=str(exc))
+        base = request.base
+        refusal = self._refusal(request, now)
+        if refusal is not None:
+            hresult, reason = refusal
+            return HostAnswer(None, hresult, None, request, reason=reason)
+        recorded = self.cache.record(base.app_id, base.cmid, base.required_client_count, self._monotonic(now))
+        epid = self.epid_for(base.kms_id)
+        response = build_response(
+            request,
+            epid=epid,
+            count=recorded.count,
+            activation_interval=self.config.activation_interval,
+            renewal_interval=self.config.renewal_interval,
+            hwid=self.config.hwid,
+            rng=self.rng,
+        )
+        return HostAnswer(response, 0, recorded, request, count=recorded.count, epid=epid)
+
+    def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
+        base = request.base
+        if base.required_client_count > self.config.max_required_count:
+            return E_INVALID_DATA, f"required client count {base.required_client_count} > {self.config.max_required_count}"
+        if base.kms_id not in self.kms_ids:
+            return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key"
+        item = products.kms_item_or_none(base.kms_id)
+        if item is not None and item.app_id != base.app_id:
+            return E_KMS_ID_MISMATCH, f"application {base.app_id} does not match KMS ID {base.kms_id}"
+        if self.config.check_time_skew:
+            skew = filetime_to_unix(base.client_time) - now
+            if abs(skew) > self.config.max_time_skew:
+                return E_INVALID_TIMESTAMP, f"client clock off by {skew / 3600:+.1f} h"
+        return None

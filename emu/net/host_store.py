@@ -1,0 +1,112 @@
+"""The KMS host's state in SQLite: the client table, capacities and the host's ePIDs.
+
+Each answered request's change (:class:`emu.kms.count_cache.Recorded`) is applied and committed in
+one transaction before the server writes the response, so a ``kill -9`` at any moment loses no
+answered activation and a restarted host resumes its counts exactly. The database runs in WAL
+mode with ``synchronous=NORMAL``: a commit survives the death of the process (the data is in the
+WAL file in the OS page cache); ``--durable`` (``synchronous=FULL``) also survives a power cut at
+the cost of an fsync per answer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+from emu.errors import UsageError
+from emu.kms.count_cache import ClientRecord, CountCache, CountPolicy, Recorded
+
+__all__ = ["HostStore", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (
+    app_id TEXT NOT NULL,
+    cmid TEXT NOT NULL,
+    last_request REAL NOT NULL,
+    PRIMARY KEY (app_id, cmid)
+);
+CREATE TABLE IF NOT EXISTS capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
+"""
+
+
+class HostStore:
+    """SQLite persistence of a KMS host (``path=None`` or ``":memory:"``: in memory)."""
+
+    def __init__(self, path: str | Path | None = None, durable: bool = False) -> None:
+        self.path = str(path) if path else ":memory:"
+        if self.path != ":memory:" and not Path(self.path).parent.exists():
+            raise UsageError(f"state file {self.path}: folder {Path(self.path).parent} does not exist")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise UsageError(f"state file {self.path} has schema {row[0]}; this emu reads schema {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"state file {self.path} is not an emu host database: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def apply(self, change: Recorded) -> None:
+        """Apply one request's table change and commit it (before the answer is sent)."""
+        app = str(change.record.app_id)
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                "INSERT INTO clients VALUES (?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request",
+                (app, str(change.record.cmid), change.record.last_request),
+            )
+            removed = change.removed
+            if removed:
+                db.executemany("DELETE FROM clients WHERE app_id=? AND cmid=?", [(app, str(c)) for c in removed])
+            if change.capacity_grew or change.is_new:
+                db.execute(
+                    "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)",
+                    (app, change.capacity),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def save_epids(self, epids: dict[str, str]) -> None:
+        """Remember the host's ePIDs so they stay the same across restarts."""
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO epids VALUES (?, ?)", sorted(epids.items()))
+        self._db.execute("COMMIT")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load_cache(self, policy: CountPolicy | None = None) -> CountCache:
+        """A client table holding exactly what was committed."""
+        cache = CountCache(policy)
+        records = [
+            ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
+            for app, cmid, last in self._db.execute("SELECT app_id, cmid, last_request FROM clients ORDER BY last_request, rowid")
+        ]
+        capacities = {uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")}
+        cache.load(records, capacities)
+        return cache
+
+    def load_epids(self) -> dict[str, str]:
+        return {csvlk: epid for csvlk, epid in self._db.execute("SELECT csvlk, epid FROM epids")}
+
+    def client_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM clients").fetchone()[0])
+
+    def cmids(self) -> set[tuple[str, str]]:
+        """Every (app_id, cmid) stored (tests and ``emu host status``)."""
+        return {(a, c) for a, c in self._db.execute("SELECT app_id, cmid FROM clients")}
