@@ -647,10 +647,10 @@ def _bind_ack_pad(pdu: BindAck | AlterContextResp) -> bytes:
 
 
 def _encode_body(pdu: Pdu) -> bytes:
-    if isinstance(pdu, (Request,)):
-        obj = pdu.object.bytes_le if pdu.pfc_flags & PfcFlag.OBJECT_UUID and pdu.object is not None else b""
-        if bool(pdu.pfc_flags & PfcFlag.OBJECT_UUID) != bool(obj):
+    if isinstance(pdu, Request):
+        if bool(pdu.pfc_flags & PfcFlag.OBJECT_UUID) != (pdu.object is not None):
             raise UsageError("a request has an object UUID exactly when pfc_flags has OBJECT_UUID (0x80)")
+        obj = pdu.object.bytes_le if pdu.object is not None else b""
         return _REQ_FIXED.pack(pdu.alloc_hint, pdu.p_cont_id, pdu.opnum) + obj + pdu.stub_data
     if isinstance(pdu, Response):
         return _RESP_FIXED.pack(pdu.alloc_hint, pdu.p_cont_id, pdu.cancel_count, pdu.reserved) + pdu.stub_data
