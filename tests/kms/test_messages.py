@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import requires_vectors, vector_exchanges
+from emu_testing import requires_vectors, vector_exchanges
 from emu.errors import KmsError, UsageError, VerificationError
 from emu.kms.crypto import cbc_encrypt, pkcs7_pad, v4_mac
 from emu.kms.messages import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import requires_vectors, vector_files
+from emu_testing import requires_vectors, vector_files
 
 from emu.net.pcap import read_conversations
 from emu.rpc.association import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import requires_vectors, vector_files
+from emu_testing import requires_vectors, vector_files
 
 from emu.errors import RpcError, UsageError
 from emu.net.pcap import read_conversations

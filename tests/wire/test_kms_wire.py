@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import requires_vectors, vector_exchanges
+from emu_testing import requires_vectors, vector_exchanges
 from emu.errors import DecodeError
 from emu.kms.crypto import cbc_decrypt
 from emu.wire import kms as w

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import requires_vectors, vector_pdus
+from emu_testing import requires_vectors, vector_pdus
 
 from emu.errors import DecodeError
 from emu.wire.ndr import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import requires_vectors, vector_pdus
+from emu_testing import requires_vectors, vector_pdus
 
 from emu.errors import DecodeError, UsageError
 from emu.wire.rpc import (

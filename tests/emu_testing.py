@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: the reference captures, external tools.
+
+Import them with ``from emu_testing import ...`` (not from ``conftest``: several conftest modules exist
+and would shadow each other)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The reference captures between vlmcsd/vlmcs and py-kms (../shared/vectors, read its README).
+VECTORS_DIR = Path(os.environ.get("EMU_VECTORS", ROOT.parent / "shared" / "vectors"))
+
+
+def vector_files() -> list[Path]:
+    return sorted(VECTORS_DIR.glob("*.pcap"))
+
+
+@dataclass(frozen=True)
+class VectorPdu:
+    """One DCE/RPC PDU cut out of a reference capture by its frag_length."""
+
+    capture: str
+    conversation: int
+    direction: str  # "C->S" or "S->C"
+    index: int
+    data: bytes
+
+    @property
+    def ptype(self) -> int:
+        return self.data[2]
+
+
+def _split(stream: bytes) -> list[bytes]:
+    pdus, offset = [], 0
+    while offset + 16 <= len(stream):
+        length = int.from_bytes(stream[offset + 8 : offset + 10], "little")
+        if length < 16 or offset + length > len(stream):
+            break
+        pdus.append(stream[offset : offset + length])
+        offset += length
+    return pdus
+
+
+def vector_pdus() -> list[VectorPdu]:
+    """Every whole PDU of every reference capture, in stream order per direction."""
+    from emu.net.pcap import read_conversations
+
+    out: list[VectorPdu] = []
+    for path in vector_files():
+        for conv in read_conversations(path):
+            for direction, stream in (("C->S", conv.client.data), ("S->C", conv.server.data)):
+                for i, pdu in enumerate(_split(stream)):
+                    out.append(VectorPdu(path.name, conv.index, direction, i, pdu))
+    return out
+
+
+def vector_exchanges() -> list[tuple[VectorPdu, VectorPdu]]:
+    """(request PDU, response PDU) pairs: each ptype-0 request with the ptype-2 response that answered it."""
+    pdus = vector_pdus()
+    pairs = []
+    by_conv: dict[tuple[str, int], list[VectorPdu]] = {}
+    for pdu in pdus:
+        by_conv.setdefault((pdu.capture, pdu.conversation), []).append(pdu)
+    for items in by_conv.values():
+        requests = [p for p in items if p.direction == "C->S" and p.ptype == 0]
+        responses = [p for p in items if p.direction == "S->C" and p.ptype == 2]
+        pairs.extend(zip(requests, responses))
+    return pairs
+
+
+requires_vectors = pytest.mark.skipif(not vector_files(), reason=f"reference captures not found in {VECTORS_DIR}")
+
+
+def require_tool(name: str) -> str:
+    """Path of an external program; skip (or fail under CI, where the scripts must install it)."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: scripts/test should have installed it")
+        pytest.skip(f"{name} is not installed")
+    return path
