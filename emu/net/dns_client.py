@@ -150,3 +150,21 @@ def _rcode_name(code: int) -> str:
         return Rcode(code).name
     except ValueError:
         return str(code)
+
+
+async def find_zone(name: str, server: tuple[str, int], *, rng: Rng | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """The zone holding ``name``: the owner of the SOA in the answer or authority of an SOA
+    query, as nsupdate and Windows clients find it (dns.md 2.1 point 10).
+
+    Raises:
+        DnsUpdateError: the server gave no SOA (REFUSED: it serves no zone holding the name).
+        ScenarioError: no answer.
+    """
+    answer = await query(name, "SOA", server, rng=rng, timeout=timeout)
+    for rr in answer.answers + answer.authority:
+        if rr.rtype == 6:
+            return str(rr.rname).lower()
+    raise DnsUpdateError(f"{server[0]} port {server[1]} has no zone for {name} (rcode {answer.header.flags & 0xF})", wire_code=answer.header.flags & 0xF)
+
+
+__all__.append("find_zone")
