@@ -50,6 +50,8 @@ async def _udp(wire: bytes, server: tuple[str, int], timeout: float) -> bytes:
                 return await asyncio.wait_for(asyncio.shield(protocol.answer), timeout * (attempt + 1) / UDP_TRIES)
             except asyncio.TimeoutError:
                 continue
+            except OSError as exc:  # ICMP port unreachable and the like
+                raise ScenarioError(f"no answer from {server[0]} port {server[1]} over UDP: {exc.strerror or exc}") from exc
         raise ScenarioError(f"no answer from {server[0]} port {server[1]} over UDP within {timeout:.1f} s")
     finally:
         transport.close()
