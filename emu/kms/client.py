@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Union
 
 from emu.errors import UsageError
+from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = [
     "MINUTE",
@@ -47,7 +48,13 @@ __all__ = [
     "Rediscovery",
     "Expired",
     "ClientLifecycle",
+    "RequestTemplate",
+    "DEFAULT_BINDING_EXPIRATION",
 ]
+
+#: BindingExpiration of a client in its grace period: 30 days in minutes (spec 4.2, vlmcs ``-g``).
+DEFAULT_BINDING_EXPIRATION = 43200
+_ZERO_GUID = uuid.UUID(int=0)
 
 MINUTE = 60.0
 HOUR = 60 * MINUTE
@@ -97,6 +104,50 @@ class HostAddress:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTemplate:
+    """The request fields that describe *what* a client is (kms-wire-protocol.md 4.2).
+
+    The per-request fields (CMID, ClientTime, and for a life cycle LicenseStatus and
+    BindingExpiration) are filled in by :meth:`base` or :meth:`ClientLifecycle.request_base`.
+    """
+
+    version: Version
+    app_id: uuid.UUID
+    sku_id: uuid.UUID
+    kms_id: uuid.UUID
+    required_client_count: int
+    workstation_name: str
+    vm: bool = False
+    license_status: int = LicenseStatus.OOB_GRACE
+    binding_expiration: int = DEFAULT_BINDING_EXPIRATION
+    previous_cmid: uuid.UUID = _ZERO_GUID
+
+    def base(
+        self,
+        cmid: uuid.UUID,
+        client_time: int,
+        *,
+        license_status: int | None = None,
+        binding_expiration: int | None = None,
+    ) -> RequestBase:
+        """The request base for one request (``client_time`` is a FILETIME)."""
+        return RequestBase(
+            version=self.version,
+            vm_info=1 if self.vm else 0,
+            license_status=LicenseStatus(self.license_status if license_status is None else license_status),
+            binding_expiration=self.binding_expiration if binding_expiration is None else binding_expiration,
+            app_id=self.app_id,
+            sku_id=self.sku_id,
+            kms_id=self.kms_id,
+            cmid=cmid,
+            required_client_count=self.required_client_count,
+            client_time=client_time,
+            previous_cmid=self.previous_cmid,
+            workstation_name=self.workstation_name,
+        )
 
 
 # --- outcomes the driver reports -------------------------------------------------------------
@@ -387,6 +438,15 @@ class ClientLifecycle:
         if self.state is ClientState.ACTIVATED and self.valid_until is not None:
             return max(0, int((self.valid_until - now) // MINUTE))
         return 43200
+
+    def request_base(self, template: RequestTemplate, client_time: int, now: float) -> RequestBase:
+        """The request this client sends now: its CMID, its licence state, ``client_time`` (FILETIME)."""
+        return template.base(
+            self.cmid,
+            client_time,
+            license_status=self.license_status,
+            binding_expiration=self.binding_expiration(now),
+        )
 
     def drain_events(self) -> list[ClientEvent]:
         """The events since the last call (oldest first)."""
