@@ -89,6 +89,7 @@ class Resolver:
         policy: who may update what (default: any known key, anything).
         journal: called with the changes of each accepted update before they become visible.
         max_udp_payload: the EDNS payload size we advertise and honour at most.
+        cache_size: unsigned query answers kept for identical later queries (0: no cache).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Resolver:
         policy: UpdatePolicy | None = None,
         journal: Journal | None = None,
         max_udp_payload: int = MAX_UDP_PAYLOAD,
+        cache_size: int = ANSWER_CACHE_SIZE,
     ) -> None:
         self._zones: dict[str, Zone] = {}
         for zone in zones:
@@ -109,6 +111,7 @@ class Resolver:
         self.journal = journal
         self.max_udp_payload = max(CLASSIC_UDP_LIMIT, max_udp_payload)
         self._cache: dict[tuple[str, bytes], bytes] = {}
+        self.cache_size = cache_size
 
     @property
     def zones(self) -> Mapping[str, Zone]:
@@ -134,8 +137,8 @@ class Resolver:
             if cached is not None:
                 return data[:2] + cached
             response, cacheable = self._handle(header, data, peer, int(now))
-            if cacheable and response is not None:
-                if len(self._cache) >= ANSWER_CACHE_SIZE:
+            if cacheable and response is not None and self.cache_size > 0:
+                if len(self._cache) >= self.cache_size:
                     self._cache.clear()
                 self._cache[key] = response[2:]
             return response
