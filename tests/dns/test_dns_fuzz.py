@@ -7,7 +7,7 @@ import dns.update
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import NOW, PEER, SECRET
+from dns_testing import NOW, PEER, SECRET
 from emu.errors import DecodeError
 from emu.wire.dns import decode_message
 

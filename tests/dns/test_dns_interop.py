@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import KEY_NAME, SECRET, ZONE_TEXT, key_file_text, require_tool
+from dns_testing import KEY_NAME, SECRET, ZONE_TEXT, key_file_text, require_tool
 from emu.dns.zone import load_master_file
 from emu.net.dns_server import DnsServer
 

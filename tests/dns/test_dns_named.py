@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import KEY_NAME, SECRET, key_file_text, require_tool
+from dns_testing import KEY_NAME, SECRET, key_file_text, require_tool
 from emu.dns.tsig import TsigKey
 from emu.errors import DnsUpdateError, ScenarioError
 from emu.net.dns_client import query

@@ -9,7 +9,7 @@ import dns.rdataclass
 import pytest
 from dnslib import QTYPE
 
-from conftest import ZONE_TEXT
+from dns_testing import ZONE_TEXT
 from emu.dns.publish import Publication, build_change, build_publish, build_withdraw
 from emu.dns.zone import load_master_file
 from emu.errors import DnsUpdateError, UsageError

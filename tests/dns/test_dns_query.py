@@ -8,7 +8,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from conftest import NOW, PEER, ask
+from dns_testing import NOW, PEER, ask
 from emu.dns.resolver import Peer
 
 
@@ -149,7 +149,7 @@ def test_short_datagram_is_dropped_and_garbage_after_header_is_formerr(resolver)
 
 
 def test_cached_answer_carries_the_new_id_and_follows_updates(resolver, keyring):
-    from conftest import make_update
+    from dns_testing import make_update
 
     first = q("kms2.kms.test.")
     assert ask(resolver, first).rcode() == dns.rcode.NXDOMAIN

@@ -12,7 +12,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from conftest import ZONE_TEXT, make_update
+from dns_testing import ZONE_TEXT, make_update
 from emu.dns.zone import load_master_file
 from emu.net.dns_server import DnsServer, parse_address
 

@@ -7,7 +7,7 @@ import dns.rcode
 import dns.tsig
 import pytest
 
-from conftest import NOW, PEER, SECRET, ask, key_file_text, make_update
+from dns_testing import NOW, PEER, SECRET, ask, key_file_text, make_update
 from emu.dns.tsig import TsigKey, parse_key_file, sign_request, verify_request
 from emu.errors import UsageError
 from emu.wire.dns import Rcode, decode_message

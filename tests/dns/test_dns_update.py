@@ -9,7 +9,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from conftest import NOW, PEER, ask, make_update
+from dns_testing import NOW, PEER, ask, make_update
 from emu.dns.policy import Grant, UpdatePolicy
 from emu.dns.resolver import Peer, Resolver
 from emu.wire.dns import TYPE_SOA

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dnslib import QTYPE
 
-from conftest import ZONE_TEXT
+from dns_testing import ZONE_TEXT
 from emu.dns.zone import dump_master_file, load_master_file, serial_gt, serial_next
 from emu.errors import UsageError
 
