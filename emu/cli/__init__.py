@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser"]
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
     "emu.cli.decode",
+    "emu.cli.client",
     "emu.cli.dns",
 )
 

@@ -1,0 +1,519 @@
+"""``emu client activate``: a vlmcs-class activation tool (kms-wire-protocol.md 9.1).
+
+It builds activation requests for a product, sends them to a KMS host over DCE/RPC/TCP, checks
+every response the way vlmcs does (spec 2.11, 5.6) and prints one line per request. The target is
+``host[:port]``, ``[v6addr]:port`` or ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
+RFC 2782 order with failover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
+from emu.errors import UsageError
+from emu.kms import products
+from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
+from emu.net.kms_client import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REPLY_TIMEOUT,
+    ExchangeResult,
+    ExchangeStatus,
+    KmsClientSession,
+    RpcOptions,
+)
+from emu.rng import Rng, seeded, system_rng
+from emu.wire.kms import LicenseStatus, Version
+
+__all__ = [
+    "register",
+    "parse_target",
+    "EXIT_ACTIVATED",
+    "EXIT_BELOW_THRESHOLD",
+    "EXIT_HOST_ERROR",
+    "EXIT_VERIFICATION_FAILED",
+    "EXIT_PROTOCOL_ERROR",
+    "EXIT_UNREACHABLE",
+    "EXIT_CODES",
+]
+
+DEFAULT_PORT = 1688
+DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
+
+EXIT_ACTIVATED = 0
+#: 2 is taken by the command line for usage errors (bad option, unknown product).
+EXIT_BELOW_THRESHOLD = 3
+EXIT_HOST_ERROR = 4
+EXIT_VERIFICATION_FAILED = 5
+EXIT_PROTOCOL_ERROR = 6
+EXIT_UNREACHABLE = 7
+
+#: Exit code of the last request's status.
+EXIT_CODES = {
+    ExchangeStatus.ACTIVATED: EXIT_ACTIVATED,
+    ExchangeStatus.BELOW_THRESHOLD: EXIT_BELOW_THRESHOLD,
+    ExchangeStatus.HOST_ERROR: EXIT_HOST_ERROR,
+    ExchangeStatus.FAULT: EXIT_HOST_ERROR,
+    ExchangeStatus.VERIFICATION_FAILED: EXIT_VERIFICATION_FAILED,
+    ExchangeStatus.PROTOCOL_ERROR: EXIT_PROTOCOL_ERROR,
+    ExchangeStatus.UNREACHABLE: EXIT_UNREACHABLE,
+}
+
+_EPILOG = """\
+exit status:
+  0  activated: count >= the required count and every check passed
+  2  bad command line (unknown product, malformed GUID or address, ...)
+  3  below threshold: the host answered, but its count is below the required count
+  4  host error: the host answered with an HRESULT (e.g. 0xC004F042) or a DCE/RPC fault
+  5  verification failed: the response failed a client check (MAC, hash, HMAC, CMID echo, ...)
+  6  RPC protocol error: garbage, a truncated or oversized PDU, a failed RPC check
+  7  no host reachable: refused, timed out, or closed without answering (every host tried)
+
+examples:
+  emu client activate 127.0.0.1:1688 --product win10ent
+  emu client activate .kms.test --dns-server 127.0.0.1:5353 --product "srv2022 dc" -v
+  emu client activate [::1]:1688 --protocol 4 --no-ndr64 --count 3 --new-connection --json
+"""
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def parse_target(text: str, default_port: int = DEFAULT_PORT) -> HostAddress | str:
+    """``host[:port]``, ``[v6]:port``, a bare IPv6 address → :class:`HostAddress`; ``.domain`` → the domain.
+
+    Raises:
+        UsageError: the text is neither.
+    """
+    text = text.strip()
+    if not text:
+        raise UsageError("empty target: give host[:port], [v6addr]:port or .domain")
+    if text.startswith("."):
+        domain = text.strip(".")
+        if not domain:
+            raise UsageError("'.' is not a domain: give .example.com to look up _vlmcs._tcp.example.com")
+        return domain
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not host:
+            raise UsageError(f"{text!r}: an IPv6 target is written [address]:port")
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{text!r}: expected ':port' after ']'")
+        port_text = rest[1:] if rest else str(default_port)
+    elif text.count(":") > 1:
+        host, port_text = text, str(default_port)
+    elif ":" in text:
+        host, port_text = text.rsplit(":", 1)
+    else:
+        host, port_text = text, str(default_port)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"{text!r}: port {port_text!r} is not a number") from None
+    if not 1 <= port <= 65535 or not host:
+        raise UsageError(f"{text!r}: expected host:port with a port 1..65535")
+    return HostAddress(host, port)
+
+
+def _guid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text.strip().strip("{}"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)") from None
+
+
+def _version(text: str) -> Version:
+    major, _, minor = text.partition(".")
+    try:
+        version = Version(int(major), int(minor or 0))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MAJOR[.MINOR], e.g. 6.0") from None
+    if version.major not in (4, 5, 6) or not 0 <= version.minor <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r}: emu builds KMS messages of major version 4, 5 or 6")
+    return version
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add ``emu client`` and its ``activate`` subcommand."""
+    client = subparsers.add_parser("client", help="KMS client tools (activate against a host)")
+    sub = client.add_subparsers(dest="client_command", metavar="SUBCOMMAND")
+    p = sub.add_parser(
+        "activate",
+        help="send activation requests to a KMS host and check the answers (like vlmcs)",
+        description=__doc__,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", nargs="?", default=None,
+                   help="host[:port], [v6addr]:port or .domain (default 127.0.0.1:1688, [::1]:1688 with --ip 6)")
+    g = p.add_argument_group("product (vlmcs -l, -a, -k, -s, -4/-5/-6, -K)")
+    g.add_argument("-l", "--product", default=DEFAULT_PRODUCT,
+                   help=f"product name or SKU GUID (forgiving: win10ent, 'srv2019 dc', o2019); default {DEFAULT_PRODUCT!r}")
+    g.add_argument("-a", "--app-id", type=_guid, help="application ID (overrides the product's)")
+    g.add_argument("-k", "--kms-id", type=_guid, help="KMS counted ID (overrides the product's)")
+    g.add_argument("-s", "--sku-id", type=_guid, help="SKU (activation) ID (overrides the product's)")
+    g.add_argument("--protocol", type=int, choices=(4, 5, 6), help="KMS protocol major version (default: the product's)")
+    g.add_argument("-K", "--kms-version", type=_version, metavar="MAJOR.MINOR",
+                   help="exact version for the version fields (layout follows MAJOR)")
+    g = p.add_argument_group("request fields (vlmcs -c, -o, -w, -r, -m, -t, -g)")
+    g.add_argument("-c", "--cmid", type=_guid, help="client machine ID (default: random per request; fixed implies one request)")
+    g.add_argument("-o", "--previous-cmid", type=_guid, default=uuid.UUID(int=0), help="previous CMID (default zero)")
+    g.add_argument("-w", "--workstation", help="workstation name, up to 63 characters (default: random)")
+    g.add_argument("-r", "--required-count", type=_positive, help="RequiredClientCount N (default: the product's threshold)")
+    g.add_argument("-m", "--vm", action="store_true", help="say the client is a virtual machine")
+    g.add_argument("-t", "--license-status", type=int, choices=range(7), default=int(LicenseStatus.OOB_GRACE),
+                   metavar="0..6", help="LicenseStatus (default 2, OOB grace)")
+    g.add_argument("-g", "--binding-expiration", type=int, default=DEFAULT_BINDING_EXPIRATION, metavar="MINUTES",
+                   help=f"BindingExpiration in minutes (default {DEFAULT_BINDING_EXPIRATION})")
+    g = p.add_argument_group("connection (vlmcs -n, -T, -N, -B, -p, -i)")
+    g.add_argument("-n", "--count", type=_positive,
+                   help="send exactly N requests (default: until the count reaches N, stopping when it stops rising)")
+    g.add_argument("-T", "--new-connection", action="store_true", help="a new TCP connection (and bind) per request")
+    g.add_argument("--ndr64", action=argparse.BooleanOptionalAction, default=True, help="offer NDR64 (default on)")
+    g.add_argument("--btfn", action=argparse.BooleanOptionalAction, default=True,
+                   help="offer bind-time feature negotiation (default on)")
+    g.add_argument("-p", "--no-multiplex", action="store_true", help="bind without the CONC_MPX flag")
+    g.add_argument("--ip", type=int, choices=(4, 6), help="use only IPv4 or only IPv6")
+    g.add_argument("--connect-timeout", type=_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
+    g.add_argument("--timeout", type=_seconds, default=DEFAULT_REPLY_TIMEOUT, metavar="SECONDS",
+                   help="seconds to wait for each reply")
+    g.add_argument("--dns-server", metavar="ADDR:PORT", help="DNS server for .domain targets (default: the system's)")
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true", help="print every request and response field and each check")
+    g.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    g.add_argument("--capture", metavar="FILE.pcap", help="record the exchange into a pcap (needs root)")
+    g.add_argument("--seed", type=int, help="seed for CMIDs, IVs and names (reproducible runs)")
+    p.set_defaults(func=_activate)
+    client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
+
+
+# --- building the requests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    template: RequestTemplate
+    product: str
+    fixed_cmid: uuid.UUID | None
+    count: int | None
+    options: RpcOptions
+    new_connection: bool
+
+
+def _random_workstation(rng: Rng) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    host = "".join(letters[rng.randint(0, 25)] for _ in range(rng.randint(4, 10)))
+    return f"{host}{rng.randint(1, 99)}.lab.test"
+
+
+def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
+    sku = products.lookup(args.product)
+    version = args.kms_version or Version(args.protocol or sku.protocol, 0)
+    if args.kms_version and args.protocol and args.kms_version.major != args.protocol:
+        raise UsageError(f"--protocol {args.protocol} contradicts --kms-version {args.kms_version.major}.{args.kms_version.minor}")
+    workstation = args.workstation if args.workstation is not None else _random_workstation(rng)
+    if len(workstation) > 63:
+        raise UsageError(f"workstation name has {len(workstation)} characters; the request holds at most 63")
+    template = RequestTemplate(
+        version=version,
+        app_id=args.app_id or sku.app_id,
+        sku_id=args.sku_id or sku.id,
+        kms_id=args.kms_id or sku.kms_id,
+        required_client_count=args.required_count or sku.threshold,
+        workstation_name=workstation,
+        vm=args.vm,
+        license_status=args.license_status,
+        binding_expiration=args.binding_expiration,
+        previous_cmid=args.previous_cmid,
+    )
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.ip or 0, 0)
+    options = RpcOptions(offer_ndr64=args.ndr64, offer_btfn=args.btfn, multiplex=not args.no_multiplex,
+                         connect_timeout=args.connect_timeout, reply_timeout=args.timeout, family=family)
+    count = args.count if args.count is not None else (1 if args.cmid is not None else None)
+    return _Plan(template, sku.name, args.cmid, count, options, args.new_connection)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+async def _discover(domain: str, dns_server: str | None, rng: Rng) -> list[HostAddress]:
+    try:
+        from emu.net.dns_discovery import discover_kms_hosts
+    except ImportError:  # pragma: no cover - the module ships with emu
+        raise UsageError(".domain targets need emu.net.dns_discovery, which this installation lacks") from None
+    server = None
+    if dns_server is not None:
+        parsed = parse_target(dns_server, default_port=53)
+        if isinstance(parsed, str):
+            raise UsageError(f"--dns-server {dns_server!r}: expected ADDR[:PORT]")
+        server = (parsed.host, parsed.port)
+    hosts = await discover_kms_hosts(domain, server, rng)
+    return [h if isinstance(h, HostAddress) else HostAddress(h[0], h[1]) for h in hosts]
+
+
+class _Run:
+    """One invocation: the requests made, printed as they complete."""
+
+    def __init__(self, plan: _Plan, rng: Rng, args: argparse.Namespace) -> None:
+        self.plan = plan
+        self.rng = rng
+        self.args = args
+        self.results: list[ExchangeResult] = []
+        self.clock = WallClock()
+
+    def _base(self) -> Any:
+        cmid = self.plan.fixed_cmid or uuid.UUID(bytes=self.rng.bytes(16), version=4)
+        return self.plan.template.base(cmid, unix_to_filetime(self.clock.wall()))
+
+    async def on_host(self, host: HostAddress) -> bool:
+        """Make the requests against ``host``; False when it could not be reached at all (try the next)."""
+        plan = self.plan
+        total = plan.count
+        bound = total if total is not None else plan.template.required_client_count
+        session = KmsClientSession(host, plan.options)
+        previous: int | None = None
+        try:
+            for index in range(1, bound + 1):
+                if plan.new_connection:
+                    await session.close()
+                result = await session.request(self._base(), self.rng)
+                self.results.append(result)
+                self._print(result, index, total)
+                if index == 1 and result.status in (ExchangeStatus.UNREACHABLE, ExchangeStatus.PROTOCOL_ERROR):
+                    return False
+                if result.status not in (ExchangeStatus.ACTIVATED, ExchangeStatus.BELOW_THRESHOLD):
+                    return True
+                if total is None:
+                    count = result.count or 0
+                    if result.activated:
+                        return True
+                    if previous is not None and count <= previous:
+                        self._note(f"the count stayed at {count}; stopping (it would not reach "
+                                   f"{plan.template.required_client_count})")
+                        return True
+                    previous = count
+            return True
+        finally:
+            await session.close()
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _note(self, text: str) -> None:
+        if not self.args.json:
+            print(text)
+
+    def _print(self, result: ExchangeResult, index: int, total: int | None) -> None:
+        if self.args.json:
+            return
+        if self.args.verbose and (index == 1 or self.plan.fixed_cmid is None):
+            print(_request_table(result))
+        of = f" of {total}" if total is not None else ""
+        print(_summary_line(result, index, of))
+        if self.args.verbose:
+            print(_response_table(result))
+
+
+def _summary_line(result: ExchangeResult, index: int, of: str) -> str:
+    version = result.request.version
+    head = f"{result.host} request {index}{of} (KMS V{version.major}.{version.minor}"
+    head += f", {result.syntax.name})" if result.syntax is not None else ")"
+    v = result.verified
+    if result.status in (ExchangeStatus.ACTIVATED, ExchangeStatus.BELOW_THRESHOLD) and v is not None:
+        words = "activated" if result.activated else "below threshold"
+        parts = [f"{words}: count {v.count}/{result.request.required_client_count}", f"ePID {v.epid}"]
+        if v.hwid is not None:
+            parts.append(f"HwId {v.hwid.hex().upper()}")
+        parts.append(f"activation {v.activation_interval} min, renewal {v.renewal_interval} min")
+        line = f"{head}: " + ", ".join(parts)
+    else:
+        line = f"{head}: {result.status.value}: {result.detail}"
+    warnings = [w.check for w in result.warnings] + ([c.name for c in v.checks if not c.passed and c.severity == "warning"]
+                                                      if v is not None else [])
+    if warnings:
+        line += f" [warnings: {', '.join(warnings)}]"
+    return line
+
+
+def _filetime_text(filetime: int) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(filetime_to_unix(filetime), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"FILETIME {filetime}"
+
+
+def _request_table(result: ExchangeResult) -> str:
+    b = result.request
+    rows = [
+        ("Protocol version", f"{b.version.major}.{b.version.minor}"),
+        ("Client is a virtual machine", "yes" if b.vm_info else "no"),
+        ("Licensing status", f"{int(b.license_status)} ({LicenseStatus(b.license_status).name})"),
+        ("Binding expiration", f"{b.binding_expiration} minutes"),
+        ("Application ID", str(b.app_id)),
+        ("SKU ID", f"{b.sku_id}" + _sku_name(b.sku_id)),
+        ("KMS ID", f"{b.kms_id} ({products.describe_kms_id(b.kms_id)})"),
+        ("Client machine ID", str(b.cmid)),
+        ("Previous client machine ID", str(b.previous_cmid)),
+        ("Client request timestamp", _filetime_text(b.client_time)),
+        ("Workstation name", b.workstation_name),
+        ("Required client count", str(b.required_client_count)),
+        ("Request size", f"{len(result.kms_request)} bytes"),
+    ]
+    return "Request\n" + "\n".join(f"  {k:<28}: {v}" for k, v in rows)
+
+
+def _sku_name(sku_id: uuid.UUID) -> str:
+    sku = products.product_data().find_sku(sku_id)
+    return f" ({sku.name})" if sku is not None else ""
+
+
+def _response_table(result: ExchangeResult) -> str:
+    lines = ["Response"]
+    v = result.verified
+    if result.kms_response is not None:
+        lines.append(f"  {'Response size':<28}: {len(result.kms_response)} bytes")
+    if result.hresult:
+        lines.append(f"  {'HRESULT':<28}: 0x{result.hresult:08X}")
+    if result.fault_status is not None:
+        lines.append(f"  {'Fault status':<28}: 0x{result.fault_status:08X}")
+    if v is not None and v.base is not None:
+        base = v.base
+        rows = [
+            ("Protocol version", f"{base.version.major}.{base.version.minor}"),
+            ("KMS host ePID", base.epid),
+            ("KMS host HwId", v.hwid.hex().upper() if v.hwid is not None else "-"),
+            ("Client machine ID", str(base.cmid)),
+            ("Client request timestamp", _filetime_text(base.client_time)),
+            ("Current count", str(base.count)),
+            ("Activation interval", f"{base.activation_interval} minutes"),
+            ("Renewal interval", f"{base.renewal_interval} minutes"),
+        ]
+        lines += [f"  {k:<28}: {val}" for k, val in rows]
+    if v is not None:
+        lines.append("Checks")
+        for c in v.checks:
+            mark = "ok" if c.passed else ("WARNING" if c.severity == "warning" else "FAILED")
+            lines.append(f"  {c.name:<28}: {mark}" + (f" ({c.detail})" if c.detail else ""))
+    for w in result.warnings:
+        lines.append(f"  rpc {w.check:<24}: WARNING ({w.text})")
+    if result.rpc_check:
+        lines.append(f"  rpc {result.rpc_check:<24}: FAILED")
+    return "\n".join(lines)
+
+
+def _json_result(result: ExchangeResult) -> dict[str, Any]:
+    b = result.request
+    out: dict[str, Any] = {
+        "host": str(result.host),
+        "status": result.status.value,
+        "detail": result.detail,
+        "new_connection": result.new_connection,
+        "syntax": result.syntax.name if result.syntax is not None else None,
+        "request": {
+            "version": f"{b.version.major}.{b.version.minor}", "vm": bool(b.vm_info),
+            "license_status": int(b.license_status), "binding_expiration": b.binding_expiration,
+            "app_id": str(b.app_id), "sku_id": str(b.sku_id), "kms_id": str(b.kms_id), "cmid": str(b.cmid),
+            "previous_cmid": str(b.previous_cmid), "client_time": b.client_time,
+            "workstation_name": b.workstation_name, "required_client_count": b.required_client_count,
+        },
+        "hresult": result.hresult,
+        "fault_status": result.fault_status,
+        "rpc_check": result.rpc_check,
+        "rpc_warnings": [{"check": w.check, "text": w.text} for w in result.warnings],
+    }
+    v = result.verified
+    if v is not None:
+        out["checks"] = [{"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail}
+                         for c in v.checks]
+        if v.base is not None:
+            out["response"] = {
+                "version": f"{v.base.version.major}.{v.base.version.minor}", "epid": v.epid,
+                "hwid": v.hwid.hex().upper() if v.hwid is not None else None, "cmid": str(v.cmid),
+                "client_time": v.client_time, "count": v.count,
+                "activation_interval": v.activation_interval, "renewal_interval": v.renewal_interval,
+            }
+    return out
+
+
+def _activate(args: argparse.Namespace) -> int:
+    if args.json and args.verbose:
+        raise UsageError("--json already carries every field; drop -v")
+    rng = seeded(args.seed) if args.seed is not None else system_rng()
+    plan = _plan(args, rng)
+    target_text = args.target or ("[::1]:1688" if args.ip == 6 else "127.0.0.1:1688")
+    target = parse_target(target_text)
+    capture = None
+    if args.capture:
+        from emu.net.sniff import TcpCapture
+
+        capture = TcpCapture()
+    run = _Run(plan, rng, args)
+
+    async def main() -> list[HostAddress]:
+        hosts = [target] if isinstance(target, HostAddress) else await _discover(target, args.dns_server, rng)
+        if capture is not None:
+            await capture.start(hosts)
+        try:
+            for host in hosts:
+                if await run.on_host(host):
+                    break
+        finally:
+            if capture is not None:
+                await capture.stop()
+        return hosts
+
+    hosts = asyncio.run(main())
+    if capture is not None:
+        written = capture.write(args.capture, {r.local[1] for r in run.results if r.local is not None})
+        if not args.json:
+            print(f"wrote {written} frames to {args.capture}")
+    if not hosts:
+        message = f"no KMS host found: no _vlmcs._tcp SRV records for {target}"
+        if args.json:
+            print(json.dumps({"target": target_text, "hosts": [], "results": [], "status": "unreachable",
+                              "detail": message, "exit_code": EXIT_UNREACHABLE}, indent=2))
+        else:
+            print(message, file=sys.stderr)
+        return EXIT_UNREACHABLE
+    last = run.results[-1]
+    code = EXIT_CODES[last.status]
+    if args.json:
+        print(json.dumps({
+            "target": target_text, "product": plan.product, "hosts": [str(h) for h in hosts],
+            "results": [_json_result(r) for r in run.results], "status": last.status.value,
+            "detail": last.detail, "exit_code": code,
+        }, indent=2))
+    elif code == EXIT_UNREACHABLE and len(hosts) > 1:
+        print(f"no KMS host reachable: tried {', '.join(str(h) for h in hosts)}", file=sys.stderr)
+    return code
+
