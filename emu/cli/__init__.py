@@ -20,9 +20,11 @@ __all__ = ["main", "build_parser"]
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
+    "emu.cli.demo",
     "emu.cli.decode",
     "emu.cli.client",
     "emu.cli.dns",
+    "emu.cli.host",
 )
 
 
