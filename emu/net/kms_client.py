@@ -100,6 +100,8 @@ class RpcOptions:
         reply_timeout: seconds for each reply (bind_ack, response).
         family: ``socket.AF_INET``/``AF_INET6`` to force one, 0 for either.
         max_frag: max_xmit_frag/max_recv_frag proposed; a longer reply fragment is a protocol error.
+        first_call_id: call_id of the bind and first request on each connection (vlmcs: 2; a vlmcs
+            run that reconnects keeps counting, which replaying such a capture needs).
     """
 
     offer_ndr64: bool = True
@@ -109,6 +111,7 @@ class RpcOptions:
     reply_timeout: float = DEFAULT_REPLY_TIMEOUT
     family: int = 0
     max_frag: int = DEFAULT_MAX_FRAG
+    first_call_id: int = 2
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.reply_timeout <= 0:
@@ -259,6 +262,11 @@ class KmsClientSession:
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
+    @property
+    def peer_closed(self) -> bool:
+        """The host has closed its side of the open connection (the next request reconnects)."""
+        return self._reader is not None and self._reader.at_eof()
+
     async def close(self) -> None:
         """Close the connection (a later request opens a new one)."""
         writer, self._writer, self._reader, self._assoc = self._writer, None, None, None
@@ -283,7 +291,7 @@ class KmsClientSession:
         self._warnings.clear()
         new_connection = False
         try:
-            if self.connected and self._reader is not None and self._reader.at_eof():
+            if self.connected and self.peer_closed:
                 log.warning("%s closed the connection; reconnecting", self.host)
                 await self.close()
             if not self.connected:
@@ -337,7 +345,8 @@ class KmsClientSession:
     async def _connect(self) -> None:
         opts = self.options
         self._assoc = ClientAssociation(offer_ndr64=opts.offer_ndr64, offer_btfn=opts.offer_btfn,
-                                        multiplex=opts.multiplex, max_frag=opts.max_frag)
+                                        multiplex=opts.multiplex, max_frag=opts.max_frag,
+                                        first_call_id=opts.first_call_id)
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host.host, self.host.port, family=opts.family), opts.connect_timeout)
