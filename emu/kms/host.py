@@ -17,7 +17,7 @@ from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
 from emu.kms import epid as _epid
 from emu.kms import products
-from emu.kms.count_cache import CountCache, CountPolicy
+from emu.kms.count_cache import CountCache, CountPolicy, Recorded
 from emu.kms.messages import OpenedRequest, build_response, open_request
 from emu.rng import Rng
 
@@ -32,6 +32,11 @@ __all__ = [
     "DEFAULT_HOST_BUILD",
     "DEFAULT_LCID",
     "HRESULT_NAMES",
+    "E_INVALID_DATA",
+    "E_KMS_ID_MISMATCH",
+    "E_INVALID_TIMESTAMP",
+    "default_kms_ids",
+    "resolve_kms_ids",
 ]
 
 #: Minutes a client not yet activated waits before retrying (spec 8.2; kms-behaviour.md 3: 2 hours).
@@ -62,12 +67,46 @@ HRESULT_NAMES = {
 }
 
 
-def default_kms_ids() -> frozenset[uuid.UUID]:
-    """What the default host key covers: every volume (non-retail, non-preview) Windows and Office group.
+#: CSVLKs whose product groups are not in the default coverage: the China Government key is a
+#: separate host key (spec 6.3), not part of a Windows Server CSVLK.
+_NOT_DEFAULT_CSVLKS = frozenset({"WinChinaGov"})
 
-    That is what a current Windows Server CSVLK plus an Office CSVLK activate in a lab.
+
+def default_kms_ids() -> frozenset[uuid.UUID]:
+    """What the default host key covers: a current Windows Server CSVLK plus the Office CSVLKs.
+
+    That is every volume (non-retail, non-preview) Windows group from Vista to Server 2025 and every
+    volume Office group (2010 and 2013+); retail, preview and China Government groups are refused with
+    0xC004F042, as vlmcsd ``-K3`` refuses them (spec 8.4).
     """
-    return frozenset(item.id for item in products.all_kms_items() if not item.retail and not item.preview)
+    return frozenset(
+        item.id
+        for item in products.all_kms_items()
+        if not item.retail and not item.preview and item.csvlk not in _NOT_DEFAULT_CSVLKS
+    )
+
+
+def resolve_kms_ids(kms_ids: list[str] | tuple[str, ...] = (), product_names: list[str] | tuple[str, ...] = ()) -> frozenset[uuid.UUID] | None:
+    """The coverage set given on a command line or in a config file (``None`` when both are empty).
+
+    Args:
+        kms_ids: KMS counted IDs as GUID text (unknown GUIDs are allowed: a lab may invent products).
+        product_names: product (SKU) names or SKU GUIDs; each adds the KMS counted ID its clients send.
+
+    Raises:
+        UsageError: a text that is not a GUID, or a product name the product data does not know.
+    """
+    if not kms_ids and not product_names:
+        return None
+    out: set[uuid.UUID] = set()
+    for text in kms_ids:
+        try:
+            out.add(uuid.UUID(text.strip()))
+        except ValueError:
+            raise UsageError(f"--kms-id {text!r} is not a GUID (use --product NAME for a product name)") from None
+    for name in product_names:
+        out.add(products.lookup(name).kms_id)
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +144,15 @@ class HostConfig:
             raise UsageError("activation and renewal intervals are minutes between 1 and 2^32-1")
         if len(self.hwid) != 8:
             raise UsageError(f"HwId must be 8 bytes (16 hex digits), got {len(self.hwid)}")
+        _epid.host_build(self.host_build)  # raises UsageError naming the known builds
+        if not 1 <= self.lcid <= 0xFFFF:
+            raise UsageError(f"LCID {self.lcid} is not a Windows language id (1-65535)")
+        for name, text in self.epids.items():
+            _epid.csvlk(name)  # raises UsageError naming the known CSVLKs
+            if not _epid.parse_epid(text).well_formed or len(text) > 63:
+                raise UsageError(f"ePID {text!r} for {name} is not in the PPPPP-GGGGG-KKK-KKKKKK-03-LLLL-BBBB.0000-DDDYYYY format")
+        if self.max_time_skew <= 0 or self.max_required_count < 1:
+            raise UsageError("max_time_skew must be positive seconds and max_required_count at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +170,7 @@ class HostAnswer:
 
     response: bytes | None
     hresult: int
-    change: Any
+    change: Recorded | None
     request: OpenedRequest | None
     count: int = 0
     epid: str = ""
@@ -130,7 +178,13 @@ class HostAnswer:
 
     @property
     def ok(self) -> bool:
+        """The request was answered with a count (whatever the count)."""
         return self.hresult == 0
+
+    @property
+    def activated(self) -> bool:
+        """The count sent meets the client's own threshold, so the client activates."""
+        return self.ok and self.request is not None and self.count >= self.request.base.required_client_count
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the exchange's log line (peer is added by the server)."""
@@ -143,9 +197,12 @@ class HostAnswer:
             fields["workstation"] = base.workstation_name
             fields["required"] = base.required_client_count
         fields["count"] = self.count
-        fields["result"] = "activated" if self.ok and self.request and self.count >= self.request.base.required_client_count else (
-            "below-threshold" if self.ok else f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
-        )
+        if self.activated:
+            fields["result"] = "activated"
+        elif self.ok:
+            fields["result"] = "below-threshold"
+        else:
+            fields["result"] = f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
         if self.reason:
             fields["reason"] = self.reason
         return fields
@@ -154,11 +211,16 @@ class HostAnswer:
 class KmsHost:
     """A KMS host: validates requests, counts clients, builds responses.
 
+    The ePIDs of every CSVLK the covered products need are settled when the host is made (given
+    ones first, then restored ones, then generated), so a store can save them once at start and a
+    restarted host answers with the same ePIDs: the host's lifetime is its state's lifetime.
+
     Args:
         config: behaviour settings.
         rng: randomness for IVs, salts and generated ePIDs.
         started: UTC Unix seconds the host came up (dates its generated ePIDs).
         cache: a restored client table (from the store); a fresh one by default.
+        epids: ePIDs restored from the store, per CSVLK name.
     """
 
     def __init__(self, config: HostConfig, rng: Rng, started: float, cache: CountCache | None = None, epids: dict[str, str] | None = None) -> None:
@@ -166,13 +228,19 @@ class KmsHost:
         self.rng = rng
         self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
         self.cache = cache if cache is not None else CountCache(config.count_policy)
-        today = _dt.datetime.fromtimestamp(started, _dt.timezone.utc).date()
-        #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); restored ones win.
+        self._today = _dt.datetime.fromtimestamp(started, _dt.timezone.utc).date()
+        #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
         self.epids.update(dict(epids or {}))
         self.epids.update(config.epids)
-        self._today = today
-        self._latest = started
+        for kms_id in sorted(self.kms_ids):
+            self.epid_for(kms_id)
+        newest = max((rec.last_request for rec in self.cache.records()), default=started)
+        self._latest = max(started, newest)
+
+    def next_deadline(self) -> float | None:
+        """When the next client record expires unless renewed (``None``: the table is empty)."""
+        return self.cache.next_expiry()
 
     def _monotonic(self, now: float) -> float:
         """The table never sees time go backwards: a wall clock that steps back is held still."""
