@@ -29,6 +29,7 @@ from emu.net.kms_client import (
     ExchangeStatus,
     KmsClientSession,
     RpcOptions,
+    dns_resolver,
 )
 from emu.rng import Rng, seeded, system_rng
 from emu.wire.kms import LicenseStatus, Version
@@ -267,19 +268,32 @@ def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
 # --- running ------------------------------------------------------------------------------------
 
 
-async def _discover(domain: str, dns_server: str | None, rng: Rng) -> list[HostAddress]:
+def _system_dns_server() -> tuple[str, int]:
+    """The first nameserver of /etc/resolv.conf.
+
+    Raises:
+        UsageError: none is configured (then --dns-server is needed).
+    """
     try:
-        from emu.net.dns_discovery import discover_kms_hosts
-    except ImportError:  # pragma: no cover - the module ships with emu
-        raise UsageError(".domain targets need emu.net.dns_discovery, which this installation lacks") from None
-    server = None
+        with open("/etc/resolv.conf", encoding="utf-8") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    return words[1], 53
+    except OSError:
+        pass
+    raise UsageError("no nameserver in /etc/resolv.conf: give --dns-server ADDR[:PORT] for a .domain target")
+
+
+async def _discover(domain: str, dns_server: str | None, rng: Rng, timeout: float) -> list[HostAddress]:
     if dns_server is not None:
         parsed = parse_target(dns_server, default_port=53)
         if isinstance(parsed, str):
             raise UsageError(f"--dns-server {dns_server!r}: expected ADDR[:PORT]")
         server = (parsed.host, parsed.port)
-    hosts = await discover_kms_hosts(domain, server, rng)
-    return [h if isinstance(h, HostAddress) else HostAddress(h[0], h[1]) for h in hosts]
+    else:
+        server = _system_dns_server()
+    return await dns_resolver(server, rng, timeout=timeout)(domain)
 
 
 class _Run:
@@ -480,7 +494,7 @@ def _activate(args: argparse.Namespace) -> int:
     run = _Run(plan, rng, args)
 
     async def main() -> list[HostAddress]:
-        hosts = [target] if isinstance(target, HostAddress) else await _discover(target, args.dns_server, rng)
+        hosts = [target] if isinstance(target, HostAddress) else await _discover(target, args.dns_server, rng, args.timeout)
         if capture is not None:
             await capture.start(hosts)
         try:

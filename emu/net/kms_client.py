@@ -70,6 +70,7 @@ __all__ = [
     "LiveClient",
     "Resolver",
     "static_resolver",
+    "dns_resolver",
     "run_lifecycles",
     "describe_hresult",
 ]
@@ -458,6 +459,16 @@ def static_resolver(table: dict[str, Sequence[HostAddress]]) -> Resolver:
 
     async def resolve(domain: str) -> list[HostAddress]:
         return list(table.get(domain.strip(".").lower(), ()))
+
+    return resolve
+
+
+def dns_resolver(dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Resolver:
+    """A resolver asking ``dns_server`` for ``_vlmcs._tcp.<domain>`` (RFC 2782 order, :mod:`emu.net.dns_discovery`)."""
+    from emu.net.dns_discovery import discover_kms_hosts
+
+    async def resolve(domain: str) -> list[HostAddress]:
+        return [HostAddress(host, port) for host, port in await discover_kms_hosts(domain, dns_server, rng, timeout=timeout)]
 
     return resolve
 
