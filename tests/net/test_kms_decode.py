@@ -325,3 +325,41 @@ def test_missing_file_and_non_capture_are_usage_errors(tmp_path: Path):
     text.write_text("not a capture\n")
     with pytest.raises(UsageError, match="not a pcap"):
         decode_capture(text)
+
+
+# --- fuzz: mutated real streams never reach the internal-error net ----------------------------------
+
+
+@requires_vectors
+def test_mutated_streams_decode_without_internal_errors():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from emu.net.kms_decode import decode_conversation
+    from emu.net.pcap import Conversation, TcpStream
+
+    pdus = exchange(_vector(BASE))
+    client = b"".join(d for s, d in pdus if s == "C")
+    server = b"".join(d for s, d in pdus if s == "S")
+
+    def mutate(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+        buf = bytearray(data)
+        for pos, value in edits:
+            buf[pos % len(buf)] = value
+        return bytes(buf[: max(0, len(buf) - cut)])
+
+    edits = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(edits, edits, st.integers(0, 400), st.integers(0, 400))
+    def check(client_edits, server_edits, client_cut, server_cut):
+        conv = Conversation(
+            0,
+            TcpStream(CLIENT, SERVER, mutate(client, client_edits, client_cut)),
+            TcpStream(SERVER, CLIENT, mutate(server, server_edits, server_cut)),
+            T0,
+        )
+        for record in decode_conversation(conv, "fuzz", force=True) or ():
+            assert not (record.error or "").startswith("internal error"), record.error
+
+    check()
