@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
-from emu.errors import UsageError
+from emu.errors import ScenarioError, UsageError
 from emu.kms import products
 from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
 from emu.net.kms_client import (
@@ -492,9 +492,17 @@ def _activate(args: argparse.Namespace) -> int:
 
         capture = TcpCapture()
     run = _Run(plan, rng, args)
+    discovery_error: list[str] = []
 
     async def main() -> list[HostAddress]:
-        hosts = [target] if isinstance(target, HostAddress) else await _discover(target, args.dns_server, rng, args.timeout)
+        if isinstance(target, HostAddress):
+            hosts = [target]
+        else:
+            try:
+                hosts = await _discover(target, args.dns_server, rng, args.timeout)
+            except ScenarioError as exc:  # the DNS server did not answer: no host can be reached
+                discovery_error.append(str(exc))
+                return []
         if capture is not None:
             await capture.start(hosts)
         try:
@@ -512,7 +520,8 @@ def _activate(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {written} frames to {args.capture}")
     if not hosts:
-        message = f"no KMS host found: no _vlmcs._tcp SRV records for {target}"
+        message = (f"no KMS host found: {discovery_error[0]}" if discovery_error
+                   else f"no KMS host found: no _vlmcs._tcp SRV records for {target}")
         if args.json:
             print(json.dumps({"target": target_text, "hosts": [], "results": [], "status": "unreachable",
                               "detail": message, "exit_code": EXIT_UNREACHABLE}, indent=2))
