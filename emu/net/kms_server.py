@@ -1,42 +1,63 @@
 """The KMS host on real sockets: asyncio TCP, one sans-IO RPC association per connection.
 
 Bytes from a peer go into :class:`emu.rpc.association.ServerAssociation`; activation calls go to
-:class:`emu.kms.host.KmsHost`; the table change the call caused is committed to the
-:class:`emu.net.host_store.HostStore` **before** the response is written, so a kill -9 at any
+:class:`emu.kms.host.KmsHost`; the table changes the calls caused are committed to the
+:class:`emu.net.host_store.HostStore` **before** their responses are written, so a kill -9 at any
 moment loses no answered activation. A bad peer costs at most its own connection.
+
+Connections are :class:`asyncio.Protocol` objects rather than streams: a KMS exchange is two small
+PDUs each way, and the stream machinery (a task, a reader, ``wait_for`` per read) cost more than the
+RPC layer itself. Commits are grouped: every answer produced in one turn of the event loop (all
+the connections that became readable together) goes into one SQLite transaction, and only after it
+commits are those answers written. Under load that turns many commits into one; a lone client
+still gets its answer in the same loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import itertools
 import json
 import logging
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
+from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer, KmsHost
 from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
 from emu.rng import Rng, system_rng
 
-__all__ = ["ServerConfig", "KmsServer", "parse_listen", "DEFAULT_PORT", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS"]
+__all__ = [
+    "ServerConfig",
+    "KmsServer",
+    "ServerStats",
+    "Service",
+    "parse_listen",
+    "DEFAULT_PORT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "SHUTDOWN_GRACE",
+]
 
 log = logging.getLogger("emu.host")
 
 #: TCP port of KMS (kms-wire-protocol.md 1.1).
 DEFAULT_PORT = 1688
-#: Seconds a connection may stay silent before the host closes it (vlmcsd's default, spec 1.3).
+#: Seconds a connection may stay silent before the host closes it (vlmcsd's default, spec 8.5).
 DEFAULT_IDLE_TIMEOUT = 30.0
-#: Connections served at once; further ones are accepted and closed at once (logged).
+#: Connections served at once; further ones are accepted, logged and closed at once.
 DEFAULT_MAX_CONNECTIONS = 1024
-#: Bytes read from a socket at a time.
-READ_SIZE = 65536
+#: Seconds :meth:`KmsServer.stop` waits for open connections to flush their last answers.
+SHUTDOWN_GRACE = 2.0
 #: HRESULT for a request the host cannot read (spec 8.4).
 E_INVALID_DATA = 0x8007000D
+#: PTYPE of a fault PDU (spec 2.1), to count and log the faults the association sends.
+_PTYPE_FAULT = 3
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -52,7 +73,9 @@ def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
         host, sep, rest = text[1:].partition("]")
         if not sep:
             raise UsageError(f"{text!r}: missing ']' after an IPv6 address")
-        port_text = rest[1:] if rest.startswith(":") else (rest or str(default_port))
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{text!r}: expected ':PORT' after ']'")
+        port_text = rest[1:] if rest else str(default_port)
     elif text.count(":") > 1:
         host, port_text = text, str(default_port)
     elif ":" in text:
@@ -70,7 +93,16 @@ def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Socket-level settings of the host (the KMS rules are in :class:`emu.kms.host.HostConfig`)."""
+    """Socket-level settings of the host (the KMS rules are in :class:`emu.kms.host.HostConfig`).
+
+    Attributes:
+        listen: (address, port) pairs; IPv6 addresses are bound IPv6-only.
+        idle_timeout: seconds of silence after which a connection is closed (0: never).
+        max_connections: connections served at once; more are closed on arrival.
+        ndr64: negotiate NDR64 when offered (spec 2.5).
+        btfn: answer Bind Time Feature Negotiation (spec 2.5).
+        json_log: write each exchange's log line as one JSON object.
+    """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_PORT),)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -79,14 +111,142 @@ class ServerConfig:
     btfn: bool = True
     json_log: bool = False
 
+    def __post_init__(self) -> None:
+        if self.idle_timeout < 0:
+            raise UsageError(f"idle timeout must be 0 (none) or positive seconds, not {self.idle_timeout}")
+        if self.max_connections < 1:
+            raise UsageError(f"max connections must be at least 1, not {self.max_connections}")
+        if not self.listen:
+            raise UsageError("the host needs at least one listen address")
+
 
 @dataclass
-class _Stats:
+class ServerStats:
+    """Counters of what the server did since it started (tests, status, benchmarks)."""
+
     connections: int = 0
     exchanges: int = 0
+    refusals: int = 0
     faults: int = 0
     closed_bad_input: int = 0
     refused_connections: int = 0
+    idle_closed: int = 0
+    internal_errors: int = 0
+    commits: int = 0
+
+
+class Store(Protocol):
+    """What the server needs of a store (:class:`emu.net.host_store.HostStore`)."""
+
+    def apply_all(self, changes: list[Recorded]) -> None: ...
+
+
+class Service(Protocol):
+    """Something started once the host listens and stopped before it closes (DNS publishing)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: bytes → association → host → bytes (see the module docstring)."""
+
+    __slots__ = ("server", "transport", "peer", "assoc", "last_seen", "timer", "held", "closing", "close_after_flush")
+
+    def __init__(self, server: KmsServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.assoc: ServerAssociation | None = None
+        self.last_seen = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        #: answers waiting for the group commit, in connection order (None: nothing waiting).
+        self.held: bytearray | None = None
+        self.closing = False
+        #: close() was asked while answers were held: close once they are written.
+        self.close_after_flush = False
+
+    # -- asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        self.peer = _peer_text(transport.get_extra_info("peername"))
+        if len(server._connections) >= server.config.max_connections:
+            server.stats.refused_connections += 1
+            log.warning("%s: refused: %d connections open (cap %d)", self.peer, len(server._connections), server.config.max_connections)
+            transport.abort()
+            return
+        server._connections.add(self)
+        server.stats.connections += 1
+        sock = transport.get_extra_info("sockname")
+        self.assoc = ServerAssociation(server._rpc_config(sock[1] if sock else DEFAULT_PORT))
+        timeout = server.config.idle_timeout
+        if timeout > 0:
+            self.last_seen = server._loop_time()
+            self.timer = server._loop.call_later(timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.assoc is None:
+            return
+        if self.timer is not None:
+            self.last_seen = self.server._loop_time()
+        try:
+            self.server._on_data(self, data)
+        except Exception:  # the ladder's last rung: log it, lose only this connection
+            self.server.stats.internal_errors += 1
+            log.exception("%s: internal error; connection closed", self.peer)
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        # Half-close from the peer: answer what is held, then close (a KMS client never half-closes on purpose).
+        self.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server._connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if self.closing:
+            return
+        server = self.server
+        timeout = server.config.idle_timeout
+        idle = server._loop_time() - self.last_seen
+        if idle >= timeout and self.held is None:
+            server.stats.idle_closed += 1
+            log.debug("%s: idle for %.1f s; closing", self.peer, idle)
+            self.close()
+        else:
+            self.timer = server._loop.call_later(max(timeout - idle, 0.01), self._check_idle)
+
+    def write(self, data: bytes | bytearray) -> None:
+        if self.held is not None:
+            self.held += data
+        elif self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after the held answers (if any) are written by the group commit."""
+        if self.held is not None:
+            self.close_after_flush = True
+            return
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.held = None
+        if self.transport is not None:
+            self.transport.abort()
 
 
 @dataclass
@@ -98,19 +258,28 @@ class KmsServer:
         config: sockets, timeouts, RPC negotiation.
         store: where table changes are committed (``None``: memory only).
         clock: time for the host's rules; the wall clock by default, a virtual one in scenarios.
+        rng: picks the first association group id.
         on_exchange: called after each answered call with the :class:`HostAnswer` (scenarios, tests).
+        services: started after the sockets listen, stopped before they close (DNS publishing).
     """
 
     host: KmsHost
     config: ServerConfig = field(default_factory=ServerConfig)
-    store: Any = None
+    store: Store | None = None
     clock: Clock = field(default_factory=WallClock)
     rng: Rng = field(default_factory=system_rng)
     on_exchange: Callable[[HostAnswer], None] | None = None
-    stats: _Stats = field(default_factory=_Stats)
+    services: list[Service] = field(default_factory=list)
+    stats: ServerStats = field(default_factory=ServerStats)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _connections: set[_Connection] = field(default_factory=set)
     _assoc_group: Any = None
+    _rpc_configs: dict[int, ServerRpcConfig] = field(default_factory=dict)
+    _pending_changes: list[Recorded] = field(default_factory=list)
+    _held: list[_Connection] = field(default_factory=list)
+    _flush_scheduled: bool = False
+    _loop: Any = None
+    _started_services: list[Service] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._assoc_group = itertools.count(self.rng.randint(0x1000, 0x7FFF0000))
@@ -118,17 +287,27 @@ class KmsServer:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind every listen address (port 0 picks a free port; see :attr:`addresses`)."""
+        """Bind every listen address (port 0 picks a free port; see :attr:`addresses`), then start services.
+
+        Raises:
+            UsageError: an address cannot be bound (in use, not local, no permission).
+        """
+        self._loop = asyncio.get_running_loop()
         for host, port in self.config.listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
-                server = await asyncio.start_server(self._serve_connection, host, port, family=family, reuse_address=True)
+                server = await self._loop.create_server(
+                    lambda: _Connection(self), host, port, family=family, reuse_address=True, backlog=1024
+                )
             except OSError as exc:
                 await self.stop()
-                raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+                raise UsageError(f"cannot listen on {_fmt((host, port))}: {exc.strerror or exc}") from exc
             self._servers.append(server)
         for addr in self.addresses:
             log.info("KMS host listening on %s", _fmt(addr))
+        for service in self.services:
+            await service.start()
+            self._started_services.append(service)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -140,19 +319,34 @@ class KmsServer:
                 out.append((name[0], name[1]))
         return out
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
     async def stop(self) -> None:
-        """Stop accepting, close open connections, wait for them to finish."""
+        """Stop services, stop accepting, let open connections write what they hold, close them."""
+        for service in reversed(self._started_services):
+            try:
+                await service.stop()
+            except Exception:  # a failing publisher must not keep the host from stopping
+                log.exception("stopping %r failed", service)
+        self._started_services.clear()
         for server in self._servers:
             server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        if self._flush_scheduled:
+            self._flush()
+        for conn in list(self._connections):
+            conn.close()
+        deadline = (self._loop.time() + SHUTDOWN_GRACE) if self._loop else 0.0
+        while self._connections and self._loop and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._connections):
+            conn.abort()
         for server in self._servers:
             try:
-                await server.wait_closed()
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
             except Exception:  # pragma: no cover - best effort at shutdown
                 pass
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._servers.clear()
 
     async def serve_until_signal(self) -> None:
@@ -175,93 +369,93 @@ class KmsServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- one connection ------------------------------------------------------------------------
+    # -- one connection's bytes ------------------------------------------------------------------
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        peer = _peer_text(writer.get_extra_info("peername"))
-        try:
-            if len(self._tasks) > self.config.max_connections:
-                self.stats.refused_connections += 1
-                log.warning("%s: refused: %d connections open (cap %d)", peer, len(self._tasks) - 1, self.config.max_connections)
+    def _loop_time(self) -> float:
+        return self._loop.time()  # type: ignore[no-any-return]
+
+    def _rpc_config(self, local_port: int) -> ServerRpcConfig:
+        # One frozen config per local port, with a fresh association group id per connection.
+        base = self._rpc_configs.get(local_port)
+        if base is None:
+            base = ServerRpcConfig(ndr64=self.config.ndr64, btfn=self.config.btfn, secondary_address=str(local_port))
+            self._rpc_configs[local_port] = base
+        return ServerRpcConfig(
+            ndr64=base.ndr64, btfn=base.btfn, secondary_address=base.secondary_address,
+            assoc_group_id=next(self._assoc_group) & 0xFFFFFFFF,
+        )
+
+    def _on_data(self, conn: _Connection, data: bytes) -> None:
+        assert conn.assoc is not None
+        peer = conn.peer
+        for action in conn.assoc.receive_data(data):
+            if isinstance(action, Send):
+                if action.data[2] == _PTYPE_FAULT:
+                    self.stats.faults += 1
+                    status = int.from_bytes(action.data[24:28], "little") if len(action.data) >= 28 else 0
+                    log.warning("%s: fault 0x%08X sent (unknown context or operation)", peer, status)
+                conn.write(action.data)
+            elif isinstance(action, Call):
+                answer = self.host.handle_request(action.kms_request, self.clock.wall())
+                if answer.change is not None and self.store is not None:
+                    self._pending_changes.append(answer.change)
+                    if conn.held is None:
+                        conn.held = bytearray()
+                        self._held.append(conn)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        self._loop.call_soon(self._flush)
+                conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
+                self.stats.exchanges += 1
+                if not answer.ok:
+                    self.stats.refusals += 1
+                self._log_exchange(peer, answer)
+                if self.on_exchange is not None:
+                    self.on_exchange(answer)
+            elif isinstance(action, BadCall):
+                conn.write(conn.assoc.respond(action, None, E_INVALID_DATA))
+                self.stats.exchanges += 1
+                self.stats.refusals += 1
+                log.warning("%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA)
+            elif isinstance(action, Close):
+                self.stats.closed_bad_input += 1
+                log.warning("%s: closing connection: %s", peer, action.reason)
+                conn.close()
                 return
-            self.stats.connections += 1
-            sock = writer.get_extra_info("sockname")
-            local_port = sock[1] if sock else DEFAULT_PORT
-            assoc = ServerAssociation(
-                ServerRpcConfig(
-                    ndr64=self.config.ndr64,
-                    btfn=self.config.btfn,
-                    secondary_address=str(local_port),
-                    assoc_group_id=next(self._assoc_group) & 0xFFFFFFFF,
-                )
-            )
-            await self._converse(assoc, reader, writer, peer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the ladder's last rung: log it, lose only this connection
-            log.exception("%s: internal error; connection closed", peer)
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
+
+    def _flush(self) -> None:
+        """Commit every change of this loop turn in one transaction, then write the held answers."""
+        self._flush_scheduled = False
+        changes, self._pending_changes = self._pending_changes, []
+        held, self._held = self._held, []
+        if changes and self.store is not None:
             try:
-                await writer.wait_closed()
+                self.store.apply_all(changes)
+                self.stats.commits += 1
             except Exception:
-                pass
-
-    async def _converse(self, assoc: ServerAssociation, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        timeout = self.config.idle_timeout
-        while True:
-            try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout) if timeout > 0 else await reader.read(READ_SIZE)
-            except asyncio.TimeoutError:
-                log.debug("%s: idle for %.0f s; closing", peer, timeout)
+                # Not committed, so not answered: those clients see their connection drop and retry.
+                self.stats.internal_errors += 1
+                log.exception("cannot commit %d table changes; dropping their %d connections", len(changes), len(held))
+                for conn in held:
+                    conn.abort()
                 return
-            if not data:
-                return
-            out = bytearray()
-            for action in assoc.receive_data(data):
-                if isinstance(action, Send):
-                    if action.data[2:3] == b"\x03":
-                        self.stats.faults += 1
-                        log.warning("%s: fault sent: %s", peer, getattr(action, "reason", "") or "protocol violation")
-                    out += action.data
-                elif isinstance(action, Call):
-                    answer = self.host.handle_request(action.kms_request, self.clock.wall())
-                    if self.store is not None and answer.change is not None:
-                        self.store.apply(answer.change)  # committed before the answer leaves
-                    out += assoc.respond(action, answer.response, answer.hresult)
-                    self.stats.exchanges += 1
-                    self._log_exchange(peer, answer)
-                    if self.on_exchange is not None:
-                        self.on_exchange(answer)
-                elif isinstance(action, BadCall):
-                    out += assoc.respond(action, None, E_INVALID_DATA)
-                    self.stats.exchanges += 1
-                    log.warning("%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA)
-                elif isinstance(action, Close):
-                    self.stats.closed_bad_input += 1
-                    if out:
-                        writer.write(bytes(out))
-                    log.warning("%s: closing connection: %s", peer, action.reason)
-                    return
-            if out:
-                writer.write(bytes(out))
-                await writer.drain()
+        for conn in held:
+            data, conn.held = conn.held, None
+            if conn.transport is not None and not conn.closing:
+                if data:
+                    conn.transport.write(data)
+                if conn.close_after_flush:
+                    conn.close()
 
     def _log_exchange(self, peer: str, answer: HostAnswer) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         record = {"peer": peer, **answer.log_fields()}
         if self.config.json_log:
-            log.info(json.dumps(record, sort_keys=True))
+            stamp = _dt.datetime.fromtimestamp(self.clock.wall(), _dt.timezone.utc).isoformat(timespec="milliseconds")
+            log.info(json.dumps({"ts": stamp, "event": "exchange", **record}, sort_keys=True))
         else:
-            log.info(" ".join(f"{k}={v}" for k, v in record.items()))
+            log.info("exchange " + " ".join(f"{k}={v}" for k, v in record.items()))
 
 
 def _peer_text(peer: Any) -> str:
