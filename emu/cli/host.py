@@ -1,0 +1,391 @@
+"""``emu host serve`` and ``emu host status``: a KMS host on real sockets, and a look at its table.
+
+Every setting can come from a TOML file (``--config``); flags given on the command line override
+it. Values are converted here, not by argparse, so a bad value (from a flag or from the file) is
+one line naming the setting, and exit status 2, like every other :class:`UsageError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import logging
+import re
+import socket
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emu.errors import UsageError
+
+__all__ = ["register", "parse_minutes", "load_settings", "HostSettings", "SETTING_NAMES"]
+
+log = logging.getLogger(__name__)
+
+#: Settings a config file may hold (TOML keys; flags use the same names with dashes).
+SETTING_NAMES = (
+    "listen", "state", "durable", "idle_timeout", "max_connections", "ndr64", "btfn",
+    "activation_interval", "renewal_interval", "kms_ids", "products", "host_build", "lcid", "hwid",
+    "epids", "check_time_skew", "json_log", "log_level",
+    "publish", "dns_server", "tsig_key", "host_name", "priority", "weight", "ttl",
+)
+
+_UNITS = {"s": 1 / 60, "m": 1, "min": 1, "h": 60, "d": 1440, "w": 10080}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_minutes(value: Any, name: str) -> int:
+    """Minutes from ``120``, ``"120"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90m"``, ``"3600s"`` (spec 8.2 units).
+
+    Raises:
+        UsageError: not a duration, or not a whole number of minutes of at least 1.
+    """
+    if isinstance(value, bool):
+        raise UsageError(f"{name}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        minutes = float(value)
+    else:
+        match = _DURATION.match(str(value).lower())
+        if match is None or match[2] not in ("", *_UNITS):
+            raise UsageError(f"{name}: {value!r} is not a duration (e.g. 120, 90m, 2h, 7d, 1w; plain numbers are minutes)")
+        minutes = float(match[1]) * _UNITS.get(match[2] or "m", 1)
+    if minutes != int(minutes) or not 1 <= minutes < 2**32:
+        raise UsageError(f"{name}: {value!r} must be a whole number of minutes between 1 and 2^32-1")
+    return int(minutes)
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """The host's settings after merging defaults, the config file and the flags."""
+
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+_DEFAULTS: dict[str, Any] = {
+    "listen": ["0.0.0.0:1688"], "state": None, "durable": False, "idle_timeout": None, "max_connections": None,
+    "ndr64": True, "btfn": True, "activation_interval": None, "renewal_interval": None, "kms_ids": [],
+    "products": [], "host_build": None, "lcid": None, "hwid": None, "epids": {}, "check_time_skew": False,
+    "json_log": False, "log_level": "INFO", "publish": [], "dns_server": None, "tsig_key": None,
+    "host_name": None, "priority": 0, "weight": 0, "ttl": 3600,
+}
+
+
+def load_settings(args: argparse.Namespace) -> HostSettings:
+    """Defaults, then the TOML file of ``--config``, then every flag actually given.
+
+    Raises:
+        UsageError: an unreadable or invalid file, an unknown key in it.
+    """
+    values = dict(_DEFAULTS)
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"--config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"--config {path}: not valid TOML: {exc}") from exc
+        data = data.get("host", data)  # either top-level keys or a [host] table
+        for key, value in data.items():
+            norm = key.replace("-", "_")
+            if norm not in SETTING_NAMES:
+                raise UsageError(f"--config {path}: unknown setting {key!r}; known: {', '.join(SETTING_NAMES)}")
+            if norm == "epids" and not isinstance(value, dict):
+                raise UsageError(f"--config {path}: epids is a table of CSVLK = \"EPID\"")
+            values[norm] = value
+    for key in SETTING_NAMES:
+        given = getattr(args, key, None)
+        if given is None or given == []:
+            continue
+        if key == "epids":
+            values[key] = {**values.get("epids", {}), **_epid_pairs(given)}
+        else:
+            values[key] = given
+    return HostSettings(values)
+
+
+def _epid_pairs(texts: list[str]) -> dict[str, str]:
+    out = {}
+    for text in texts:
+        name, sep, epid = text.partition("=")
+        if not sep or not name.strip() or not epid.strip():
+            raise UsageError(f"--epid {text!r}: expected CSVLK=EPID, e.g. Windows=03612-00206-556-123727-03-1033-26100.0000-0012025")
+        out[name.strip()] = epid.strip()
+    return out
+
+
+def _number(value: Any, name: str, kind: type, low: float | None = None) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}: {value!r} is not a number") from None
+    if low is not None and number < low:
+        raise UsageError(f"{name}: {value!r} must be at least {low}")
+    return number
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def build_host_config(settings: HostSettings) -> Any:
+    """The :class:`emu.kms.host.HostConfig` the settings describe.
+
+    Raises:
+        UsageError: any bad value, naming the setting.
+    """
+    from emu.kms import epid as _epid
+    from emu.kms.host import DEFAULT_ACTIVATION_INTERVAL, DEFAULT_HOST_BUILD, DEFAULT_LCID, DEFAULT_RENEWAL_INTERVAL, HostConfig, resolve_kms_ids
+
+    kwargs: dict[str, Any] = {
+        "activation_interval": parse_minutes(settings["activation_interval"] or DEFAULT_ACTIVATION_INTERVAL, "--activation-interval"),
+        "renewal_interval": parse_minutes(settings["renewal_interval"] or DEFAULT_RENEWAL_INTERVAL, "--renewal-interval"),
+        "kms_ids": resolve_kms_ids(_as_list(settings["kms_ids"]), _as_list(settings["products"])),
+        "host_build": _number(settings["host_build"] or DEFAULT_HOST_BUILD, "--host-build", int),
+        "lcid": _number(settings["lcid"] or DEFAULT_LCID, "--lcid", int),
+        "epids": {str(k): str(v) for k, v in (settings["epids"] or {}).items()},
+        "check_time_skew": bool(settings["check_time_skew"]),
+    }
+    if settings["hwid"]:
+        try:
+            kwargs["hwid"] = _epid.parse_hwid(str(settings["hwid"]))
+        except UsageError as exc:
+            raise UsageError(f"--hwid: {exc}") from None
+    # Canonical CSVLK spelling, so a stored ePID and a configured one meet under one name.
+    kwargs["epids"] = {_epid.csvlk(name).name: text for name, text in kwargs["epids"].items()}
+    return HostConfig(**kwargs)
+
+
+def build_server_config(settings: HostSettings) -> Any:
+    """The :class:`emu.net.kms_server.ServerConfig` the settings describe."""
+    from emu.net.kms_server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ServerConfig, parse_listen
+
+    listen = tuple(parse_listen(text) for text in _as_list(settings["listen"]))
+    idle = settings["idle_timeout"]
+    maxconn = settings["max_connections"]
+    return ServerConfig(
+        listen=listen,
+        idle_timeout=_number(DEFAULT_IDLE_TIMEOUT if idle is None else idle, "--idle-timeout", float, 0),
+        max_connections=_number(DEFAULT_MAX_CONNECTIONS if maxconn is None else maxconn, "--max-connections", int, 1),
+        ndr64=bool(settings["ndr64"]),
+        btfn=bool(settings["btfn"]),
+        json_log=bool(settings["json_log"]),
+    )
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line; exchange lines (already JSON) pass through."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if message.startswith("{"):
+            return message
+        stamp = _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds")
+        out = {"ts": stamp, "level": record.levelname.lower(), "logger": record.name, "message": message}
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, sort_keys=True)
+
+
+def _setup_logging(settings: HostSettings) -> None:
+    level_name = str(settings["log_level"] or "INFO").upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        raise UsageError(f"--log-level {settings['log_level']!r}: use DEBUG, INFO, WARNING or ERROR")
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    if settings["json_log"]:
+        for handler in root.handlers:
+            handler.setFormatter(_JsonFormatter())
+
+
+def _publisher(settings: HostSettings, addresses: list[tuple[str, int]]) -> Any:
+    """A :class:`emu.net.dns_publisher.Publisher` for ``--publish``, or ``None``."""
+    domains = _as_list(settings["publish"])
+    if not domains:
+        return None
+    from emu.dns.tsig import parse_key_file
+    from emu.net.dns_publisher import PublishDomain, Publisher, parse_publish_entry
+    from emu.net.kms_server import parse_listen
+
+    if not settings["dns_server"]:
+        raise UsageError("--publish needs --dns-server ADDR:PORT (the primary that accepts updates)")
+    dns_server = parse_listen(str(settings["dns_server"]), default_port=53)
+    key = None
+    if settings["tsig_key"]:
+        path = Path(str(settings["tsig_key"]))
+        try:
+            keys = parse_key_file(path.read_text(), source=str(path))
+        except OSError as exc:
+            raise UsageError(f"--tsig-key {path}: {exc.strerror}") from exc
+        key = keys[0]
+    priority = _number(settings["priority"], "--priority", int, 0)
+    weight = _number(settings["weight"], "--weight", int, 0)
+    entries = []
+    for text in domains:
+        entry = parse_publish_entry(text)
+        if "," not in text:
+            entry = PublishDomain(entry.domain, priority, weight)
+        entries.append(entry)
+    hosts = sorted({h for h, _ in addresses if h not in ("0.0.0.0", "::")})
+    return Publisher(
+        str(settings["host_name"] or socket.getfqdn()),
+        entries,
+        dns_server=dns_server,
+        key=key,
+        addresses=hosts,
+        port=addresses[0][1],
+        ttl=_number(settings["ttl"], "--ttl", int, 1),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from emu.kms.host import KmsHost
+    from emu.net.host_store import HostStore
+    from emu.net.kms_server import KmsServer
+    from emu.rng import system_rng
+
+    settings = load_settings(args)
+    _setup_logging(settings)
+    host_config = build_host_config(settings)
+    server_config = build_server_config(settings)
+    store = HostStore(settings["state"], durable=bool(settings["durable"]))
+    try:
+        host = KmsHost(host_config, system_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids())
+        store.save_epids(host.epids)
+        server = KmsServer(host, server_config, store)
+
+        async def main() -> None:
+            await server.start()
+            publisher = None
+            try:
+                publisher = _publisher(settings, server.addresses)
+                if publisher is not None:
+                    await publisher.start()
+                where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)
+                print(f"emu host: serving KMS on {where} (state: {store.path})", file=sys.stderr, flush=True)
+                await server.serve_until_signal()
+            finally:
+                if publisher is not None:
+                    await publisher.stop()
+                await server.stop()
+
+        asyncio.run(main())
+    finally:
+        store.close()
+    return 0
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from emu.kms import products
+    from emu.net.host_store import HostStore
+
+    path = Path(args.state)
+    if not path.exists():
+        raise UsageError(f"--state {path}: no such state file (emu host serve --state {path} writes it)")
+    store = HostStore(path)
+    try:
+        now = time.time()
+        status = store.status(now)
+        epids = store.load_epids()
+    finally:
+        store.close()
+    rows = []
+    for app_id, app in sorted(status.items(), key=lambda kv: str(kv[0])):
+        try:
+            name = products.application(app_id).name
+        except UsageError:
+            name = str(app_id)
+        rows.append({
+            "application": name, "app_id": str(app_id), "count": app.count, "capacity": app.capacity,
+            "oldest": _iso(app.oldest), "newest": _iso(app.newest), "next_expiry": _iso(app.next_expiry),
+        })
+    if args.json:
+        print(json.dumps({"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}, indent=2, sort_keys=True))
+        return 0
+    print(f"state {path} at {_iso(now)}")
+    if not rows:
+        print("no client has been counted yet")
+    for row in rows:
+        print(f"{row['application']}: {row['count']} clients (capacity {row['capacity']}); "
+              f"oldest {row['oldest'] or '-'}, newest {row['newest'] or '-'}, next expiry {row['next_expiry'] or '-'}")
+    for name, epid in sorted(epids.items()):
+        print(f"ePID {name}: {epid}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "host",
+        help="KMS host: serve activations, show its client table",
+        description="A KMS host speaking the real protocol (DCE/RPC over TCP, KMS v4/v5/v6), counting clients "
+        "as a genuine host does, with its table in SQLite.",
+    )
+    commands = parser.add_subparsers(dest="host_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a KMS host",
+        description="Serve KMS activations until SIGINT/SIGTERM. Every setting may also come from a TOML file "
+        "(--config; keys as the flags with underscores, e.g. idle_timeout = 10, epids = {Windows = \"...\"}); "
+        "flags override it.",
+        epilog="example: emu host serve --listen 127.0.0.1:1688 --listen [::1]:1688 --state host.sqlite --json-log",
+    )
+    a = serve.add_argument
+    a("--config", metavar="FILE.toml", help="settings file; flags override it")
+    a("--listen", action="append", metavar="ADDR[:PORT]", help="address to listen on; repeatable; IPv6 as [::1]:1688 (default 0.0.0.0:1688)")
+    a("--state", metavar="PATH", help="SQLite file of the client table and ePIDs (default: in memory, lost at exit)")
+    a("--durable", action="store_const", const=True, help="fsync every commit (survives power loss, not only kill -9)")
+    a("--idle-timeout", metavar="SECONDS", help="close connections silent this long; 0 never (default 30)")
+    a("--max-connections", metavar="N", help="connections served at once; more are closed (default 1024)")
+    a("--no-ndr64", dest="ndr64", action="store_const", const=False, help="do not negotiate NDR64 (like a host before build 9200)")
+    a("--no-btfn", dest="btfn", action="store_const", const=False, help="reject Bind Time Feature Negotiation")
+    a("--activation-interval", metavar="DURATION", help="retry interval sent to clients not yet activated (minutes, or 2h, 1d...; default 120)")
+    a("--renewal-interval", metavar="DURATION", help="renewal interval sent to activated clients (minutes, or 7d...; default 10080)")
+    a("--kms-id", dest="kms_ids", action="append", metavar="GUID", help="a KMS counted ID the host key covers; repeatable (default: Windows Server CSVLK group + Office)")
+    a("--product", dest="products", action="append", metavar="NAME", help="cover the KMS ID of this product (e.g. win10ent, 'Office 2019 ProPlus'); repeatable")
+    a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default 26100)")
+    a("--lcid", metavar="LCID", help="language id the ePIDs claim (default 1033)")
+    a("--hwid", metavar="HEX16", help="HwId sent in v6 responses (default 3A1C049600B60076)")
+    a("--epid", dest="epids", action="append", metavar="CSVLK=EPID", help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable")
+    a("--check-time-skew", action="store_const", const=True, help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)")
+    a("--json-log", action="store_const", const=True, help="log one JSON object per line")
+    a("--log-level", metavar="LEVEL", help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR")
+    a("--publish", action="append", metavar="DOMAIN[,PRIORITY[,WEIGHT]]", help="publish _vlmcs._tcp SRV in this domain while serving; repeatable")
+    a("--dns-server", metavar="ADDR:PORT", help="DNS primary that accepts the updates")
+    a("--tsig-key", metavar="FILE", help="BIND key file signing the updates (default: unsigned)")
+    a("--host-name", metavar="NAME", help="SRV target name (default: this machine's FQDN)")
+    a("--priority", metavar="N", help="SRV priority for --publish entries without one (default 0)")
+    a("--weight", metavar="N", help="SRV weight for --publish entries without one (default 0)")
+    a("--ttl", metavar="SECONDS", help="TTL of the published records (default 3600)")
+    serve.set_defaults(func=_serve)
+
+    status = commands.add_parser(
+        "status",
+        help="show a host's client table",
+        description="Per application: live clients, table capacity, oldest and newest record, next expiry; and the ePIDs.",
+    )
+    status.add_argument("--state", required=True, metavar="PATH", help="the file given to emu host serve --state")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_status)

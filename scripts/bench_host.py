@@ -1,0 +1,343 @@
+"""Benchmark: the KMS host over loopback, as a separate process (``scripts/bench host``).
+
+Measures exchanges/s and p50/p99 latency with 1, 8 and 64 concurrent clients, each exchange on a
+new TCP connection (connect, bind, bind_ack, request, response, close), and many requests on one
+kept-alive connection; plus the server process's peak RSS (VmHWM) and its CPU time per exchange.
+
+The server is ``emu host serve`` with a SQLite state file (commits included in the figures). The
+load generator is one process driving non-blocking sockets from a ``selectors`` loop with
+pre-built PDUs, so it stays cheap; it shares the machine's cores with the server, as vlmcsd's
+reference figure did. Clients close with SO_LINGER 0 so that tens of thousands of connections do
+not exhaust ephemeral ports in TIME_WAIT. Every run is bounded in time; the whole benchmark
+takes about a minute. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emu.clock import unix_to_filetime  # noqa: E402
+from emu.kms import products  # noqa: E402
+from emu.kms.messages import build_request, verify_response  # noqa: E402
+from emu.rng import seeded  # noqa: E402
+from emu.rpc.association import ServerAssociation  # noqa: E402
+from emu.rpc.client import ClientAssociation, Reply  # noqa: E402
+from emu.wire.kms import LicenseStatus, RequestBase, Version  # noqa: E402
+
+__all__ = ["main"]
+
+#: Distinct clients (CMIDs) the load cycles through: more than the table's 50, so evictions happen.
+DISTINCT_CLIENTS = 256
+#: Seconds each measured run lasts (after a short warm-up).
+RUN_SECONDS = 4.0
+WARMUP_SECONDS = 0.5
+_FRAG = struct.Struct("<H")
+
+
+@dataclass
+class Prebuilt:
+    """Bytes a client sends, built once: the bind and one request PDU per CMID."""
+
+    bind: bytes
+    requests: list[bytes]
+    kms_requests: list[bytes]
+
+
+def prebuild(major: int, count: int = DISTINCT_CLIENTS) -> Prebuilt:
+    """A bind offering NDR32 only (one bind_ack, no alter_context) and ``count`` request PDUs."""
+    rng = seeded(major)
+    sku = products.lookup("win10ent")
+    client = ClientAssociation(offer_ndr64=False, offer_btfn=False)
+    bind = client.bind()
+    # A local sans-IO server answers the bind so the client association is bound.
+    for action in ServerAssociation().receive_data(bind):
+        client.receive_data(action.data)  # type: ignore[union-attr]
+    requests, kms = [], []
+    now = time.time()
+    for i in range(count):
+        base = RequestBase(
+            version=Version(major), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
+            app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id, cmid=uuid.UUID(int=rng.randint(1, 2**128 - 1)),
+            required_client_count=25, client_time=unix_to_filetime(now), previous_cmid=uuid.UUID(int=0),
+            workstation_name=f"bench{i}.example.test",
+        )
+        message = build_request(base, rng)
+        kms.append(message)
+        requests.append(client.request(message))
+        client._call_id = 2  # every request PDU is the first call of its connection  # noqa: SLF001
+    return Prebuilt(bind, requests, kms)
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    stage: int = 0  # 0 connecting, 1 bind sent, 2 request sent
+    buf: bytearray = field(default_factory=bytearray)
+    started: float = 0.0
+    index: int = 0
+
+
+@dataclass
+class RunResult:
+    label: str
+    exchanges: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+    server_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.exchanges / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
+
+
+def _pdu_complete(buf: bytearray) -> int:
+    """Length of the first whole PDU in ``buf`` (0 when not complete yet)."""
+    if len(buf) < 10:
+        return 0
+    frag = _FRAG.unpack_from(buf, 8)[0]
+    return frag if len(buf) >= frag else 0
+
+
+def _server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> tuple[float, float]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", text)[1])  # type: ignore[index]
+    rss = int(re.search(r"VmRSS:\s+(\d+)", text)[1])  # type: ignore[index]
+    return hwm / 1024, rss / 1024
+
+
+def run_new_connections(addr: tuple[str, int], pre: Prebuilt, clients: int, seconds: float, pid: int) -> RunResult:
+    """``clients`` concurrent clients, each looping connect → bind → request → close."""
+    sel = selectors.DefaultSelector()
+    latencies: list[float] = []
+    counter = [0]
+    errors = 0
+    measuring = [False]
+
+    def open_client(c: _Client | None = None) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setblocking(False)
+        client = _Client(sock, started=time.perf_counter(), index=counter[0] % len(pre.requests))
+        counter[0] += 1
+        try:
+            sock.connect(addr)
+        except BlockingIOError:
+            pass
+        sel.register(sock, selectors.EVENT_WRITE, client)
+
+    for _ in range(clients):
+        open_client()
+    start = time.perf_counter()
+    warm_end = start + WARMUP_SECONDS
+    end = warm_end + seconds
+    done = 0
+    cpu0 = 0.0
+    while True:
+        now = time.perf_counter()
+        if not measuring[0] and now >= warm_end:
+            measuring[0] = True
+            done = 0
+            latencies.clear()
+            cpu0 = _server_cpu(pid)
+        if now >= end:
+            break
+        for key, mask in sel.select(timeout=0.5):
+            c: _Client = key.data
+            sock = c.sock
+            try:
+                if c.stage == 0:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    sock.send(pre.bind)
+                    c.stage = 1
+                    sel.modify(sock, selectors.EVENT_READ, c)
+                    continue
+                data = sock.recv(4096)
+                if not data:
+                    raise ConnectionError("server closed")
+                c.buf += data
+                n = _pdu_complete(c.buf)
+                if not n:
+                    continue
+                ptype = c.buf[2]
+                del c.buf[:n]
+                if c.stage == 1:
+                    if ptype != 12:
+                        raise ConnectionError(f"expected bind_ack, got ptype {ptype}")
+                    sock.send(pre.requests[c.index])
+                    c.stage = 2
+                    continue
+                if ptype != 2:
+                    raise ConnectionError(f"expected response, got ptype {ptype}")
+                latencies.append(time.perf_counter() - c.started)
+                done += 1
+            except OSError:
+                errors += 1
+            sel.unregister(sock)
+            sock.close()
+            open_client()
+    elapsed = time.perf_counter() - warm_end
+    cpu = _server_cpu(pid) - cpu0
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    sel.close()
+    return RunResult(f"new connection, {clients} clients", done, elapsed, latencies, errors, cpu)
+
+
+def run_kept_alive(addr: tuple[str, int], pre: Prebuilt, connections: int, seconds: float, pid: int, label: str) -> RunResult:
+    """``connections`` connections, each bound once and then sending one request after another."""
+    socks = []
+    for _ in range(connections):
+        sock = socket.create_connection(addr)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(pre.bind)
+        buf = bytearray()
+        while not _pdu_complete(buf):
+            buf += sock.recv(4096)
+        sock.setblocking(False)
+        socks.append(sock)
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list] = {}
+    for i, sock in enumerate(socks):
+        state[sock] = [bytearray(), time.perf_counter(), i]
+        sock.send(pre.requests[i % len(pre.requests)])
+        sel.register(sock, selectors.EVENT_READ)
+    latencies: list[float] = []
+    done = 0
+    errors = 0
+    start = time.perf_counter()
+    warm_end = start + WARMUP_SECONDS
+    end = warm_end + seconds
+    measuring = False
+    cpu0 = 0.0
+    while True:
+        now = time.perf_counter()
+        if not measuring and now >= warm_end:
+            measuring, done, cpu0 = True, 0, _server_cpu(pid)
+            latencies.clear()
+        if now >= end:
+            break
+        for key, _ in sel.select(timeout=0.5):
+            sock = key.fileobj  # type: ignore[assignment]
+            st = state[sock]
+            data = sock.recv(65536)
+            if not data:
+                errors += 1
+                sel.unregister(sock)
+                continue
+            st[0] += data
+            while (n := _pdu_complete(st[0])):
+                del st[0][:n]
+                t = time.perf_counter()
+                latencies.append(t - st[1])
+                done += 1
+                st[2] += 1
+                st[1] = t
+                sock.send(pre.requests[st[2] % len(pre.requests)])
+    elapsed = time.perf_counter() - warm_end
+    cpu = _server_cpu(pid) - cpu0
+    for sock in socks:
+        sock.close()
+    sel.close()
+    return RunResult(label, done, elapsed, latencies, errors, cpu)
+
+
+def check_answers(addr: tuple[str, int], pre: Prebuilt) -> None:
+    """One real exchange whose response must pass every named check of emu's verifier."""
+    client = ClientAssociation(offer_ndr64=False, offer_btfn=False)
+    with socket.create_connection(addr, timeout=5) as sock:
+        sock.sendall(client.bind())
+        events: list = []
+        while not events:
+            events = client.receive_data(sock.recv(4096))
+        sock.sendall(client.request(pre.kms_requests[0]))
+        replies: list = []
+        while not replies:
+            replies = [e for e in client.receive_data(sock.recv(4096)) if isinstance(e, Reply)]
+    verified = verify_response(pre.kms_requests[0], replies[0].kms_response)
+    if not verified.ok:
+        raise SystemExit(f"bench: the host's answer fails {verified.failed}")
+
+
+def start_server(state: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    cmd = [sys.executable, "-m", "emu", "host", "serve", "--listen", "127.0.0.1:0", "--state", str(state),
+           "--log-level", "WARNING", *extra]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        match = re.search(r"serving KMS on 127\.0\.0\.1:(\d+)", line)
+        if match:
+            return proc, ("127.0.0.1", int(match[1]))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit("bench: the server did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=RUN_SECONDS, help="length of each measured run")
+    parser.add_argument("--versions", default="6,5,4", help="KMS versions for the kept-alive runs")
+    args = parser.parse_args(argv)
+    results: list[RunResult] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, addr = start_server(Path(tmp) / "host.sqlite", [])
+        try:
+            pre6 = prebuild(6)
+            check_answers(addr, pre6)
+            for n in (1, 8, 64):
+                results.append(run_new_connections(addr, pre6, n, args.seconds, proc.pid))
+            peak_new = _peak_rss_mb(proc.pid)
+            for major in [int(v) for v in args.versions.split(",")]:
+                pre = pre6 if major == 6 else prebuild(major)
+                check_answers(addr, pre)
+                results.append(run_kept_alive(addr, pre, 1, args.seconds, proc.pid, f"kept alive v{major}, 1 connection"))
+            results.append(run_kept_alive(addr, pre6, 8, args.seconds, proc.pid, "kept alive v6, 8 connections"))
+            peak, rss = _peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"{'v6 unless noted':34} {'exch/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU us/exch':>16} {'errors':>7}")
+    for r in results:
+        cpu_us = r.server_cpu / r.exchanges * 1e6 if r.exchanges else float("nan")
+        print(f"{r.label:34} {r.rate:8,.0f} {r.pct(50):8.2f} {r.pct(99):8.2f} {cpu_us:16,.0f} {r.errors:7}")
+    print(f"server peak RSS (VmHWM): {peak_new[0]:.1f} MB after the 64-client run, {peak:.1f} MB at the end (RSS now {rss:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
