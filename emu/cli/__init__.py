@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "emu.cli.client",
     "emu.cli.dns",
     "emu.cli.host",
+    "emu.cli.replay",
     "emu.cli.wireshark",
 )
 
