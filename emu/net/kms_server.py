@@ -20,6 +20,7 @@ import datetime as _dt
 import itertools
 import json
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -301,7 +302,8 @@ class KmsServer:
                 )
             except OSError as exc:
                 await self.stop()
-                raise UsageError(f"cannot listen on {_fmt((host, port))}: {exc.strerror or exc}") from exc
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+                raise UsageError(f"cannot listen on {_fmt((host, port))}: {reason}") from exc
             self._servers.append(server)
         for addr in self.addresses:
             log.info("KMS host listening on %s", _fmt(addr))

@@ -1,0 +1,106 @@
+"""``emu host`` command line: settings from TOML and flags, durations, one-line errors, status."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emu.cli import build_parser, main
+from emu.cli.host import build_host_config, build_server_config, load_settings, parse_minutes
+from emu.errors import UsageError
+from emu.kms import products
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["host", "serve", *argv])
+
+
+@pytest.mark.parametrize(("text", "minutes"), [
+    (120, 120), ("120", 120), ("90m", 90), ("2h", 120), ("7d", 10080), ("1w", 10080), ("3600s", 60),
+])
+def test_durations_accept_minutes_and_units(text, minutes):
+    assert parse_minutes(text, "--renewal-interval") == minutes
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0", "30s", "1.5", "-5", True])
+def test_bad_durations_name_the_setting(text):
+    with pytest.raises(UsageError, match="--activation-interval"):
+        parse_minutes(text, "--activation-interval")
+
+
+def test_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "host.toml"
+    config.write_text(
+        'listen = ["127.0.0.1:1700", "[::1]:1700"]\nidle_timeout = 5\nrenewal_interval = "1d"\nactivation_interval = 60\n'
+        'products = ["win10ent"]\nndr64 = false\nlcid = 1031\n[epids]\nWindows = "03612-00206-556-123727-03-1031-26100.0000-0012025"\n'
+    )
+    settings = load_settings(_args("--config", str(config), "--idle-timeout", "9", "--activation-interval", "2h",
+                                   "--epid", "office2019=03612-00206-684-137669-03-1033-17763.0000-2972018"))
+    server = build_server_config(settings)
+    host = build_host_config(settings)
+    assert server.listen == (("127.0.0.1", 1700), ("::1", 1700)) and server.idle_timeout == 9.0 and not server.ndr64
+    assert (host.activation_interval, host.renewal_interval, host.lcid) == (120, 1440, 1031)
+    assert host.kms_ids == {products.lookup("win10ent").kms_id}
+    assert set(host.epids) == {"Windows", "Office2019"}
+
+
+def test_defaults_without_config():
+    settings = load_settings(_args())
+    server, host = build_server_config(settings), build_host_config(settings)
+    assert server.listen == (("0.0.0.0", 1688),) and server.idle_timeout == 30.0 and server.max_connections == 1024
+    assert (host.activation_interval, host.renewal_interval, host.kms_ids) == (120, 10080, None)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--listen", "127.0.0.1:99999"], "out of range"),
+    (["--max-connections", "lots"], "--max-connections"),
+    (["--hwid", "xyz"], "--hwid"),
+    (["--host-build", "1234"], "unknown host build"),
+    (["--product", "no such product at all"], ""),
+    (["--epid", "Windows"], "CSVLK=EPID"),
+    (["--kms-id", "nope"], "not a GUID"),
+    (["--log-level", "LOUD"], "--log-level"),
+])
+def test_bad_values_are_one_line_and_exit_2(argv, words, capsys):
+    assert main(["host", "serve", "--listen", "127.0.0.1:0", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emu: error:") and words in err[0]
+
+
+def test_unknown_config_key_is_refused(tmp_path):
+    config = tmp_path / "host.toml"
+    config.write_text("colour = 'blue'\n")
+    with pytest.raises(UsageError, match="unknown setting 'colour'"):
+        load_settings(_args("--config", str(config)))
+
+
+def test_port_in_use_is_one_line_exit_2():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "emu", "host", "serve", "--listen", f"127.0.0.1:{port}", "--log-level", "ERROR"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"emu: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_status_of_a_missing_state_file_is_a_usage_error(tmp_path, capsys):
+    assert main(["host", "status", "--state", str(tmp_path / "none.sqlite")]) == 2
+    assert "no such state file" in capsys.readouterr().err
+
+
+def test_status_of_an_empty_state_says_so(tmp_path, capsys):
+    from emu.net.host_store import HostStore
+
+    HostStore(tmp_path / "s.sqlite").close()
+    assert main(["host", "status", "--state", str(tmp_path / "s.sqlite")]) == 0
+    assert "no client has been counted yet" in capsys.readouterr().out
