@@ -1,4 +1,5 @@
-"""``emu replay FILE --target HOST:PORT``: re-send captured KMS conversations and compare the answers."""
+"""``emu replay``: re-send captured conversations to a target and compare the answers, or
+(``--as-server``) answer live clients with a capture's responses."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ EPILOG = """\
 Verdict per exchange: same, differs (with the fields) or error. Ignored when comparing: the
 association group id, the secondary address, IVs and salts, and (unless --same-host) the ePID and
 HwId. Exit status: 0 every exchange is "same"; 1 some differ or failed; 2 usage error.
+
+--as-server FILE --listen ADDR:PORT answers KMS clients with the capture's responses, rebuilt for
+each new request (ePID, count, intervals and v6 HwId as captured; CMID, time, IVs, MAC/HMAC new)
+and echoes captured HRESULT errors. It prints "listening on ADDR:PORT" and serves until
+SIGINT/SIGTERM (or --max-duration seconds).
 """
 
 
@@ -24,15 +30,45 @@ def _target(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    from emu.net.replay_server import replay_server
+
+    server = replay_server(args.file, args.listen)
+    await server.start()
+    for host, port in server.addresses:
+        print(f"listening on {'[' + host + ']' if ':' in host else host}:{port}", flush=True)
+    try:
+        await asyncio.wait_for(server.serve_until_signal(), args.max_duration)  # None: until a signal
+    except asyncio.TimeoutError:
+        await server.stop()
+    print(f"answered {server.host.served} requests", flush=True)  # type: ignore[attr-defined]
+    return 0
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from emu.net.kms_server import parse_listen
+
+    try:
+        return parse_listen(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from emu.net.replay import ReplayOptions, replay_capture
 
+    if args.as_server:
+        if args.listen is None:
+            raise UsageError("--as-server needs --listen ADDR:PORT (where clients connect)")
+        if args.target is not None:
+            raise UsageError("--as-server answers clients; --target is for replaying against a host: use one")
+        return asyncio.run(_serve(args))
     if args.target is None:
         raise UsageError("--target HOST:PORT is required (the KMS host to replay against)")
     options = ReplayOptions(
         target=args.target, same_host=args.same_host, rewrite_time=args.rewrite_time, renew_cmid=args.renew_cmid,
         timeout=args.timeout, concurrency=args.concurrency, rate=args.rate, repeat=args.repeat,
-        max_duration=args.max_duration,
+        max_duration=300.0 if args.max_duration is None else args.max_duration,
     )
     report = asyncio.run(replay_capture(args.file, options))
     if args.json:
@@ -51,13 +87,15 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``emu replay`` to the command line."""
     parser = subparsers.add_parser(
-        "replay", help="replay captured KMS conversations against a host and compare the answers",
+        "replay", help="replay captured conversations against a host, or answer clients as the captured host",
         description="Application-level replay: every KMS conversation of the capture is re-sent over a fresh "
         "TCP connection and each answer is compared field by field with the captured one.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="capture (pcap or pcapng)")
     parser.add_argument("--target", type=_target, help="KMS host under test, HOST:PORT")
+    parser.add_argument("--as-server", action="store_true", help="answer KMS clients with the capture's responses")
+    parser.add_argument("--listen", type=_listen, help="with --as-server: ADDR:PORT to listen on (port 0: any free port)")
     parser.add_argument("--same-host", action="store_true", help="the target is the captured host: compare ePID and HwId too")
     parser.add_argument("--rewrite-time", action="store_true", help="set each request's client time to now (hosts refuse stale requests)")
     parser.add_argument("--renew-cmid", action="store_true", help="use a new CMID per replayed conversation")
@@ -65,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--concurrency", type=int, default=1, help="conversations at once (default 1)")
     parser.add_argument("--rate", type=float, default=0.0, help="conversations started per second at most (default: no limit)")
     parser.add_argument("--repeat", type=int, default=1, help="replay the capture this many times (default 1)")
-    parser.add_argument("--max-duration", type=float, default=300.0, help="start no conversation after this many seconds")
+    parser.add_argument("--max-duration", type=float, default=None,
+                        help="start no conversation after this many seconds (default 300); --as-server: stop serving after it")
     parser.add_argument("--json", action="store_true", help="one JSON object with every verdict")
     parser.set_defaults(func=_run)
