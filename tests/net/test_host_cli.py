@@ -104,3 +104,9 @@ def test_status_of_an_empty_state_says_so(tmp_path, capsys):
     HostStore(tmp_path / "s.sqlite").close()
     assert main(["host", "status", "--state", str(tmp_path / "s.sqlite")]) == 0
     assert "no client has been counted yet" in capsys.readouterr().out
+
+
+def test_publish_without_a_dns_server_is_one_line_exit_2(capsys):
+    assert main(["host", "serve", "--listen", "127.0.0.1:0", "--publish", "kms.test", "--log-level", "ERROR"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "emu: error: --publish needs --dns-server ADDR:PORT (the primary that accepts updates)"
