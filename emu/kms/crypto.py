@@ -22,9 +22,8 @@ import struct
 from enum import IntEnum
 from typing import Callable
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from emu.errors import EmuError
+from emu.kms import aes_accel
 
 __all__ = [
     "KmsVersion",
@@ -47,6 +46,8 @@ __all__ = [
     "v6_hmac_key",
     "v6_hmac",
     "expanded_key",
+    "use_accelerator",
+    "accelerator_active",
 ]
 
 #: Block size of every KMS cipher, bytes (spec 5.1: Rijndael with 128-bit blocks).
@@ -259,8 +260,52 @@ def _v6_expanded_key() -> list[int]:
 _ENC_KEYS = {KmsVersion.V4: _expand_key(KEY_V4), KmsVersion.V5: _expand_key(KEY_V5), KmsVersion.V6: _v6_expanded_key()}
 _ENCRYPT = {v: _make_encryptor(k) for v, k in _ENC_KEYS.items()}
 _DECRYPT = {v: _make_decryptor(_decryption_key(k)) for v, k in _ENC_KEYS.items()}
-_V5_KEY_ALGO = algorithms.AES(KEY_V5)
 _BLOCK = struct.Struct(">4I")
+
+
+def _v5_cipher(iv: bytes):  # type: ignore[no-untyped-def]
+    """AES-128-CBC with the v5 key from the ``cryptography`` package (imported on first v5 use:
+    it costs several MB of memory that a v6-only host does not need)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(KEY_V5), modes.CBC(iv))
+
+
+def _pure(table: dict[KmsVersion, Callable[[int, int, int, int], _Block4]], version: KmsVersion) -> Callable[[bytes], bytes]:
+    fn = table[version]
+    return lambda block: _BLOCK.pack(*fn(*_BLOCK.unpack(block)))
+
+
+#: v6 through the system OpenSSL's table AES with our tweaked schedule, when it is present and
+#: agrees with the pure implementation (see emu.kms.aes_accel); v4 has 11 rounds and stays pure.
+_ACCELERATORS: dict[KmsVersion, aes_accel.AcceleratedCipher] = {}
+_V6_ACCELERATOR = aes_accel.load(
+    _ENC_KEYS[KmsVersion.V6],
+    _decryption_key(_ENC_KEYS[KmsVersion.V6]),
+    _pure(_ENCRYPT, KmsVersion.V6),
+    _pure(_DECRYPT, KmsVersion.V6),
+    (KEY_V5, _ENC_KEYS[KmsVersion.V5], _decryption_key(_ENC_KEYS[KmsVersion.V5])),
+)
+
+
+def use_accelerator(enabled: bool = True) -> bool:
+    """Switch the OpenSSL-backed v6 cipher on or off; returns whether it is now in use.
+
+    Off, every version runs emu's own pure-Python Rijndael (the reference the tests check the
+    accelerator against).
+    """
+    _ACCELERATORS.clear()
+    if enabled and _V6_ACCELERATOR is not None:
+        _ACCELERATORS[KmsVersion.V6] = _V6_ACCELERATOR
+    return accelerator_active()
+
+
+def accelerator_active() -> bool:
+    """Whether the v6 cipher currently runs through the accelerator."""
+    return KmsVersion.V6 in _ACCELERATORS
+
+
+use_accelerator(True)
 
 
 def expanded_key(version: int) -> bytes:
@@ -281,7 +326,11 @@ def encrypt_block(version: int, block: bytes) -> bytes:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
     """
     _check_block(block)
-    return _BLOCK.pack(*_ENCRYPT[KmsVersion(version)](*_BLOCK.unpack(block)))
+    version = KmsVersion(version)
+    accel = _ACCELERATORS.get(version)
+    if accel is not None:
+        return accel.encrypt_block(bytes(block))
+    return _BLOCK.pack(*_ENCRYPT[version](*_BLOCK.unpack(block)))
 
 
 def decrypt_block(version: int, block: bytes) -> bytes:
@@ -291,7 +340,11 @@ def decrypt_block(version: int, block: bytes) -> bytes:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
     """
     _check_block(block)
-    return _BLOCK.pack(*_DECRYPT[KmsVersion(version)](*_BLOCK.unpack(block)))
+    version = KmsVersion(version)
+    accel = _ACCELERATORS.get(version)
+    if accel is not None:
+        return accel.decrypt_block(bytes(block))
+    return _BLOCK.pack(*_DECRYPT[version](*_BLOCK.unpack(block)))
 
 
 def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
@@ -305,8 +358,11 @@ def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
     if len(data) % BLOCK_SIZE:
         raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
     if version is KmsVersion.V5:
-        enc = Cipher(_V5_KEY_ALGO, modes.CBC(iv)).encryptor()
+        enc = _v5_cipher(iv).encryptor()
         return enc.update(data) + enc.finalize()
+    accel = _ACCELERATORS.get(version)
+    if accel is not None:
+        return accel.cbc_encrypt(bytes(iv), bytes(data))
     encrypt = _ENCRYPT[version]
     unpack_from = _BLOCK.unpack_from
     pack_into = _BLOCK.pack_into
@@ -330,8 +386,11 @@ def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
     if len(data) % BLOCK_SIZE:
         raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
     if version is KmsVersion.V5:
-        dec = Cipher(_V5_KEY_ALGO, modes.CBC(iv)).decryptor()
+        dec = _v5_cipher(iv).decryptor()
         return dec.update(data) + dec.finalize()
+    accel = _ACCELERATORS.get(version)
+    if accel is not None:
+        return accel.cbc_decrypt(bytes(iv), bytes(data))
     decrypt = _DECRYPT[version]
     unpack_from = _BLOCK.unpack_from
     pack_into = _BLOCK.pack_into
