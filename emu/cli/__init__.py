@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = (
     "emu.cli.demo",
     "emu.cli.decode",
+    "emu.cli.capture",
     "emu.cli.client",
     "emu.cli.dns",
     "emu.cli.host",
@@ -30,25 +31,43 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand word of ``argv`` (the first token that is not an option or its value)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--log-level":
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv`` naming one command, only that command's module is imported
+    (each pulls in its own protocol stack: a host need not load Scapy or the DNS server)."""
     parser = argparse.ArgumentParser(
         prog="emu",
         description="Packet-level emulator of Windows volume activation (KMS) and its DNS. "
         "A lab and testing tool.",
     )
     parser.add_argument("--version", action="version", version=f"emu {__version__}")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ...)")
+    parser.add_argument("--log-level", default=None, help="logging level (DEBUG, INFO, WARNING, ...; default WARNING, INFO for 'host serve')")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    wanted = _command_named(argv) if argv is not None else None
+    modules = COMMAND_MODULES
+    if wanted is not None and f"emu.cli.{wanted}" in COMMAND_MODULES:
+        modules = (f"emu.cli.{wanted}",)
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        level=getattr(logging, str(args.log_level or "WARNING").upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):

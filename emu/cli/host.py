@@ -371,7 +371,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a("--epid", dest="epids", action="append", metavar="CSVLK=EPID", help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable")
     a("--check-time-skew", action="store_const", const=True, help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)")
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
-    a("--log-level", metavar="LEVEL", help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR")
+    # SUPPRESS: a value given before the command (emu --log-level DEBUG host serve) is kept.
+    a("--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR")
     a("--publish", action="append", metavar="DOMAIN[,PRIORITY[,WEIGHT]]", help="publish _vlmcs._tcp SRV in this domain while serving; repeatable")
     a("--dns-server", metavar="ADDR:PORT", help="DNS primary that accepts the updates")
     a("--tsig-key", metavar="FILE", help="BIND key file signing the updates (default: unsigned)")
