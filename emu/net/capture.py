@@ -1,0 +1,304 @@
+"""``emu capture``: record KMS (and DNS) traffic on an interface into a pcap, one live line per exchange.
+
+Frames are written as they arrive (a pcap that is valid even after Ctrl-C) by Scapy's libpcap
+sniffer. Each completed KMS exchange gets a summary line decoded through emu.wire (the same decoder
+as ``emu decode``): client, host, version, product, CMID, then count and activation, the HRESULT or
+the fault; with ``dns`` each DNS message gets one too.
+
+Pitfalls handled (net.md 2 and 4):
+
+* loopback: libpcap is used (Scapy's own ``lo`` socket sees every frame twice) and identical
+  back-to-back frames are dropped; loopback frames carry checksums the kernel never filled in, so
+  on ``lo`` they are recomputed before writing;
+* veth checksum offload: frames are written as seen, so the interface must compute its checksums;
+  namespaces made by :mod:`emu.net.netns` have offloads off;
+* namespaces: with ``netns`` the sniffer's socket is opened by a thread that entered the namespace
+  (its capture thread inherits it), so ``-i veth0`` names the namespace's interface.
+
+Sniffing needs root (CAP_NET_RAW); without it :class:`ScenarioError` says so. Scapy is imported
+lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from emu.errors import ScenarioError, UsageError
+from emu.net.dns_pcap import DNS_PORT, summary_line
+from emu.net.kms_decode import DecodedPdu, decode_conversation
+from emu.net.pcap import Conversation, TcpStream, _Direction, _reassemble
+
+__all__ = ["CaptureOptions", "CaptureResult", "ExchangeSummaries", "capture", "bpf_filter", "exchange_line",
+           "START_TIMEOUT", "MAX_CONNECTIONS_TRACKED"]
+
+#: Seconds to wait for the sniffer to be listening.
+START_TIMEOUT = 5.0
+#: Connections whose bytes are kept for summaries at once (older ones are forgotten).
+MAX_CONNECTIONS_TRACKED = 4096
+_POLL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    """What to capture.
+
+    Attributes:
+        interface: interface name (in ``netns`` when given).
+        output: pcap file to write.
+        port: KMS TCP port.
+        dns: also capture DNS (UDP and TCP ``dns_port``).
+        count: stop after this many frames (None: no limit).
+        duration: stop after this many seconds (None: no limit).
+        netns: network namespace to sniff in.
+    """
+
+    interface: str
+    output: Path
+    port: int = 1688
+    dns: bool = False
+    dns_port: int = DNS_PORT
+    count: int | None = None
+    duration: float | None = None
+    netns: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.interface:
+            raise UsageError("give the interface to capture on (-i IFACE)")
+        if not 0 < self.port < 65536 or not 0 < self.dns_port < 65536:
+            raise UsageError("ports are 1..65535")
+        if self.count is not None and self.count < 1:
+            raise UsageError(f"--count must be at least 1, not {self.count}")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError(f"--duration must be positive seconds, not {self.duration}")
+
+
+@dataclass(slots=True)
+class CaptureResult:
+    """What a capture wrote."""
+
+    output: Path
+    frames: int = 0
+    duplicates_dropped: int = 0
+    exchanges: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+def bpf_filter(options: CaptureOptions) -> str:
+    """The libpcap filter: the KMS port over TCP, and DNS over UDP/TCP when asked."""
+    parts = [f"(tcp port {options.port})"]
+    if options.dns:
+        parts.append(f"(port {options.dns_port})")
+    return " or ".join(parts)
+
+
+def _clock(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def exchange_line(request: DecodedPdu | None, answer: DecodedPdu) -> str:
+    """One line for a KMS request and its answer (response or fault)."""
+    who = f"{answer.dst} -> {answer.src}"
+    head = f"{_clock(answer.time or 0.0)} {who} KMS"
+    if request is not None and request.request is not None:
+        r = request.request
+        head += f" v{r.version} {r.product or r.kms_id or '?'} cmid={r.cmid} ws={r.workstation}"
+    if answer.ptype == "fault":
+        return f"{head} -> fault 0x{answer.fault_status or 0:08X} ({answer.fault_name})"
+    resp = answer.response
+    if resp is None:
+        return f"{head} -> response not decoded ({answer.error})"
+    if resp.hresult:
+        return f"{head} -> HRESULT 0x{resp.hresult:08X} ({resp.hresult_name})"
+    required = request.request.required_client_count if request is not None and request.request else None
+    verdict = "activated" if required is not None and (resp.count or 0) >= required else "not activated"
+    checks = "checks ok" if resp.verified else f"failed checks: {', '.join(resp.failed_checks) or resp.note}"
+    return f"{head} -> count {resp.count} (N={required}) {verdict}, epid {resp.epid}, {checks}"
+
+
+class ExchangeSummaries:
+    """Turn captured frames into summary lines, live: TCP per connection, DNS per datagram."""
+
+    def __init__(self, kms_port: int, dns_port: int | None) -> None:
+        self.kms_port = kms_port
+        self.dns_port = dns_port
+        self._directions: dict[tuple[tuple[str, int], tuple[str, int]], _Direction] = {}
+        self._reported: dict[frozenset[tuple[str, int]], int] = {}
+        self.exchanges = 0
+
+    def feed(self, frame: Any) -> list[str]:
+        """Lines for what ``frame`` completed (usually none)."""
+        from scapy.layers.inet import IP, TCP, UDP
+        from scapy.layers.inet6 import IPv6
+
+        ip = frame.getlayer(IP) or frame.getlayer(IPv6)
+        if ip is None:
+            return []
+        udp = frame.getlayer(UDP)
+        if udp is not None and self.dns_port in (udp.sport, udp.dport):
+            from emu.net.dns_pcap import _decode
+
+            message, error = _decode(bytes(udp.payload))
+            where = f"{_clock(float(frame.time))} {ip.src}:{udp.sport} -> {ip.dst}:{udp.dport}"
+            return [f"{where} {summary_line(message) if message else 'DNS undecodable: ' + error}"]
+        tcp = frame.getlayer(TCP)
+        if tcp is None or self.kms_port not in (tcp.sport, tcp.dport):
+            return []
+        src, dst = (str(ip.src), int(tcp.sport)), (str(ip.dst), int(tcp.dport))
+        direction = self._directions.get((src, dst))
+        if direction is None:
+            if len(self._directions) >= 2 * MAX_CONNECTIONS_TRACKED:
+                self._directions.clear()
+                self._reported.clear()
+            direction = self._directions[(src, dst)] = _Direction(src, dst, first_time=float(frame.time))
+        flags = int(tcp.flags)
+        if flags & 0x02:
+            direction.isn, direction.syn_seen = int(tcp.seq), True
+        payload = bytes(tcp.payload)
+        if payload:
+            direction.segments.append((int(tcp.seq), payload, float(frame.time)))
+        if not payload or src[1] != self.kms_port:
+            return []  # only the host's bytes can complete an exchange
+        client = self._directions.get((dst, src), _Direction(dst, src))
+        conv = Conversation(0, _reassemble(client), _reassemble(direction), client.first_time)
+        pdus = decode_conversation(conv, force=True) or []
+        key = frozenset((src, dst))
+        done = self._reported.get(key, 0)
+        answers = [p for p in pdus if p.direction == "S->C" and p.ptype in ("response", "fault")]
+        lines = []
+        for answer in answers[done:]:
+            request = next((p for p in pdus if p.direction == "C->S" and p.ptype == "request"
+                            and p.call_id == answer.call_id), None)
+            lines.append(exchange_line(request, answer))
+        self._reported[key] = len(answers)
+        self.exchanges += len(lines)
+        return lines
+
+
+class _Writer:
+    """Writes frames as they come: loopback duplicates dropped and checksums filled in on ``lo``."""
+
+    def __init__(self, path: Path, loopback: bool) -> None:
+        from scapy.utils import PcapWriter
+
+        self.loopback = loopback
+        self.previous: bytes | None = None
+        self.frames = self.duplicates = 0
+        try:
+            self._writer = PcapWriter(str(path), sync=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def write(self, frame: Any) -> Any | None:
+        raw = bytes(frame)
+        if self.loopback and raw == self.previous:  # elsewhere an identical frame is a real retransmission
+            self.duplicates += 1
+            return None
+        self.previous = raw
+        if self.loopback:
+            frame = _with_checksums(frame)
+        self._writer.write(frame)
+        self.frames += 1
+        return frame
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _with_checksums(frame: Any) -> Any:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    fixed = frame.copy()
+    if IP in fixed:
+        del fixed[IP].chksum
+    for layer in (TCP, UDP):
+        if layer in fixed and (IP in fixed or IPv6 in fixed):
+            del fixed[layer].chksum
+    rebuilt = fixed.__class__(bytes(fixed))
+    rebuilt.time = frame.time
+    return rebuilt
+
+
+def capture(options: CaptureOptions, on_line: Callable[[str], None] = print,
+            stop: threading.Event | None = None, started: threading.Event | None = None) -> CaptureResult:
+    """Capture until ``count`` frames, ``duration`` seconds, or ``stop`` is set; return what was written.
+
+    ``started`` is set once the sniffer listens (callers start traffic after it).
+
+    Raises:
+        ScenarioError: not root, the namespace or interface does not exist, or the sniffer did not start.
+        UsageError: the output cannot be written.
+    """
+    if os.geteuid() != 0:
+        raise ScenarioError("emu capture sniffs packets and needs root (CAP_NET_RAW): run it as root")
+    from scapy.all import AsyncSniffer, conf
+
+    conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (net.md 2)
+    stop = stop or threading.Event()
+    listening = threading.Event()
+    result = CaptureResult(options.output)
+    summaries = ExchangeSummaries(options.port, options.dns_port if options.dns else None)
+    writer = _Writer(options.output, options.interface == "lo")
+    lock = threading.Lock()
+    seen = [0]
+
+    def keep(frame: Any) -> None:
+        with lock:
+            seen[0] += 1
+            written = writer.write(frame)
+            if written is None:
+                return
+            try:
+                lines = summaries.feed(written)
+            except Exception as exc:  # a summary bug must not stop the recording
+                lines = [f"(summary failed: {exc!r})"]
+            for line in lines:
+                result.lines.append(line)
+                on_line(line)
+
+    sniffer = AsyncSniffer(iface=options.interface, filter=bpf_filter(options), prn=keep, store=False,
+                           count=options.count or 0, started_callback=listening.set)
+
+    def start_sniffer() -> None:
+        sniffer.start()
+
+    try:
+        if options.netns:
+            from emu.net.netns import run_in
+
+            run_in(options.netns, start_sniffer)  # the capture thread inherits the namespace
+        else:
+            start_sniffer()
+    except (OSError, PermissionError, ValueError) as exc:
+        writer.close()
+        raise ScenarioError(f"cannot sniff on {options.interface}{' in ' + options.netns if options.netns else ''}: {exc}") from exc
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not listening.is_set():
+            if time.monotonic() > deadline or not sniffer.running:
+                raise ScenarioError(f"the sniffer on {options.interface} did not start within {START_TIMEOUT:g} s "
+                                    "(does the interface exist there?)")
+            time.sleep(0.01)
+        if started is not None:
+            started.set()
+        end = time.monotonic() + options.duration if options.duration else None
+        while sniffer.running and not stop.is_set():
+            if end is not None and time.monotonic() >= end:
+                break
+            time.sleep(_POLL)
+    finally:
+        if sniffer.running:
+            try:
+                sniffer.stop()
+            except Exception:  # pragma: no cover - scapy raises if the thread ended meanwhile
+                pass
+        with lock:
+            writer.close()
+    result.frames, result.duplicates_dropped, result.exchanges = writer.frames, writer.duplicates, summaries.exchanges
+    return result

@@ -1,0 +1,119 @@
+"""emu capture: live summaries decoded through emu.wire, options, and a live loopback capture (root)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from emu.errors import UsageError
+from emu.net.capture import CaptureOptions, ExchangeSummaries, bpf_filter, capture
+from emu_testing import ROOT
+
+PCAPS = ROOT / "pcaps"
+
+
+def _base(rng):
+    """A v6 Windows 10 Enterprise request stamped now."""
+    import uuid
+
+    from emu.kms import products
+    from emu.wire.kms import LicenseStatus, RequestBase, Version
+
+    sku = products.lookup("Windows 10 Enterprise")
+    return RequestBase(
+        version=Version(6), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
+        app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id, cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
+        required_client_count=sku.threshold, client_time=116444736000000000 + int(time.time() * 10_000_000),
+        previous_cmid=uuid.UUID(int=0), workstation_name="capture-test",
+    )
+
+
+def _lines(path: Path, dns_port: int | None = None) -> list[str]:
+    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401  (frames dissect down to TCP)
+    from scapy.utils import rdpcap
+
+    summaries = ExchangeSummaries(1688, dns_port)
+    return [line for frame in rdpcap(str(path)) for line in summaries.feed(frame)]
+
+
+def test_summary_has_one_line_per_exchange_with_count_and_activation():
+    lines = _lines(PCAPS / "emu-v6-ndr64-windows10.pcap")
+    assert len(lines) == 2
+    assert all("10.0.0.10:49155 -> 10.0.0.1:1688 KMS v6.0 Windows 10/11 Enterprise" in l for l in lines), lines
+    assert all("(N=25) activated" in l and "checks ok" in l for l in lines)
+
+
+def test_summary_names_the_hresult_of_a_refusal():
+    [line] = _lines(PCAPS / "emu-v6-hresult-C004F042.pcap")
+    assert "HRESULT 0xC004F042" in line and "MISMATCH" in line
+
+
+def test_summary_of_a_below_threshold_answer_says_not_activated():
+    [line] = _lines(PCAPS / "emu-v6-below-threshold.pcap")
+    assert "count 1 (N=25) not activated" in line
+
+
+def test_summary_of_a_v4_exchange():
+    [line] = _lines(PCAPS / "emu-v4-ndr32-windows7.pcap")
+    assert "KMS v4.0 Windows 7" in line and "activated" in line
+
+
+def test_filter_adds_dns_only_when_asked():
+    assert bpf_filter(CaptureOptions("lo", Path("x.pcap"))) == "(tcp port 1688)"
+    assert bpf_filter(CaptureOptions("lo", Path("x.pcap"), port=1700, dns=True, dns_port=5353)) == "(tcp port 1700) or (port 5353)"
+
+
+@pytest.mark.parametrize("kw", [dict(interface=""), dict(count=0), dict(duration=-1.0), dict(port=70000)])
+def test_bad_options_are_usage_errors(kw):
+    args = dict(interface="lo", output=Path("x.pcap")) | kw
+    with pytest.raises(UsageError):
+        CaptureOptions(**args)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sniffing needs root")
+def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_exchange(tmp_path: Path):
+    from scapy.layers.inet import IP, TCP
+    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401  (frames dissect down to TCP)
+    from scapy.utils import rdpcap
+
+    from emu.kms.client import HostAddress
+    from emu.kms.host import HostConfig, KmsHost
+    from emu.net.kms_server import KmsServer, ServerConfig
+    from emu.rng import seeded
+    from emu.net.kms_client import exchange
+
+    out = tmp_path / "lo.pcap"
+    stop, started = threading.Event(), threading.Event()
+    lines: list[str] = []
+    box: dict[str, object] = {}
+
+    async def serve_and_ask() -> None:
+        async with KmsServer(KmsHost(HostConfig(), seeded(2), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))) as srv:
+            port = srv.addresses[0][1]
+            box["options"] = CaptureOptions("lo", out, port=port)
+            thread = threading.Thread(target=lambda: box.setdefault("result", capture(box["options"], lines.append, stop, started)))
+            thread.start()
+            assert started.wait(10)
+            rng = seeded(3)
+            for _ in range(2):
+                await exchange(HostAddress("127.0.0.1", port), _base(rng), rng=rng)
+            await asyncio.sleep(0.3)
+            stop.set()
+            thread.join(10)
+
+    asyncio.run(serve_and_ask())
+    frames = rdpcap(str(out))
+    raws = [bytes(f) for f in frames]
+    assert all(a != b for a, b in zip(raws, raws[1:])), "duplicate loopback frames"
+    for frame in frames:
+        fresh = frame[IP].copy()
+        del fresh.chksum
+        del fresh[TCP].chksum
+        assert IP(bytes(fresh))[TCP].chksum == frame[TCP].chksum
+    assert len(lines) == 2 and all("count 1" in l or "count 2" in l for l in lines), lines
+    assert box["result"].frames == len(frames) >= 2 * 12
