@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from emu.net.dns_pcap import dns_records
 from emu.net.kms_decode import decode_capture
-from emu_testing import ROOT
+from emu_testing import ROOT, require_tool
 
 PCAP_DIR = ROOT / "pcaps"
 PCAPS = sorted(PCAP_DIR.glob("*.pcap"))
+DNS_PCAPS = sorted(PCAP_DIR.glob("emu-dns-*.pcap"))
 
 
 def test_sample_captures_exist():
-    assert len(PCAPS) >= 7, "run scripts/make-pcaps"
+    assert len(PCAPS) >= 9 and len(DNS_PCAPS) == 2, "run scripts/make-pcaps"
 
 
 @pytest.mark.parametrize("path", PCAPS, ids=lambda p: p.name)
@@ -29,6 +31,33 @@ def test_sample_capture_decodes_to_its_sidecar(path: Path):
     records = [p.to_json() for p in decoded.pdus] + [n.to_json() for n in decoded.notes]
     assert json.loads(json.dumps(records)) == sidecar["records"]
     assert decoded.ok
+    assert dns_records(path) == sidecar.get("dns", [])
+
+
+def test_dns_publication_capture_is_a_signed_update_answered_noerror():
+    update, answer = json.loads((PCAP_DIR / "emu-dns-publish.json").read_text())["dns"]
+    assert (update["kind"], answer["kind"], answer["rcode"]) == ("update", "update-response", "NOERROR")
+    assert update["tsig"]["key"] == answer["tsig"]["key"] == "emu-test-key."
+    assert [u.split()[3] for u in update["updates"]] == ["SRV", "A"]
+
+
+def test_dns_discovery_capture_answers_the_srv_with_the_a_in_additional():
+    query, answer = json.loads((PCAP_DIR / "emu-dns-discovery.json").read_text())["dns"]
+    assert query["question"] == ["_vlmcs._tcp.kms.test. SRV"] and answer["rcode"] == "NOERROR"
+    assert answer["answers"] == ["_vlmcs._tcp.kms.test. 3600 IN SRV 0 100 1688 kms1.kms.test."]
+    assert answer["additional"] == ["kms1.kms.test. 3600 IN A 10.0.0.1"]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("path", DNS_PCAPS, ids=lambda p: p.name)
+def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
+    tshark = require_tool("tshark")
+    done = subprocess.run([tshark, "-n", "-r", str(path), "-V"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Malformed" not in done.stdout and done.stdout.count("Domain Name System") == 2
+    bad = subprocess.run([tshark, "-n", "-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.stdout.strip() == ""
 
 
 @pytest.mark.parametrize("path", PCAPS, ids=lambda p: p.name)

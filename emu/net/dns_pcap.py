@@ -27,6 +27,7 @@ __all__ = [
     "summary_line",
     "rr_text",
     "compare_answers",
+    "dns_records",
     "FLAG_NAMES",
 ]
 
@@ -201,3 +202,21 @@ def compare_answers(want: DnsMessage, got: DnsMessage) -> list[str]:
     """
     w, g = _comparable(want), _comparable(got)
     return [f"{key}: {g[key]!r} instead of {w[key]!r}" for key in w if w[key] != g[key]]
+
+
+def _endpoint(addr: tuple[str, int]) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def dns_records(path: str | Path, port: int = DNS_PORT) -> list[dict[str, Any]]:
+    """JSON-ready records of every DNS message in a capture (the ``dns`` part of a pcaps/ sidecar)."""
+    import datetime as _dt
+
+    out = []
+    for m in read_dns_messages(path, port):
+        when = _dt.datetime.fromtimestamp(m.time, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record: dict[str, Any] = {"record": "dns", "time": when, "src": _endpoint(m.src), "dst": _endpoint(m.dst),
+                                  "transport": m.transport, "size": len(m.raw)}
+        record.update(summarise(m.message) if m.message is not None else {"error": m.error})
+        out.append(record)
+    return out
