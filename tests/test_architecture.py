@@ -65,3 +65,11 @@ def test_imports_point_down_only(path: Path, part: str):
         if 1 <= layer <= 2 and (pieces[0] in FORBIDDEN_IN_CORE or name == "os.urandom"):
             problems.append(f"line {lineno}: core module imports {name}: take it as an argument instead")
     assert not problems, "\n".join(problems)
+
+
+def test_tests_import_shared_helpers_from_modules_not_conftest():
+    """Several conftest modules exist (tests/, tests/dns/); importing one by name shadows the other."""
+    tests = Path(__file__).resolve().parent
+    needle = "from " + "conftest import"
+    offenders = [str(p.relative_to(tests)) for p in tests.rglob("*.py") if needle in p.read_text()]
+    assert not offenders, f"import helpers from emu_testing (or dns_testing) instead: {offenders}"

@@ -33,6 +33,7 @@ from emu.net.kms_client import (
 )
 from emu.rng import Rng, seeded, system_rng
 from emu.wire.kms import LicenseStatus, Version
+from emu.net.address import parse_host_port
 
 __all__ = [
     "register",
@@ -102,25 +103,7 @@ def parse_target(text: str, default_port: int = DEFAULT_PORT) -> HostAddress | s
         if not domain:
             raise UsageError("'.' is not a domain: give .example.com to look up _vlmcs._tcp.example.com")
         return domain
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not host:
-            raise UsageError(f"{text!r}: an IPv6 target is written [address]:port")
-        if rest and not rest.startswith(":"):
-            raise UsageError(f"{text!r}: expected ':port' after ']'")
-        port_text = rest[1:] if rest else str(default_port)
-    elif text.count(":") > 1:
-        host, port_text = text, str(default_port)
-    elif ":" in text:
-        host, port_text = text.rsplit(":", 1)
-    else:
-        host, port_text = text, str(default_port)
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"{text!r}: port {port_text!r} is not a number") from None
-    if not 1 <= port <= 65535 or not host:
-        raise UsageError(f"{text!r}: expected host:port with a port 1..65535")
+    host, port = parse_host_port(text, default_port, min_port=1)
     return HostAddress(host, port)
 
 

@@ -25,6 +25,7 @@ from emu.dns.resolver import Peer, Resolver
 from emu.dns.tsig import TsigKey
 from emu.dns.zone import RRset, Zone, ZoneChange, apply_changes, rdata_from_wire, rdata_to_wire
 from emu.errors import DecodeError, ScenarioError, UsageError
+from emu.net.address import parse_host_port
 
 __all__ = ["DnsServer", "SqliteJournal", "parse_address", "DEFAULT_TCP_IDLE_TIMEOUT", "MAX_TCP_CONNECTIONS"]
 
@@ -44,23 +45,7 @@ def parse_address(text: str, default_port: int = 53) -> tuple[str, int]:
     Raises:
         UsageError: no host, or a port that is not a number in 0..65535.
     """
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise UsageError(f"address {text!r} has no host (write ADDR:PORT, [IPv6]:PORT)")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise UsageError(f"address {text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"address {text!r}: port {port} is out of range")
-    return host, port
+    return parse_host_port(text, default_port)
 
 
 class SqliteJournal:

@@ -32,6 +32,7 @@ from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer, KmsHost
 from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
 from emu.rng import Rng, system_rng
+from emu.net.address import parse_host_port
 
 __all__ = [
     "ServerConfig",
@@ -62,34 +63,12 @@ _PTYPE_FAULT = 3
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT``, ``:PORT`` or a bare V6 address → (host, port).
+    """A ``--listen`` value → (host, port); ``:PORT`` listens on every IPv4 address.
 
     Raises:
         UsageError: the text is not an address and port.
     """
-    text = text.strip()
-    if not text:
-        raise UsageError("empty listen address")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise UsageError(f"{text!r}: missing ']' after an IPv6 address")
-        if rest and not rest.startswith(":"):
-            raise UsageError(f"{text!r}: expected ':PORT' after ']'")
-        port_text = rest[1:] if rest else str(default_port)
-    elif text.count(":") > 1:
-        host, port_text = text, str(default_port)
-    elif ":" in text:
-        host, port_text = text.rsplit(":", 1)
-    else:
-        host, port_text = text, str(default_port)
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"{text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"{text!r}: port {port} is out of range")
-    return host or "0.0.0.0", port
+    return parse_host_port(text, default_port, default_host="0.0.0.0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import VECTORS_DIR, requires_vectors, vector_files
+from emu_testing import VECTORS_DIR, requires_vectors, vector_files
 from kms_host_peer import WAIT, kms_request, read_until_closed, running_host, session, split_pdus
 
 from emu.errors import UsageError
