@@ -7,7 +7,12 @@ import argparse
 import asyncio
 import json
 
+from typing import TYPE_CHECKING
+
 from emu.errors import UsageError
+
+if TYPE_CHECKING:
+    from emu.net.replay import ReplayReport
 
 __all__ = ["register"]
 
@@ -15,6 +20,10 @@ EPILOG = """\
 Verdict per exchange: same, differs (with the fields) or error. Ignored when comparing: the
 association group id, the secondary address, IVs and salts, and (unless --same-host) the ePID and
 HwId. Exit status: 0 every exchange is "same"; 1 some differ or failed; 2 usage error.
+
+--dns re-sends each captured DNS query and update to --target over the transport it was captured
+on (--tcp: always TCP) and compares the answers: rcode, flags, every section; ignoring the ID,
+TTLs and the TSIG MAC and time. Captured signatures are stale: --tsig-key FILE re-signs them.
 
 --as-server FILE --listen ADDR:PORT answers KMS clients with the capture's responses, rebuilt for
 each new request (ePID, count, intervals and v6 HwId as captured; CMID, time, IVs, MAC/HMAC new)
@@ -64,13 +73,36 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--as-server answers clients; --target is for replaying against a host: use one")
         return asyncio.run(_serve(args))
     if args.target is None:
-        raise UsageError("--target HOST:PORT is required (the KMS host to replay against)")
+        raise UsageError("--target HOST:PORT is required (the KMS host, or with --dns the DNS server, to replay against)")
+    if args.dns:
+        return _print(_replay_dns(args), args)
     options = ReplayOptions(
         target=args.target, same_host=args.same_host, rewrite_time=args.rewrite_time, renew_cmid=args.renew_cmid,
         timeout=args.timeout, concurrency=args.concurrency, rate=args.rate, repeat=args.repeat,
         max_duration=300.0 if args.max_duration is None else args.max_duration,
     )
-    report = asyncio.run(replay_capture(args.file, options))
+    return _print(asyncio.run(replay_capture(args.file, options)), args)
+
+
+def _replay_dns(args: argparse.Namespace) -> "ReplayReport":
+    from emu.dns.tsig import parse_key_file
+    from emu.net.replay import DnsReplayOptions, replay_dns
+
+    key = None
+    if args.tsig_key:
+        try:
+            text = open(args.tsig_key, encoding="utf-8").read()
+        except OSError as exc:
+            raise UsageError(f"--tsig-key {args.tsig_key}: {exc.strerror or exc}") from exc
+        keys = parse_key_file(text, args.tsig_key)
+        if len(keys) != 1:
+            raise UsageError(f"--tsig-key {args.tsig_key}: holds {len(keys)} keys; give a file with exactly one")
+        key = keys[0]
+    options = DnsReplayOptions(target=args.target, key=key, tcp=args.tcp, timeout=args.timeout, port=args.dns_port)
+    return asyncio.run(replay_dns(args.file, options))
+
+
+def _print(report: "ReplayReport", args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
     else:
@@ -96,6 +128,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--target", type=_target, help="KMS host under test, HOST:PORT")
     parser.add_argument("--as-server", action="store_true", help="answer KMS clients with the capture's responses")
     parser.add_argument("--listen", type=_listen, help="with --as-server: ADDR:PORT to listen on (port 0: any free port)")
+    parser.add_argument("--dns", action="store_true",
+                        help="replay the capture's DNS queries and updates to --target (a DNS server) instead of KMS")
+    parser.add_argument("--tsig-key", metavar="FILE", help="with --dns: re-sign captured TSIG-signed messages with this key")
+    parser.add_argument("--tcp", action="store_true", help="with --dns: send every message over TCP")
+    parser.add_argument("--dns-port", type=int, default=53, help="with --dns: the DNS port in the capture (default 53)")
     parser.add_argument("--same-host", action="store_true", help="the target is the captured host: compare ePID and HwId too")
     parser.add_argument("--rewrite-time", action="store_true", help="set each request's client time to now (hosts refuse stale requests)")
     parser.add_argument("--renew-cmid", action="store_true", help="use a new CMID per replayed conversation")
