@@ -347,16 +347,20 @@ def decrypt_block(version: int, block: bytes) -> bytes:
     return _BLOCK.pack(*_DECRYPT[version](*_BLOCK.unpack(block)))
 
 
+def _check_cbc(version: int, iv: bytes, data: bytes) -> KmsVersion:
+    _check_block(iv)
+    if len(data) % BLOCK_SIZE:
+        raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
+    return KmsVersion(version)
+
+
 def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
     """CBC encryption without padding (the caller pads; spec 5.3/5.4).
 
     Raises:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
     """
-    version = KmsVersion(version)
-    _check_block(iv)
-    if len(data) % BLOCK_SIZE:
-        raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
+    version = _check_cbc(version, iv, data)
     if version is KmsVersion.V5:
         enc = _v5_cipher(iv).encryptor()
         return enc.update(data) + enc.finalize()
@@ -381,10 +385,7 @@ def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
     Raises:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
     """
-    version = KmsVersion(version)
-    _check_block(iv)
-    if len(data) % BLOCK_SIZE:
-        raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
+    version = _check_cbc(version, iv, data)
     if version is KmsVersion.V5:
         dec = _v5_cipher(iv).decryptor()
         return dec.update(data) + dec.finalize()

@@ -364,8 +364,8 @@ class ResultEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Bind(_Header):
-    """bind, PTYPE 11 (spec 2.3)."""
+class _BindBody(_Header):
+    """The body bind and alter_context share (spec 2.3)."""
 
     max_xmit_frag: int = 5840
     max_recv_frag: int = 5840
@@ -375,14 +375,13 @@ class Bind(_Header):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlterContext(_Header):
-    """alter_context, PTYPE 14: same body as bind (spec 2.3)."""
+class Bind(_BindBody):
+    """bind, PTYPE 11 (spec 2.3)."""
 
-    max_xmit_frag: int = 5840
-    max_recv_frag: int = 5840
-    assoc_group_id: int = 0
-    context_elements: tuple[ContextElement, ...] = ()
-    trailer: bytes = b""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlterContext(_BindBody):
+    """alter_context, PTYPE 14: same body as bind (spec 2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
