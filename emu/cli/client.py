@@ -16,7 +16,7 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
 from emu.errors import ScenarioError, UsageError

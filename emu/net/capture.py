@@ -32,7 +32,7 @@ from typing import Any, Callable
 from emu.errors import ScenarioError, UsageError
 from emu.net.dns_pcap import DNS_PORT, summary_line
 from emu.net.kms_decode import DecodedPdu, decode_conversation
-from emu.net.pcap import Conversation, TcpStream, _Direction, _reassemble
+from emu.net.pcap import Conversation, SegmentLog, reassemble
 
 __all__ = ["CaptureOptions", "CaptureResult", "ExchangeSummaries", "capture", "bpf_filter", "exchange_line",
            "START_TIMEOUT", "MAX_CONNECTIONS_TRACKED"]
@@ -127,7 +127,7 @@ class ExchangeSummaries:
     def __init__(self, kms_port: int, dns_port: int | None) -> None:
         self.kms_port = kms_port
         self.dns_port = dns_port
-        self._directions: dict[tuple[tuple[str, int], tuple[str, int]], _Direction] = {}
+        self._directions: dict[tuple[tuple[str, int], tuple[str, int]], SegmentLog] = {}
         self._reported: dict[frozenset[tuple[str, int]], int] = {}
         self.exchanges = 0
 
@@ -155,17 +155,13 @@ class ExchangeSummaries:
             if len(self._directions) >= 2 * MAX_CONNECTIONS_TRACKED:
                 self._directions.clear()
                 self._reported.clear()
-            direction = self._directions[(src, dst)] = _Direction(src, dst, first_time=float(frame.time))
-        flags = int(tcp.flags)
-        if flags & 0x02:
-            direction.isn, direction.syn_seen = int(tcp.seq), True
+            direction = self._directions[(src, dst)] = SegmentLog(src, dst, first_time=float(frame.time))
         payload = bytes(tcp.payload)
-        if payload:
-            direction.segments.append((int(tcp.seq), payload, float(frame.time)))
+        direction.observe(int(tcp.flags), int(tcp.seq), payload, float(frame.time))
         if not payload or src[1] != self.kms_port:
             return []  # only the host's bytes can complete an exchange
-        client = self._directions.get((dst, src), _Direction(dst, src))
-        conv = Conversation(0, _reassemble(client), _reassemble(direction), client.first_time)
+        client = self._directions.get((dst, src), SegmentLog(dst, src))
+        conv = Conversation(0, reassemble(client), reassemble(direction), client.first_time)
         pdus = decode_conversation(conv, force=True) or []
         key = frozenset((src, dst))
         done = self._reported.get(key, 0)

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 

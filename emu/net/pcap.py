@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emu.errors import UsageError
 
-__all__ = ["Segment", "TcpStream", "Conversation", "read_conversations"]
+__all__ = ["Segment", "TcpStream", "Conversation", "SegmentLog", "reassemble", "read_conversations"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ class Conversation:
 
 
 @dataclass(slots=True)
-class _Direction:
+class SegmentLog:
+    """What one direction of a TCP connection carried, segment by segment, before reassembly.
+
+    Fed by :func:`read_conversations` from a file and by ``emu capture`` from a live sniffer.
+    """
+
     src: tuple[str, int]
     dst: tuple[str, int]
     isn: int | None = None
@@ -80,8 +85,19 @@ class _Direction:
     first_time: float = 0.0
     fin_or_rst: bool = False
 
+    def observe(self, flags: int, seq: int, payload: bytes, when: float) -> None:
+        """Record one TCP segment of this direction (flags as the TCP header's bits)."""
+        if flags & 0x02:  # SYN: the stream starts at ISN + 1
+            self.isn = seq
+            self.syn_seen = True
+        if flags & 0x05:  # FIN or RST
+            self.fin_or_rst = True
+        if payload:
+            self.segments.append((seq, payload, when))
 
-def _reassemble(direction: _Direction) -> TcpStream:
+
+def reassemble(direction: SegmentLog) -> TcpStream:
+    """The contiguous byte stream of a direction: retransmissions and overlaps resolved, gaps reported."""
     stream = TcpStream(direction.src, direction.dst)
     if not direction.segments:
         return stream
@@ -127,7 +143,7 @@ def read_conversations(path: str | Path) -> list[Conversation]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such capture file")
-    directions: dict[tuple[tuple[str, int], tuple[str, int]], _Direction] = {}
+    directions: dict[tuple[tuple[str, int], tuple[str, int]], SegmentLog] = {}
     order: list[tuple[tuple[str, int], tuple[str, int]]] = []
     truncated = False
     try:
@@ -154,17 +170,9 @@ def read_conversations(path: str | Path) -> list[Conversation]:
             key = (src, dst)
             direction = directions.get(key)
             if direction is None:
-                direction = directions[key] = _Direction(src, dst, first_time=float(pkt.time))
+                direction = directions[key] = SegmentLog(src, dst, first_time=float(pkt.time))
                 order.append(key)
-            flags = int(tcp.flags)
-            if flags & 0x02:  # SYN
-                direction.isn = int(tcp.seq)
-                direction.syn_seen = True
-            if flags & 0x05:
-                direction.fin_or_rst = True
-            payload = bytes(tcp.payload)
-            if payload and not (flags & 0x04 and not payload):
-                direction.segments.append((int(tcp.seq), payload, float(pkt.time)))
+            direction.observe(int(tcp.flags), int(tcp.seq), bytes(tcp.payload), float(pkt.time))
     conversations: list[Conversation] = []
     seen: set[frozenset[tuple[str, int]]] = set()
     for key in order:
@@ -173,12 +181,12 @@ def read_conversations(path: str | Path) -> list[Conversation]:
             continue
         seen.add(pair)
         fwd = directions[key]
-        rev = directions.get((key[1], key[0]), _Direction(key[1], key[0]))
+        rev = directions.get((key[1], key[0]), SegmentLog(key[1], key[0]))
         # The client is the side whose SYN had no ACK, else the side seen first.
         client, server = fwd, rev
         if rev.syn_seen and not fwd.syn_seen:
             client, server = rev, fwd
-        conv = Conversation(len(conversations), _reassemble(client), _reassemble(server), fwd.first_time)
+        conv = Conversation(len(conversations), reassemble(client), reassemble(server), fwd.first_time)
         if truncated:
             conv.client.problems.append("capture file ends with a damaged record")
         conversations.append(conv)

@@ -42,7 +42,6 @@ from emu.wire.rpc import (
     Fault,
     PType,
     Request,
-    Response,
     decode_pdu,
     encode_pdu,
 )

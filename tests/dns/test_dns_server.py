@@ -66,7 +66,7 @@ def test_several_messages_on_one_tcp_connection(key):
         async with DnsServer([zone()], keys=[key]) as server:
             host, port = server.addresses[0]
             reader, writer = await asyncio.open_connection(host, port)
-            queries = [dns.message.make_query(f"kms1.kms.test.", t) for t in ("A", "AAAA", "TXT")]
+            queries = [dns.message.make_query("kms1.kms.test.", t) for t in ("A", "AAAA", "TXT")]
             for query in queries:  # pipelined: all sent before any answer is read
                 wire = query.to_wire()
                 writer.write(struct.pack("!H", len(wire)) + wire)

@@ -115,7 +115,7 @@ def test_host_and_client_in_two_namespaces_captured_with_emu_capture_netns(tmp_p
         try:
             assert "capturing on" in sniffer.stderr.readline()
             for _ in range(100):  # the host listens within a few seconds
-                probe = subprocess.run(["ip", "netns", "exec", link.ns_a, "ss", "-ltn", f"sport = :1688"],
+                probe = subprocess.run(["ip", "netns", "exec", link.ns_a, "ss", "-ltn", "sport = :1688"],
                                        capture_output=True, text=True)
                 if link.addr_a in probe.stdout:
                     break

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import pytest
 
 from emu.cli import main
 from emu.kms.host import HostConfig, KmsHost
