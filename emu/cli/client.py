@@ -199,7 +199,36 @@ def register(subparsers: Any) -> None:
     g.add_argument("--capture", metavar="FILE.pcap", help="record the exchange into a pcap (needs root)")
     g.add_argument("--seed", type=int, help="seed for CMIDs, IVs and names (reproducible runs)")
     p.set_defaults(func=_activate)
+    q = sub.add_parser(
+        "products",
+        help="list the products emu knows: names, protocol, threshold, public GVLK (like vlmcs -x)",
+        description="List the SKUs of emu's product data (kms-wire-protocol.md 7) with their protocol "
+        "version, activation threshold, KMS counted ID and the GVLK Microsoft publishes. FILTER keeps "
+        "the SKUs whose name contains every word given (case-insensitive).",
+    )
+    q.add_argument("filter", nargs="*", help="words the product name must contain (e.g. server 2022)")
+    q.add_argument("--json", action="store_true", help="one JSON object per SKU per line")
+    q.set_defaults(func=_products)
     client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
+
+
+def _products(args: argparse.Namespace) -> int:
+    """``emu client products``: the product table, filtered by words of the name."""
+    import json
+
+    words = [w.lower() for w in args.filter]
+    skus = [s for s in products.all_skus() if all(w in s.name.lower() for w in words)]
+    if not skus:
+        print(f"no product name contains {' '.join(args.filter)!r}", file=sys.stderr)
+        return 1
+    for sku in sorted(skus, key=lambda s: s.name):
+        app = products.application(sku.app_id).name
+        if args.json:
+            print(json.dumps({"name": sku.name, "sku_id": str(sku.id), "kms_id": str(sku.kms_id), "app_id": str(sku.app_id),
+                              "application": app, "protocol": sku.protocol, "threshold": sku.threshold, "gvlk": sku.gvlk}))
+        else:
+            print(f"{sku.name:<52} v{sku.protocol}  N={sku.threshold:<2}  {sku.gvlk or '(no public GVLK)':<29}  {app}")
+    return 0
 
 
 # --- building the requests -----------------------------------------------------------------------
