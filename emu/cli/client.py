@@ -120,8 +120,8 @@ def _version(text: str) -> Version:
         version = Version(int(major), int(minor or 0))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected MAJOR[.MINOR], e.g. 6.0") from None
-    if version.major not in (4, 5, 6) or not 0 <= version.minor <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r}: emu builds KMS messages of major version 4, 5 or 6")
+    if not (0 <= version.major <= 0xFFFF and 0 <= version.minor <= 0xFFFF):
+        raise argparse.ArgumentTypeError(f"{text!r}: major and minor are 0..65535")
     return version
 
 
@@ -169,7 +169,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("-s", "--sku-id", type=_guid, help="SKU (activation) ID (overrides the product's)")
     g.add_argument("--protocol", type=int, choices=(4, 5, 6), help="KMS protocol major version (default: the product's)")
     g.add_argument("-K", "--kms-version", type=_version, metavar="MAJOR.MINOR",
-                   help="exact version for the version fields (layout follows MAJOR)")
+                   help="exact version for the version fields (layout: v4 below 5, v6 above 6, like vlmcs -K); hosts should refuse other than 4.0/5.0/6.0")
     g = p.add_argument_group("request fields (vlmcs -c, -o, -w, -r, -m, -t, -g)")
     g.add_argument("-c", "--cmid", type=_guid, help="client machine ID (default: random per request; fixed implies one request)")
     g.add_argument("-o", "--previous-cmid", type=_guid, default=uuid.UUID(int=0), help="previous CMID (default zero)")
