@@ -15,6 +15,7 @@ import json
 import socket
 import sys
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,20 @@ def register(subparsers: Any) -> None:
     g.add_argument("--capture", metavar="FILE.pcap", help="record the exchange into a pcap (needs root)")
     g.add_argument("--seed", type=int, help="seed for CMIDs, IVs and names (reproducible runs)")
     p.set_defaults(func=_activate)
+    g = sub.add_parser(
+        "grab",
+        help="read a host's ePID and HwId for every CSVLK (like vlmcs -G)",
+        description="Send one request per CSVLK (host key group: Windows, Office2010, Office2013, Office2016, "
+        "WinChinaGov, Office2019, ...) on one connection, v6 first, falling back to v5 and v4 when the host "
+        "refuses with an error HRESULT, and print what it answered: as vlmcsd's ini lines (Name = EPID / HWID "
+        "bytes) or as a TOML file for emu host serve --config, so an emu host can answer with that identity.",
+    )
+    g.add_argument("target", nargs="?", default="127.0.0.1:1688", help="host[:port] or [v6addr]:port (default 127.0.0.1:1688)")
+    g.add_argument("-o", "--output", metavar="FILE", help="write the result here instead of standard output")
+    g.add_argument("--format", choices=("ini", "toml"), default="ini", help="ini: vlmcsd -i format (default); toml: emu host serve --config")
+    g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="seconds to wait for each reply (default 5)")
+    g.add_argument("--seed", type=int, help="seed for CMIDs and IVs (reproducible runs)")
+    g.set_defaults(func=_grab)
     q = sub.add_parser(
         "products",
         help="list the products emu knows: names, protocol, threshold, public GVLK (like vlmcs -x)",
@@ -212,10 +227,33 @@ def register(subparsers: Any) -> None:
     client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
 
 
+def _grab(args: argparse.Namespace) -> int:
+    """``emu client grab``: exit 0 when at least one ePID came back, 4 when every CSVLK was refused, 7 unreachable."""
+    from emu.net.kms_grab import grab_host, to_ini, to_toml
+
+    target = parse_target(args.target)
+    if not isinstance(target, HostAddress):
+        raise UsageError("grab talks to one host: give host[:port], not a .domain")
+    rng = seeded(args.seed) if args.seed is not None else system_rng()
+    options = RpcOptions(connect_timeout=args.timeout, reply_timeout=args.timeout)
+    grabbed = asyncio.run(grab_host(target, rng, options=options))
+    for key in grabbed:
+        got = f"{key.epid} ({key.hwid.hex().upper()})" if key.epid and key.hwid else (key.epid or key.detail)
+        print(f"{key.csvlk:<12} v{key.protocol} {key.product:<40} -> {got}", file=sys.stderr)
+    text = to_toml(grabbed) if args.format == "toml" else to_ini(grabbed)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if any(k.epid for k in grabbed):
+        return 0
+    unreachable = all(k.result is not None and k.result.status.name == "UNREACHABLE" for k in grabbed)
+    return 7 if unreachable else 4
+
+
 def _products(args: argparse.Namespace) -> int:
     """``emu client products``: the product table, filtered by words of the name."""
-    import json
-
     words = [w.lower() for w in args.filter]
     skus = [s for s in products.all_skus() if all(w in s.name.lower() for w in words)]
     if not skus:
