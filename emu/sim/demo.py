@@ -21,6 +21,7 @@ from emu.errors import UsageError
 from emu.kms import products
 from emu.kms.client import Activated, BelowThreshold, ClientLifecycle, ClientState, HostAddress, RequestTemplate
 from emu.kms.host import HostConfig, KmsHost
+from emu.net.dns_client import query
 from emu.net.dns_discovery import discover_kms_hosts
 from emu.net.dns_publisher import Publisher, PublishDomain
 from emu.net.dns_server import DnsServer
@@ -90,6 +91,7 @@ class DemoReport:
     virtual_seconds: float = 0.0
     threshold: int = 0
     host_count: int = 0
+    srv_records_after_stop: int = -1
 
 
 def _clock_text(seconds: float) -> str:
@@ -165,6 +167,8 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
 
         await run_lifecycles(clients, clock, settings.hours * 3600, resolver=resolve)
         await publisher.stop()
+        left = await query(f"_vlmcs._tcp.{DEMO_ZONE}", "SRV", report.dns_address, rng=seeded(settings.seed + 6))
+        report.srv_records_after_stop = len(left.answers)
 
         for client in clients:
             for event in client.lifecycle.events:
@@ -198,5 +202,8 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
         f"{report.activated}/{report.clients} clients activated; host table holds {report.host_count} Windows clients; "
         f"{report.exchanges} exchanges over TCP in {report.virtual_seconds / 3600:.1f} virtual hours, {report.wall_seconds:.1f} s of real time."
     )
-    out("The host withdrew its SRV and A records from the zone on shutdown.")
+    if report.srv_records_after_stop == 0:
+        out("The host withdrew its SRV and A records on shutdown: _vlmcs._tcp.kms.test now has no SRV record.")
+    else:
+        out(f"The zone still holds {report.srv_records_after_stop} SRV record(s) after the host stopped.")
     return report

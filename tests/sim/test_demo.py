@@ -24,6 +24,7 @@ def test_demo_thirty_clients_activate_once_the_25th_arrives():
     # 30 first requests + one 2-hour retry for each of the 24 waiting clients.
     assert report.exchanges == 54
     assert report.host_count == 30
+    assert report.srv_records_after_stop == 0  # the publisher withdrew its record
     assert any("the count reaches the threshold" in line for line in lines)
 
 
