@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from dnslib import DNSBuffer, DNSLabel, QTYPE, RD, RDMAP, RR, SOA, SRV
+from dnslib import CLASS, DNSBuffer, DNSLabel, QTYPE, RD, RDMAP, RR, SOA, SRV
 
 from emu.errors import DecodeError, UsageError
 from emu.wire.dns import CLASS_IN, TYPE_SOA, canonical_name
@@ -393,9 +393,27 @@ def load_master_file(text: str, origin: str, source: str = "zone file") -> Zone:
         raise UsageError(f"{source}: {exc}") from exc
 
 
+def _character_string(data: bytes) -> str:
+    """One TXT <character-string> in master-file form: quoted, with ``"`` and ``\\`` escaped and
+    other non-printable bytes as ``\\DDD`` (RFC 1035 5.1; dnslib's own formatter does not escape)."""
+    out = []
+    for byte in data:
+        if byte in (0x22, 0x5C):
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
 def dump_master_file(zone: Zone) -> str:
     """The zone as a master file that :func:`load_master_file` (and BIND) read back."""
     lines = [f"$ORIGIN {zone.origin}", f"; serial {zone.serial}"]
     for rr in zone.records():
-        lines.append(rr.toZone())
+        if rr.rtype == QTYPE.TXT:
+            text = " ".join(_character_string(part) for part in rr.rdata.data)
+            lines.append("%-23s %-7s %-7s %-7s %s" % (rr.rname, rr.ttl, CLASS.get(rr.rclass), "TXT", text))
+        else:
+            lines.append(rr.toZone())
     return "\n".join(lines) + "\n"

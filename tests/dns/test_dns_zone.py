@@ -52,3 +52,34 @@ def test_serial_arithmetic_wraps_per_rfc1982():
 
 def test_empty_non_terminals_exist(zone):
     assert zone.name_exists("_tcp.kms.test.") and not zone.name_exists("nope.kms.test.")
+
+
+def test_dump_escapes_txt_so_quotes_and_backslashes_read_back():
+    text = '$ORIGIN t.test.\n$TTL 60\n@ IN SOA ns1 host ( 1 3600 600 86400 300 )\n@ NS ns1\nns1 A 127.0.0.1\n' \
+           'q TXT "say \\"hi\\" there" "back\\\\slash"\n'
+    zone = load_master_file(text, "t.test")
+    dumped = dump_master_file(zone)
+    assert '"say \\"hi\\" there" "back\\\\slash"' in dumped
+    again = load_master_file(dumped, "t.test")
+    assert dump_master_file(again) == dumped
+    rr = next(r for r in again.records() if r.rtype == QTYPE.TXT)
+    assert rr.rdata.data == [b'say "hi" there', b"back\\slash"]
+
+
+def test_dump_writes_binary_txt_bytes_as_decimal_escapes_bind_reads():
+    import dns.zone
+    from dnslib import TXT
+
+    from emu.dns.zone import RRset, Zone
+
+    base = load_master_file(ZONE_TEXT, "kms.test")
+    names: dict = {}
+    for rr in base.records():
+        node = names.setdefault(str(rr.rname), {})
+        old = node.get(rr.rtype)
+        node[rr.rtype] = RRset(rr.ttl, (old.rdatas if old else ()) + (rr.rdata,))
+    names["bin.kms.test."] = {int(QTYPE.TXT): RRset(60, (TXT([b"a\x07\xff", b'q"\\'],),))}
+    dumped = dump_master_file(Zone("kms.test", names))
+    assert '"a\\007\\255" "q\\"\\\\"' in dumped
+    parsed = dns.zone.from_text(dumped, origin="kms.test.", check_origin=False)  # an independent reader
+    assert parsed.find_rdataset("bin", "TXT")[0].strings == (b"a\x07\xff", b'q"\\')
