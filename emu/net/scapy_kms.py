@@ -28,7 +28,7 @@ import os
 import struct
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from scapy.config import conf
 from scapy.fields import (
@@ -613,7 +613,24 @@ def _response_stub_syntax(s: bytes) -> ndr.TransferSyntax | None:
     return None
 
 
-class KMSActivationRequest(_WireLayer):
+class _ActivationStub(_WireLayer):
+    """What the request and response stub layers share: NDR64 on request, raw when not a KMS stub."""
+
+    _stub_syntax: Callable[[bytes], ndr.TransferSyntax | None]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._ndr64_hint and "ndr" not in kwargs and not args:
+            self.ndr = 64
+
+    @classmethod
+    def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
+        if _pkt is not None and cls._stub_syntax(bytes(_pkt)) is None:
+            return conf.raw_layer
+        return cls
+
+
+class KMSActivationRequest(_ActivationStub):
     """RequestActivation request stub (spec 3.2/3.3); the KMS request is its payload.
 
     ``ndr`` is 32 or 64; the size fields left at ``None`` are the payload's length.
@@ -627,16 +644,7 @@ class KMSActivationRequest(_WireLayer):
         XStrField("trailer", b""),
     ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self._ndr64_hint and "ndr" not in kwargs and not args:
-            self.ndr = 64
-
-    @classmethod
-    def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
-        if _pkt is not None and _request_stub_syntax(bytes(_pkt)) is None:
-            return conf.raw_layer
-        return cls
+    _stub_syntax = staticmethod(_request_stub_syntax)
 
     def _decode(self, s: bytes) -> tuple[dict[str, Any], int]:
         syntax = _request_stub_syntax(s)
@@ -671,7 +679,7 @@ class KMSActivationRequest(_WireLayer):
         return _REQUEST_CLASSES.get(_version_of(payload) or 0, conf.raw_layer)
 
 
-class KMSActivationResponse(_WireLayer):
+class KMSActivationResponse(_ActivationStub):
     """RequestActivation response stub (spec 3.2/3.3); the KMS response is its payload.
 
     ``hresult`` is the return value; without a payload the stub has the error form (NULL pointer).
@@ -691,16 +699,7 @@ class KMSActivationResponse(_WireLayer):
         XStrField("trailer", b""),
     ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self._ndr64_hint and "ndr" not in kwargs and not args:
-            self.ndr = 64
-
-    @classmethod
-    def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
-        if _pkt is not None and _response_stub_syntax(bytes(_pkt)) is None:
-            return conf.raw_layer
-        return cls
+    _stub_syntax = staticmethod(_response_stub_syntax)
 
     def _decode(self, s: bytes) -> tuple[dict[str, Any], int]:
         syntax = _response_stub_syntax(s)
