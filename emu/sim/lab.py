@@ -1,0 +1,707 @@
+"""A whole emulated activation network in Linux network namespaces: DNS server, KMS hosts, clients.
+
+Where the demo (:mod:`emu.sim.demo`) runs everything in one process on loopback, a :class:`Lab`
+gives every party its own network namespace and runs the real ``emu`` commands inside them with
+``ip netns exec``, so what crosses the wire is exactly what separate machines would exchange:
+
+* a "switch" namespace holding the bridge ``br0`` (nothing is added to the root namespace);
+* ``dns``: ``emu dns serve`` authoritative for ``kms.test``, updates signed with a TSIG key the lab
+  writes to its temporary directory;
+* ``kms1`` .. ``kmsN``: ``emu host serve --publish kms.test,PRIO,WEIGHT`` each, which add their own
+  ``_vlmcs._tcp`` SRV and A/AAAA records by RFC 2136 update;
+* ``cl``: the clients, one ``emu client activate .kms.test`` process per client (each a distinct
+  machine: a fixed CMID derived from the lab's seed), which find the hosts through SRV (RFC 2782
+  order) and fail over to the next target when one does not answer.
+
+Every namespace is joined to the bridge by a veth pair, addressed in ``10.213.0.0/24`` and
+``fd00:213::/64`` (they exist only inside the lab), with checksum and segmentation offloads off so
+a capture on the bridge carries valid checksums (net.md 2). Names are ``emu-lab-<6 hex>-<role>``.
+
+:class:`LabRules` is the prediction the run is checked against (kms-behaviour.md 3 and 5): a
+client is answered by a live host of the lowest priority group, failing over from stopped hosts
+of lower priority; each host counts the distinct clients that reached it (up to 2 x threshold);
+a client is activated exactly when its host's count has reached the threshold.
+
+Everything the lab made (processes, namespaces and with them the veths and bridge, the temporary
+directory) is removed when the ``with`` block ends, also when it ends by an exception or Ctrl-C.
+Needs root and iproute2; without them :class:`ScenarioError` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Callable
+
+from emu.errors import EmuError, ScenarioError, UsageError
+from emu.kms import products
+from emu.net import netns
+from emu.rng import seeded
+
+__all__ = [
+    "LAB_DOMAIN",
+    "LAB_KEY_NAME",
+    "SUBNET4",
+    "SUBNET6",
+    "MAX_HOSTS",
+    "MAX_CLIENTS",
+    "SRV_WAIT",
+    "CLIENT_TIMEOUT",
+    "LabHost",
+    "ClientOutcome",
+    "HostTable",
+    "LabRules",
+    "Lab",
+    "client_cmid",
+]
+
+log = logging.getLogger(__name__)
+
+#: The zone the lab's DNS server is authoritative for and the hosts publish in.
+LAB_DOMAIN = "kms.test"
+#: Name of the TSIG key the hosts sign their updates with.
+LAB_KEY_NAME = "kms-lab-key"
+#: The lab's networks; they exist only inside its namespaces.
+SUBNET4 = "10.213.0.0/24"
+SUBNET6 = "fd00:213::/64"
+#: Host part of each role's address (kmsN is ``_HOST_BASE + N``).
+_DNS_HOST, _HOST_BASE, _CLIENTS_HOST = 2, 10, 200
+#: Limits (addresses .11 .. .60 for hosts; one client process after another).
+MAX_HOSTS = 50
+MAX_CLIENTS = 1000
+#: Seconds to wait for the DNS server to answer and for every host's SRV record to be visible.
+SRV_WAIT = 15.0
+#: Seconds one ``emu client activate`` may take.
+CLIENT_TIMEOUT = 30.0
+#: Seconds a process gets after SIGTERM before SIGKILL at teardown.
+STOP_GRACE = 3.0
+#: Seconds ``emu host status`` may take.
+STATUS_TIMEOUT = 15.0
+#: Seconds after the last exchange before the capture stops (the closing FIN/ACKs).
+CAPTURE_SETTLE = 0.3
+_POLL = 0.1
+_BRIDGE = "br0"
+_NODE_IF = "eth0"
+_EMU = (sys.executable, "-m", "emu")
+
+_ZONE = """$ORIGIN {domain}.
+$TTL 3600
+@    IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )
+@    NS  ns1
+ns1  A   {dns4}
+"""
+
+
+def client_cmid(seed: int, index: int) -> uuid.UUID:
+    """The fixed CMID of client ``index`` (1-based) of a lab seeded with ``seed``: each client is one machine."""
+    return uuid.UUID(bytes=seeded(seed * 100_003 + index).bytes(16), version=4)
+
+
+def _address(subnet: str, host: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network(subnet)[host])
+
+
+def _prefix(subnet: str) -> int:
+    import ipaddress
+
+    return ipaddress.ip_network(subnet).prefixlen
+
+
+def _ip(*args: str) -> None:
+    """Run one ``ip`` command (the bridge work netns.py has no helper for)."""
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=netns.IP_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise ScenarioError(f"`ip {' '.join(args)}` did not finish within {netns.IP_TIMEOUT:g} s") from exc
+    if done.returncode != 0:
+        raise ScenarioError(f"`ip {' '.join(args)}` failed: {done.stderr.strip() or done.returncode}")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabHost:
+    """One KMS host of the lab.
+
+    Attributes:
+        index: 1-based; the host is ``kms<index>.kms.test``.
+        name: its SRV target name.
+        namespace: its network namespace.
+        address, address6: where it listens (TCP ``port``).
+        priority, weight: what it publishes in its SRV record.
+        state: its SQLite client table.
+    """
+
+    index: int
+    name: str
+    namespace: str
+    address: str
+    address6: str | None
+    port: int
+    priority: int
+    weight: int
+    state: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOutcome:
+    """What one client's ``emu client activate`` ended with.
+
+    Attributes:
+        index: 1-based client number.
+        cmid: its client machine ID.
+        host: SRV target name of the host that answered (None: none did).
+        count: the count that host returned.
+        threshold: the product's required count.
+        status: ``activated``, ``waiting`` (answered, below threshold), ``unreachable`` or ``error``.
+        failed_over_from: hosts tried first that did not answer, in order.
+        exit_code: the client's exit status (0 activated, 3 below threshold, 7 unreachable, ...).
+        detail: the client's last detail text (errors).
+        seconds: wall time the client took.
+    """
+
+    index: int
+    cmid: uuid.UUID
+    host: str | None
+    count: int | None
+    threshold: int
+    status: str
+    failed_over_from: tuple[str, ...] = ()
+    exit_code: int = 0
+    detail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def failover(self) -> bool:
+        """Whether the client reached its host only after another did not answer."""
+        return bool(self.failed_over_from) and self.host is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HostTable:
+    """A host's client table as ``emu host status --json`` prints it.
+
+    Attributes:
+        host: SRV target name.
+        applications: one dict per application (application, app_id, count, capacity, ...).
+        epids: ePID per CSVLK.
+    """
+
+    host: str
+    applications: tuple[dict[str, Any], ...]
+    epids: dict[str, str] = field(default_factory=dict)
+
+    def count(self, app_id: uuid.UUID) -> int:
+        """Live clients of ``app_id`` (0 when the host has none)."""
+        return next((int(a["count"]) for a in self.applications if a.get("app_id") == str(app_id)), 0)
+
+
+# --- the prediction -------------------------------------------------------------------------------
+
+
+class LabRules:
+    """What kms-behaviour.md 3 and 5 predict for a lab run; checks each outcome as it comes.
+
+    Sans-IO: it is told which hosts exist and which were stopped, and returns the problems an
+    outcome shows (an empty list when it matches).
+
+    Args:
+        hosts: the lab's hosts (name, priority).
+        threshold: the product's activation threshold N.
+        capacity_factor: table size as a multiple of N (kms-behaviour.md 3: 2).
+    """
+
+    def __init__(self, hosts: list[tuple[str, int]], threshold: int, capacity_factor: int = 2) -> None:
+        if not hosts:
+            raise UsageError("a lab needs at least one KMS host")
+        self.priority = dict(hosts)
+        self.threshold = threshold
+        self.capacity = capacity_factor * threshold
+        self.stopped: set[str] = set()
+        self.clients: dict[str, set[uuid.UUID]] = {name: set() for name, _ in hosts}
+
+    def stop(self, host: str) -> None:
+        """``host`` no longer answers (its SRV record stays: it was killed, it did not withdraw)."""
+        self.stopped.add(host)
+
+    def expected_count(self, host: str) -> int:
+        """The count ``host`` holds now (distinct clients, capped at the table size)."""
+        return min(len(self.clients[host]), self.capacity)
+
+    def check(self, outcome: ClientOutcome) -> list[str]:
+        """Record ``outcome`` and return how it departs from the rules (empty: it matches)."""
+        alive = [name for name in self.priority if name not in self.stopped]
+        problems: list[str] = []
+        if not alive:
+            if outcome.status != "unreachable":
+                problems.append(f"every host is stopped, yet the client got {outcome.status!r}")
+            return problems
+        best = min(self.priority[name] for name in alive)
+        allowed = sorted(name for name in alive if self.priority[name] == best)
+        if outcome.host is None:
+            why = outcome.detail or f"exit {outcome.exit_code}"
+            return [f"no host answered ({outcome.status}: {why}); expected one of {', '.join(allowed)}"]
+        if outcome.host not in allowed:
+            problems.append(f"answered by {outcome.host} (priority {self.priority.get(outcome.host)}); "
+                            f"the rules choose among {', '.join(allowed)} (priority {best})")
+        for name in outcome.failed_over_from:
+            if name not in self.stopped:
+                problems.append(f"{name} is running but did not answer")
+        must_skip = sorted(n for n in self.stopped if self.priority[n] < self.priority.get(outcome.host, best))
+        missing = [n for n in must_skip if n not in outcome.failed_over_from]
+        if missing:
+            problems.append(f"did not try {', '.join(missing)} first (lower priority, stopped): no failover seen")
+        if outcome.host in self.clients:
+            self.clients[outcome.host].add(outcome.cmid)
+            want = self.expected_count(outcome.host)
+            if outcome.count != want:
+                problems.append(f"{outcome.host} returned count {outcome.count}; the rules give {want}")
+            status = "activated" if want >= self.threshold else "waiting"
+            if outcome.status != status:
+                problems.append(f"status {outcome.status} with count {outcome.count}/{self.threshold}; expected {status}")
+        return problems
+
+    def check_table(self, table: HostTable, app_id: uuid.UUID) -> list[str]:
+        """How ``table`` (from ``emu host status``) departs from the clients counted on its host."""
+        want = self.expected_count(table.host) if table.host in self.clients else 0
+        got = table.count(app_id)
+        return [] if got == want else [f"{table.host} table holds {got} clients; the rules give {want}"]
+
+
+# --- the lab --------------------------------------------------------------------------------------
+
+
+class Lab:
+    """The namespaces, processes and files of one lab run; a context manager that always cleans up.
+
+    Use::
+
+        with Lab("Windows Server 2019 Standard") as lab:
+            lab.add_host(priority=0, weight=100)
+            lab.add_host(priority=10, weight=50)
+            lab.start()
+            outcome = lab.activate(1)
+
+    Args:
+        product: the clients' product (any name :func:`emu.kms.products.lookup` understands).
+        seed: seeds the clients' CMIDs, workstation names and IVs.
+        capture: write the bridge's DNS and KMS traffic here (started by :meth:`start`).
+        ipv6: also address every node in :data:`SUBNET6` (hosts publish AAAA too).
+        on_line: receives the capture's live summary lines.
+
+    Raises:
+        ScenarioError: not root, no ``ip``, or building the topology failed.
+        UsageError: an unknown product.
+    """
+
+    def __init__(self, product: str = "Windows 10/11 Enterprise", *, seed: int = 2026, capture: Path | str | None = None,
+                 ipv6: bool = True, on_line: Callable[[str], None] | None = None) -> None:
+        self.sku = products.lookup(product)
+        self.seed = seed
+        self.capture_path = Path(capture) if capture is not None else None
+        self.ipv6 = ipv6
+        self.on_line = on_line
+        self.id = netns.random_name("lab")
+        self.switch = f"{self.id}-sw"
+        self.dns_ns = f"{self.id}-dns"
+        self.clients_ns = f"{self.id}-cl"
+        self.dns_address = _address(SUBNET4, _DNS_HOST)
+        self.dns_address6 = _address(SUBNET6, _DNS_HOST) if ipv6 else None
+        self.clients_address = _address(SUBNET4, _CLIENTS_HOST)
+        self.hosts: list[LabHost] = []
+        self.workdir: Path | None = None
+        self.capture_lines: list[str] = []
+        self.capture_frames = 0
+        self.srv_visible_after: float | None = None
+        self._namespaces: list[str] = []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+        self._started = False
+        self._closed = False
+        self._capture_thread: threading.Thread | None = None
+        self._capture_stop = threading.Event()
+        self._capture_error: list[BaseException] = []
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The namespaces made so far (switch first)."""
+        return tuple(self._namespaces)
+
+    @property
+    def processes(self) -> tuple[subprocess.Popen[bytes], ...]:
+        """The lab's long-running processes (DNS server, hosts) started so far."""
+        return tuple(self._procs.values())
+
+    @property
+    def threshold(self) -> int:
+        return self.sku.threshold
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        netns.require_netns_support()
+        try:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-"))
+            self._new_namespace(self.switch)
+            _ip("-n", self.switch, "link", "add", _BRIDGE, "type", "bridge")
+            _ip("-n", self.switch, "link", "set", _BRIDGE, "up")
+            self._attach(self.dns_ns, "dns", self.dns_address, self.dns_address6)
+            self._attach(self.clients_ns, "cl", self.clients_address,
+                         _address(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(quiet=exc is not None)
+
+    def _new_namespace(self, name: str) -> None:
+        netns.create(name)
+        self._namespaces.append(name)
+
+    def _attach(self, ns: str, role: str, address: str, address6: str | None) -> None:
+        """Namespace ``ns`` with ``eth0`` on the bridge (port ``p-<role>``), addressed, offloads off."""
+        self._new_namespace(ns)
+        port = f"p-{role}"
+        netns.add_veth(self.switch, port, ns, _NODE_IF)
+        _ip("-n", self.switch, "link", "set", port, "master", _BRIDGE)
+        netns.add_address(ns, _NODE_IF, f"{address}/{_prefix(SUBNET4)}")
+        if address6 is not None:
+            netns.add_address(ns, _NODE_IF, f"{address6}/{_prefix(SUBNET6)}")
+        netns.disable_offloads(ns, _NODE_IF)
+        netns.disable_offloads(self.switch, port)
+
+    def add_host(self, priority: int = 0, weight: int = 100, *, port: int = 1688) -> LabHost:
+        """Add a KMS host ``kms<N>.kms.test`` publishing SRV ``priority weight port`` (before :meth:`start`).
+
+        Raises:
+            UsageError: after start, too many hosts, or priority/weight outside 0..65535.
+            ScenarioError: its namespace could not be made.
+        """
+        if self.workdir is None or self._closed:
+            raise UsageError("add hosts inside `with Lab(...) as lab:`")
+        if self._started:
+            raise UsageError("add every host before lab.start()")
+        if len(self.hosts) >= MAX_HOSTS:
+            raise UsageError(f"a lab holds at most {MAX_HOSTS} hosts")
+        if not (0 <= priority <= 0xFFFF and 0 <= weight <= 0xFFFF and 0 < port <= 0xFFFF):
+            raise UsageError(f"SRV priority and weight are 0..65535 and the port 1..65535, not {priority}, {weight}, {port}")
+        index = len(self.hosts) + 1
+        host = LabHost(
+            index=index,
+            name=f"kms{index}.{LAB_DOMAIN}",
+            namespace=f"{self.id}-kms{index}",
+            address=_address(SUBNET4, _HOST_BASE + index),
+            address6=_address(SUBNET6, _HOST_BASE + index) if self.ipv6 else None,
+            port=port,
+            priority=priority,
+            weight=weight,
+            state=self.workdir / f"host{index}.db",
+        )
+        self._attach(host.namespace, f"kms{index}", host.address, host.address6)
+        self.hosts.append(host)
+        return host
+
+    # -- starting ---------------------------------------------------------------------------------
+
+    def _spawn(self, key: str, ns: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        assert self.workdir is not None
+        logfile = open(self.workdir / f"{key}.log", "wb")
+        self._logs[key] = logfile
+        proc = netns.popen_in(ns, [*_EMU, *argv], stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
+        self._procs[key] = proc
+        return proc
+
+    def log_tail(self, key: str, lines: int = 5) -> str:
+        """The last lines a lab process (``dns``, ``kms1``, ...) wrote."""
+        if self.workdir is None:
+            return ""
+        try:
+            text = (self.workdir / f"{key}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def _write_config(self) -> tuple[Path, Path]:
+        assert self.workdir is not None
+        zone = self.workdir / f"{LAB_DOMAIN}.zone"
+        zone.write_text(_ZONE.format(domain=LAB_DOMAIN, dns4=self.dns_address))
+        key = self.workdir / "lab.key"
+        secret = base64.b64encode(os.urandom(32)).decode()
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f'key "{LAB_KEY_NAME}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n')
+        return zone, key
+
+    def start(self) -> None:
+        """Start the capture (if asked), the DNS server and every host; return once each host's SRV
+        record is visible to the clients' namespace.
+
+        Raises:
+            UsageError: no host was added, or already started.
+            ScenarioError: a process died, or the records did not appear within :data:`SRV_WAIT` s.
+        """
+        if not self.hosts:
+            raise UsageError("add at least one host (lab.add_host) before lab.start()")
+        if self._started or self._closed:
+            raise UsageError("lab.start() runs once, inside the with block")
+        self._started = True
+        zone, key = self._write_config()
+        if self.capture_path is not None:
+            self._start_capture(self.capture_path)
+        listen = [f"{self.dns_address}:53"] + ([f"[{self.dns_address6}]:53"] if self.dns_address6 else [])
+        self._spawn("dns", self.dns_ns, ["dns", "serve", *(a for addr in listen for a in ("--listen", addr)),
+                                          "--zone", f"{LAB_DOMAIN}={zone}", "--tsig-key", str(key)])
+        started = time.monotonic()
+        self._wait_for(lambda: self._query_srv() is not None, "the DNS server to answer", ["dns"])
+        for host in self.hosts:
+            listen = [f"{host.address}:{host.port}"] + ([f"[{host.address6}]:{host.port}"] if host.address6 else [])
+            self._spawn(f"kms{host.index}", host.namespace, [
+                "host", "serve", *(a for addr in listen for a in ("--listen", addr)),
+                "--state", str(host.state), "--product", self.sku.name,
+                "--publish", f"{LAB_DOMAIN},{host.priority},{host.weight}",
+                "--dns-server", f"{self.dns_address}:53", "--tsig-key", str(key), "--host-name", host.name,
+            ])
+        wanted = {h.name for h in self.hosts}
+        self._wait_for(lambda: wanted <= (self._query_srv() or set()), "every host's SRV record",
+                       [f"kms{h.index}" for h in self.hosts])
+        self.srv_visible_after = time.monotonic() - started
+
+    def _wait_for(self, ready: Callable[[], bool], what: str, keys: list[str]) -> None:
+        """Poll ``ready`` until true, at most :data:`SRV_WAIT` s; fail at once when a process exits."""
+        deadline = time.monotonic() + SRV_WAIT
+        while True:
+            for key in keys:
+                code = self._procs[key].poll()
+                if code is not None:
+                    raise ScenarioError(f"{key} exited with status {code} while waiting for {what}: {self.log_tail(key)}")
+            if ready():
+                return
+            if time.monotonic() >= deadline:
+                tails = "; ".join(f"{k}: {self.log_tail(k, 2)}" for k in keys)
+                raise ScenarioError(f"timed out after {SRV_WAIT:g} s waiting for {what} ({tails})")
+            time.sleep(_POLL)
+
+    def _query_srv(self) -> set[str] | None:
+        """SRV targets of ``_vlmcs._tcp.kms.test`` as the clients' namespace sees them (None: no answer)."""
+        from emu.net.dns_client import query
+        from emu.wire.dns import canonical_name
+
+        def ask() -> set[str] | None:
+            try:
+                answer = asyncio.run(query(f"_vlmcs._tcp.{LAB_DOMAIN}", "SRV", (self.dns_address, 53),
+                                           rng=seeded(0), timeout=0.5))
+            except EmuError:
+                return None
+            return {canonical_name(str(rr.rdata.target)).rstrip(".") for rr in answer.answers if rr.rtype == 33}
+
+        return netns.run_in(self.clients_ns, ask)
+
+    # -- capture ----------------------------------------------------------------------------------
+
+    def _start_capture(self, path: Path) -> None:
+        from emu.net.capture import CaptureOptions, capture
+
+        options = CaptureOptions(interface=_BRIDGE, output=path, dns=True, netns=self.switch)
+        listening = threading.Event()
+
+        def record() -> None:
+            try:
+                result = capture(options, on_line=self._capture_line, stop=self._capture_stop, started=listening)
+                self.capture_frames = result.frames
+            except BaseException as exc:  # reported by the thread that waits for it
+                self._capture_error.append(exc)
+                listening.set()
+
+        self._capture_thread = threading.Thread(target=record, name=f"{self.id}-capture", daemon=True)
+        self._capture_thread.start()
+        if not listening.wait(SRV_WAIT) or self._capture_error:
+            self._stop_capture()
+            error = self._capture_error[0] if self._capture_error else None
+            raise ScenarioError(f"the capture on {_BRIDGE} in {self.switch} did not start: {error or 'timed out'}")
+
+    def _capture_line(self, line: str) -> None:
+        self.capture_lines.append(line)
+        if self.on_line is not None:
+            self.on_line(line)
+
+    def _stop_capture(self) -> None:
+        thread = self._capture_thread
+        if thread is None:
+            return
+        self._capture_stop.set()
+        thread.join(STOP_GRACE + 5)
+        self._capture_thread = None
+
+    def finish_capture(self) -> int:
+        """Stop the capture now (after the closing segments settle); return the frames written."""
+        if self._capture_thread is not None:
+            time.sleep(CAPTURE_SETTLE)
+            self._stop_capture()
+        if self._capture_error:
+            raise ScenarioError(f"the capture failed: {self._capture_error[0]}")
+        return self.capture_frames
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def host(self, index: int) -> LabHost:
+        """Host ``index`` (1-based).
+
+        Raises:
+            UsageError: no such host.
+        """
+        if not 1 <= index <= len(self.hosts):
+            raise UsageError(f"there is no host {index}: the lab has hosts 1..{len(self.hosts)}")
+        return self.hosts[index - 1]
+
+    def _host_by_address(self, text: str) -> str | None:
+        address = text.rsplit(":", 1)[0].strip("[]")
+        return next((h.name for h in self.hosts if address in (h.address, h.address6)), None)
+
+    def activate(self, index: int) -> ClientOutcome:
+        """Run client ``index`` (1-based) once from the clients' namespace: ``emu client activate .kms.test``.
+
+        Raises:
+            UsageError: before :meth:`start`, or ``index`` outside 1..:data:`MAX_CLIENTS`.
+            ScenarioError: the client printed no JSON report.
+        """
+        if not self._started or self._closed:
+            raise UsageError("lab.activate() needs a started lab (lab.start())")
+        if not 1 <= index <= MAX_CLIENTS:
+            raise UsageError(f"client numbers are 1..{MAX_CLIENTS}, not {index}")
+        cmid = client_cmid(self.seed, index)
+        argv = [*_EMU, "client", "activate", f".{LAB_DOMAIN}", "--dns-server", f"{self.dns_address}:53",
+                "--product", self.sku.name, "-n", "1", "-c", str(cmid), "--seed", str(self.seed * 1000 + index),
+                "--workstation", f"ws{index:03d}.{LAB_DOMAIN}", "--json"]
+        began = time.monotonic()
+        proc = netns.popen_in(self.clients_ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=CLIENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=STOP_GRACE)
+            return ClientOutcome(index, cmid, None, None, self.threshold, "error", (), -1,
+                                 f"no answer within {CLIENT_TIMEOUT:g} s", time.monotonic() - began)
+        seconds = time.monotonic() - began
+        try:
+            report = json.loads(out)
+        except ValueError:
+            raise ScenarioError(f"client {index} printed no JSON report (exit {proc.returncode}): "
+                                f"{err.decode(errors='replace').strip()[-300:]}") from None
+        results = report.get("results", [])
+        failed = tuple(name for r in results[:-1] if r.get("status") == "unreachable"
+                       for name in [self._host_by_address(r.get("host", ""))] if name)
+        failed = tuple(dict.fromkeys(failed))  # a host tried on v4 and v6 once
+        last = results[-1] if results else None
+        status = {"activated": "activated", "below-threshold": "waiting", "unreachable": "unreachable"}.get(
+            report.get("status", ""), "error")
+        host = self._host_by_address(last["host"]) if last is not None and status in ("activated", "waiting") else None
+        count = last.get("response", {}).get("count") if last is not None else None
+        if status == "unreachable":
+            failed = tuple(dict.fromkeys(n for r in results for n in [self._host_by_address(r.get("host", ""))] if n))
+        return ClientOutcome(index, cmid, host, count, self.threshold, status, failed, proc.returncode,
+                             str(report.get("detail") or ""), seconds)
+
+    def stop_host(self, index: int) -> None:
+        """Kill host ``index`` with SIGKILL: it stops answering at once and, unlike a clean stop,
+        leaves its SRV record behind, so clients must fail over.
+
+        Raises:
+            UsageError: no such host, or not started.
+        """
+        host = self.host(index)
+        proc = self._procs.get(f"kms{host.index}")
+        if proc is None:
+            raise UsageError("lab.stop_host() needs a started lab")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(STOP_GRACE)
+
+    def host_table(self, index: int) -> HostTable:
+        """Host ``index``'s client table, read with ``emu host status --state ... --json``.
+
+        Raises:
+            ScenarioError: the command failed or printed no JSON.
+        """
+        host = self.host(index)
+        try:
+            done = subprocess.run([*_EMU, "host", "status", "--state", str(host.state), "--json"],
+                                  capture_output=True, text=True, timeout=STATUS_TIMEOUT)
+            data = json.loads(done.stdout)
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            raise ScenarioError(f"emu host status for {host.name} failed: {exc}") from exc
+        return HostTable(host.name, tuple(data.get("applications", [])), dict(data.get("epids", {})))
+
+    # -- teardown ---------------------------------------------------------------------------------
+
+    def close(self, quiet: bool = False) -> None:
+        """Stop the capture and every process, delete every namespace and the temporary directory.
+
+        Safe to call twice. Each step runs even when an earlier one fails; unless ``quiet`` the
+        first failure is raised afterwards as :class:`ScenarioError`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        problems: list[str] = []
+        with contextlib.suppress(Exception):
+            self._stop_capture()
+        # hosts first (they withdraw their records while DNS still runs), then the DNS server
+        order = [k for k in self._procs if k != "dns"] + [k for k in self._procs if k == "dns"]
+        for key in order:
+            proc = self._procs[key]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        for key in order:
+            proc = self._procs[key]
+            try:
+                proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(STOP_GRACE)
+        for handle in self._logs.values():
+            handle.close()
+        for ns in reversed(self._namespaces):
+            try:
+                netns.delete(ns)
+            except EmuError as exc:
+                problems.append(f"{ns}: {exc}")
+        left = [ns for ns in self._namespaces if _exists(ns)]
+        if left:
+            problems.append(f"namespaces still present: {', '.join(left)} (ip netns del NAME)")
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if problems:
+            log.warning("lab teardown: %s", "; ".join(problems))
+            if not quiet:
+                raise ScenarioError(f"lab teardown incomplete: {'; '.join(problems)}")
+
+
+def _exists(ns: str) -> bool:
+    try:
+        return netns.exists(ns)
+    except EmuError:
+        return False
