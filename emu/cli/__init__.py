@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "emu.cli.client",
     "emu.cli.dns",
     "emu.cli.host",
+    "emu.cli.lab",
     "emu.cli.replay",
     "emu.cli.wireshark",
 )
