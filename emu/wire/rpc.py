@@ -21,7 +21,8 @@ import struct
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Any, Union
+from functools import partial
+from typing import Any, Callable, TypedDict, Union
 
 import construct as cs
 from construct import this
@@ -494,7 +495,18 @@ def frag_length_of(header: bytes) -> int:
     return header[8] | header[9] << 8
 
 
-def _header_kwargs(data: bytes) -> tuple[int, dict[str, Any]]:
+class _HeaderFields(TypedDict):
+    """The :class:`_Header` keyword arguments read from a common header (``**`` into any PDU class)."""
+
+    rpc_vers: int
+    rpc_vers_minor: int
+    pfc_flags: int
+    drep: bytes
+    auth_length: int
+    call_id: int
+
+
+def _header_kwargs(data: bytes) -> tuple[int, _HeaderFields]:
     n = len(data)
     if n < HEADER_LENGTH:
         raise DecodeError(f"PDU of {n} bytes is shorter than the 16-byte common header", offset=n, path="header")
@@ -505,7 +517,7 @@ def _header_kwargs(data: bytes) -> tuple[int, dict[str, Any]]:
         raise DecodeError(
             f"frag_length {frag} disagrees with the {n} bytes of the PDU", offset=8, path="header -> frag_length"
         )
-    return ptype, dict(
+    return ptype, _HeaderFields(
         rpc_vers=vers, rpc_vers_minor=minor, pfc_flags=flags, drep=drep, auth_length=auth, call_id=call_id
     )
 
@@ -515,7 +527,7 @@ def _need(data: bytes, end: int, path: str) -> None:
         raise DecodeError(f"PDU ends after {len(data)} bytes, {path} needs {end}", offset=len(data), path=path)
 
 
-def _decode_bind(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_bind(cls: type[Bind] | type[AlterContext], data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 28, "body -> n_context_elem")
     xmit, recv, group, count = _BIND_FIXED.unpack_from(data, 16)
     pos = 28
@@ -535,7 +547,7 @@ def _decode_bind(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     return cls(
         max_xmit_frag=xmit, max_recv_frag=recv, assoc_group_id=group,
         context_elements=tuple(elements), trailer=data[pos:], **hdr,
-    )  # type: ignore[no-any-return]
+    )
 
 
 def _result_of(value: int, path: str, offset: int) -> ContextResult:
@@ -545,7 +557,7 @@ def _result_of(value: int, path: str, offset: int) -> ContextResult:
         raise DecodeError(f"unknown context result {value}", offset=offset, path=path) from None
 
 
-def _decode_bind_ack(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_bind_ack(cls: type[BindAck] | type[AlterContextResp], data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 26, "body -> sec_addr_length")
     xmit, recv, group, length = struct.unpack_from("<HHIH", data, 16)
     pos = 26 + length
@@ -566,10 +578,10 @@ def _decode_bind_ack(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     return cls(
         max_xmit_frag=xmit, max_recv_frag=recv, assoc_group_id=group, secondary_address=secondary,
         pad=pad, results=tuple(results), trailer=data[pos:], **hdr,
-    )  # type: ignore[no-any-return]
+    )
 
 
-def _decode_bind_nak(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_bind_nak(data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 19, "body -> n_protocols")
     reason = data[16] | data[17] << 8
     count = data[18]
@@ -579,7 +591,7 @@ def _decode_bind_nak(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     return BindNak(provider_reject_reason=reason, versions=versions, trailer=data[end:], **hdr)
 
 
-def _decode_request(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_request(data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 24, "body -> opnum")
     alloc_hint, ctx_id, opnum = _REQ_FIXED.unpack_from(data, 16)
     obj = None
@@ -591,7 +603,7 @@ def _decode_request(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     return Request(alloc_hint=alloc_hint, p_cont_id=ctx_id, opnum=opnum, object=obj, stub_data=data[pos:], **hdr)
 
 
-def _decode_response(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_response(data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 24, "body -> reserved")
     alloc_hint, ctx_id, cancel, reserved = _RESP_FIXED.unpack_from(data, 16)
     return Response(
@@ -599,7 +611,7 @@ def _decode_response(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     )
 
 
-def _decode_fault(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
+def _decode_fault(data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 32, "body -> reserved2")
     alloc_hint, ctx_id, cancel, reserved, status, reserved2 = _FAULT_FIXED.unpack_from(data, 16)
     return Fault(
@@ -608,15 +620,16 @@ def _decode_fault(cls: type, data: bytes, hdr: dict[str, Any]) -> Pdu:
     )
 
 
-_DECODERS = {
+#: PTYPE (a plain int, as read from the header) -> decoder of the body.
+_DECODERS: dict[int, Callable[[bytes, _HeaderFields], Pdu]] = {
     PType.REQUEST: _decode_request,
     PType.RESPONSE: _decode_response,
     PType.FAULT: _decode_fault,
-    PType.BIND: _decode_bind,
-    PType.BIND_ACK: _decode_bind_ack,
+    PType.BIND: partial(_decode_bind, Bind),
+    PType.BIND_ACK: partial(_decode_bind_ack, BindAck),
     PType.BIND_NAK: _decode_bind_nak,
-    PType.ALTER_CONTEXT: _decode_bind,
-    PType.ALTER_CONTEXT_RESP: _decode_bind_ack,
+    PType.ALTER_CONTEXT: partial(_decode_bind, AlterContext),
+    PType.ALTER_CONTEXT_RESP: partial(_decode_bind_ack, AlterContextResp),
 }
 
 
@@ -629,7 +642,7 @@ def decode_pdu(data: bytes) -> Pdu:
     """
     data = bytes(data)
     ptype, hdr = _header_kwargs(data)
-    return _DECODERS[ptype](_CLASS_OF[ptype], data, hdr)  # type: ignore[operator]
+    return _DECODERS[ptype](data, hdr)
 
 
 def _syntax_bytes(syntax: SyntaxId) -> bytes:
@@ -731,26 +744,27 @@ def decode_pdu_reference(data: bytes) -> Pdu:
     with decode_guard("DCE/RPC PDU"):
         parsed = RpcPdu.parse(data)
     h, b = parsed.header, parsed.body
-    hdr = dict(rpc_vers=h.rpc_vers, rpc_vers_minor=h.rpc_vers_minor, pfc_flags=h.pfc_flags, drep=h.drep,
-               auth_length=h.auth_length, call_id=h.call_id)
+    hdr = _HeaderFields(rpc_vers=h.rpc_vers, rpc_vers_minor=h.rpc_vers_minor, pfc_flags=h.pfc_flags, drep=h.drep,
+                        auth_length=h.auth_length, call_id=h.call_id)
     ptype = h.ptype
-    cls = _CLASS_OF[ptype]
     if ptype in (PType.BIND, PType.ALTER_CONTEXT):
+        bind_cls: type[Bind] | type[AlterContext] = Bind if ptype == PType.BIND else AlterContext
         elems = tuple(
             ContextElement(e.p_cont_id, _syntax_from(e.abstract_syntax), tuple(_syntax_from(t) for t in e.transfer_syntaxes))
             for e in b.context_elements
         )
-        return cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
-                   context_elements=elems, trailer=b.trailer, **hdr)  # type: ignore[no-any-return]
+        return bind_cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
+                        context_elements=elems, trailer=b.trailer, **hdr)
     if ptype in (PType.BIND_ACK, PType.ALTER_CONTEXT_RESP):
+        ack_cls: type[BindAck] | type[AlterContextResp] = BindAck if ptype == PType.BIND_ACK else AlterContextResp
         results = tuple(
             ResultEntry(_result_of(r.result, f"body -> results -> {i} -> result", 0), r.reason,
                         _syntax_from(r.transfer_syntax))
             for i, r in enumerate(b.results)
         )
-        return cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
-                   secondary_address=b.secondary_address, pad=b.pad, results=results, trailer=b.trailer,
-                   **hdr)  # type: ignore[no-any-return]
+        return ack_cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
+                       secondary_address=b.secondary_address, pad=b.pad, results=results, trailer=b.trailer,
+                       **hdr)
     if ptype == PType.BIND_NAK:
         return BindNak(provider_reject_reason=b.provider_reject_reason,
                        versions=tuple((v.major, v.minor) for v in b.versions), trailer=b.trailer, **hdr)
