@@ -55,7 +55,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="logging level (DEBUG, INFO, WARNING, ...; default WARNING, INFO for 'host serve')")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_named(argv) if argv is not None else None
-    modules = COMMAND_MODULES
+    modules: tuple[str, ...] = COMMAND_MODULES
     if wanted is not None and f"emu.cli.{wanted}" in COMMAND_MODULES:
         modules = (f"emu.cli.{wanted}",)
     for name in modules:

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import struct
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from emu.clock import Clock, WallClock
 from emu.dns.policy import UpdatePolicy
@@ -70,7 +70,7 @@ class SqliteJournal:
 
     def append(self, changes: Sequence[ZoneChange]) -> None:
         """Write one update's changes and commit (fsync) before returning."""
-        rows = []
+        rows: list[tuple[str, str, int, int | None, bytes | None]] = []
         for change in changes:
             if change.rrset is None:
                 rows.append((change.zone, change.name, change.rtype, None, None))
@@ -130,7 +130,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             response = self.server.resolver.handle(data, Peer(addr[0], addr[1], "udp"), self.server.clock.wall())
             if response is not None and self.transport is not None:
@@ -224,7 +224,7 @@ class DnsServer:
                     continue
                 raise ScenarioError(f"cannot listen on UDP {host} port {bound}: {exc.strerror or exc}") from exc
             self._tcp.append(tcp)
-            self._udp.append(udp)  # type: ignore[arg-type]
+            self._udp.append(udp)
             return host, bound
         raise ScenarioError(f"no free port on {host} for both UDP and TCP: {last}")
 

@@ -347,7 +347,7 @@ class KmsClientSession:
                                         multiplex=opts.multiplex, max_frag=opts.max_frag,
                                         first_call_id=opts.first_call_id)
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host.host, self.host.port, family=opts.family), opts.connect_timeout)
         except asyncio.TimeoutError:
             raise _Failed(ExchangeStatus.UNREACHABLE,
@@ -355,7 +355,8 @@ class KmsClientSession:
         except OSError as exc:
             raise _Failed(ExchangeStatus.UNREACHABLE,
                           f"cannot connect to {self.host}: {exc.strerror or exc}") from None
-        name = self._writer.get_extra_info("sockname")
+        self._reader, self._writer = reader, writer
+        name = writer.get_extra_info("sockname")
         self._local = (name[0], name[1]) if name else None
 
     async def _bind(self) -> None:

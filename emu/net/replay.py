@@ -254,7 +254,10 @@ async def _replay_conversation(index: int, client_pdus: list[bytes], server_pdus
                     want_kms = ndr.decode_request_stub(parsed.stub_data, syntax).kms_data
                     if options.rewrite_time or cmid is not None:
                         sent = _rewrite_request(pdu, syntax, options, cmid, rng)
-                    sent_kms = ndr.decode_request_stub(decode_pdu(sent).stub_data, syntax).kms_data
+                    resent = decode_pdu(sent)
+                    if not isinstance(resent, Request):
+                        raise DecodeError(f"the rewritten request decodes as a {type(resent).__name__}")
+                    sent_kms = ndr.decode_request_stub(resent.stub_data, syntax).kms_data
             except (EmuError, ValueError) as exc:
                 verdicts.append(ExchangeVerdict(index, i, name, "error", error=f"captured PDU: {exc}", round=round_))
                 continue
@@ -319,7 +322,7 @@ async def replay_capture(path: str | Path, options: ReplayOptions, rng: Rng | No
         async with sem:
             return await _replay_conversation(job[0], job[1], job[2], options, rng, round_)
 
-    tasks = []
+    tasks: list[asyncio.Task[list[ExchangeVerdict]]] = []
     for n, (round_, job) in enumerate((r, j) for r in range(options.repeat) for j in work):
         if time.monotonic() - started > options.max_duration:
             report.problems.append(f"stopped after {options.max_duration} s: {len(tasks)} conversations started")

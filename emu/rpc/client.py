@@ -282,7 +282,7 @@ class ClientAssociation:
         except DecodeError as exc:
             raise RpcCheckFailed(CHECK_DECODE, str(exc)) from exc
         if self.state is ClientState.BINDING:
-            expected: tuple[type, ...] = (BindAck,)
+            expected: tuple[type[BindAck | AlterContextResp | Response | Fault], ...] = (BindAck,)
         elif self.state is ClientState.ALTERING:
             expected = (AlterContextResp,)
         elif self.state is ClientState.BOUND and self._outstanding:

@@ -189,7 +189,7 @@ def canonical_name_wire(name: str) -> bytes:
     return bytes(buf.data)
 
 
-def is_empty_rdata(rdata: object) -> bool:
+def is_empty_rdata(rdata: RD) -> bool:
     """True for the zero-length RDATA of RFC 2136 delete/prerequisite forms."""
     return type(rdata) is RD and rdata.data == b""
 
