@@ -30,7 +30,7 @@ import logging
 import struct
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -626,16 +626,17 @@ class _State:
 
 
 def _decode_piece(
-    piece: _Piece, direction: str, base: dict[str, Any], state: _State
+    piece: _Piece, direction: str, base: DecodedPdu, state: _State
 ) -> DecodedPdu:
+    """``base`` (where the piece is: capture, time, endpoints, offset, size) with what it decodes to."""
     if not piece.whole:
         ptype = _PTYPE_NAMES.get(piece.data[2]) if looks_like_rpc_header(piece.data) else None
-        return DecodedPdu(**base, ptype=ptype, error=piece.problem)
+        return replace(base, ptype=ptype, error=piece.problem)
     try:
         pdu = decode_pdu(piece.data)
     except DecodeError as exc:
-        return DecodedPdu(**base, ptype=_PTYPE_NAMES.get(piece.data[2]), error=str(exc))
-    common = dict(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
+        return replace(base, ptype=_PTYPE_NAMES.get(piece.data[2]), error=str(exc))
+    common = replace(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
     if isinstance(pdu, (Bind, AlterContext)):
         offers = tuple(
             ContextOffer(e.p_cont_id, _abstract_name(e.abstract_syntax), tuple(_syntax_name(s) for s in e.transfer_syntaxes))
@@ -644,7 +645,7 @@ def _decode_piece(
         if any(e.abstract_syntax == KMS_INTERFACE for e in pdu.context_elements):
             state.kms_evidence = True
         state.offers.append(_Offer(tuple((e.p_cont_id, e.transfer_syntaxes) for e in pdu.context_elements)))
-        return DecodedPdu(**common, contexts=offers)
+        return replace(common, contexts=offers)
     if isinstance(pdu, (BindAck, AlterContextResp)):
         offer = state.offers.popleft() if state.offers else None
         answers = []
@@ -659,15 +660,15 @@ def _decode_piece(
                     if ndr is not None:
                         state.contexts[ctx_id] = ndr
             answers.append(ContextAnswer(r.result.name.lower(), r.reason, _syntax_name(r.transfer_syntax), ctx_id))
-        return DecodedPdu(**common, results=tuple(answers))
+        return replace(common, results=tuple(answers))
     if isinstance(pdu, BindNak):
         if state.offers:
             state.offers.popleft()
-        return DecodedPdu(**common, error=None, fault_status=pdu.provider_reject_reason,
-                          fault_name=f"bind_nak reason {pdu.provider_reject_reason}")
+        return replace(common, error=None, fault_status=pdu.provider_reject_reason,
+                       fault_name=f"bind_nak reason {pdu.provider_reject_reason}")
     if isinstance(pdu, Fault):
-        return DecodedPdu(**common, p_cont_id=pdu.p_cont_id, fault_status=pdu.status,
-                          fault_name=FAULT_STATUS_NAMES.get(pdu.status, "unknown status"))
+        return replace(common, p_cont_id=pdu.p_cont_id, fault_status=pdu.status,
+                       fault_name=FAULT_STATUS_NAMES.get(pdu.status, "unknown status"))
     if isinstance(pdu, Request):
         return _decode_request(pdu, common, direction, state)
     assert isinstance(pdu, Response)
@@ -689,38 +690,38 @@ def _reassembled(pdu: Request | Response, direction: str, state: _State) -> byte
     return bytes(state.fragments.pop(key))
 
 
-def _decode_request(pdu: Request, common: dict[str, Any], direction: str, state: _State) -> DecodedPdu:
-    common.update(p_cont_id=pdu.p_cont_id, opnum=pdu.opnum)
+def _decode_request(pdu: Request, common: DecodedPdu, direction: str, state: _State) -> DecodedPdu:
+    common = replace(common, p_cont_id=pdu.p_cont_id, opnum=pdu.opnum)
     queue = state.requests.setdefault(pdu.call_id, deque())
     stub = _reassembled(pdu, direction, state)
     if stub is None:
-        return DecodedPdu(**common, error=None)
+        return replace(common, error=None)
     syntax = state.contexts.get(pdu.p_cont_id)
     guessed = syntax is None
     if syntax is None:
         syntax = _guess_request_syntax(stub)
     if syntax is None:
         queue.append((None, None, None))
-        return DecodedPdu(**common, error=f"request on context {pdu.p_cont_id} with no negotiated transfer syntax, "
-                          "and the stub is neither an NDR32 nor an NDR64 RequestActivation stub")
-    common.update(syntax=syntax.name, syntax_guessed=guessed)
+        return replace(common, error=f"request on context {pdu.p_cont_id} with no negotiated transfer syntax, "
+                       "and the stub is neither an NDR32 nor an NDR64 RequestActivation stub")
+    common = replace(common, syntax=syntax.name, syntax_guessed=guessed)
     try:
         decoded = decode_request_stub(stub, syntax)
         info, opened = _request_info(decoded.kms_data)
     except DecodeError as exc:
         queue.append((None, None, syntax))
-        return DecodedPdu(**common, error=str(exc))
+        return replace(common, error=str(exc))
     if opened is not None:
         state.kms_evidence = True
     queue.append((opened, info, syntax))
-    return DecodedPdu(**common, request=info)
+    return replace(common, request=info)
 
 
-def _decode_response(pdu: Response, common: dict[str, Any], direction: str, state: _State) -> DecodedPdu:
-    common.update(p_cont_id=pdu.p_cont_id)
+def _decode_response(pdu: Response, common: DecodedPdu, direction: str, state: _State) -> DecodedPdu:
+    common = replace(common, p_cont_id=pdu.p_cont_id)
     stub = _reassembled(pdu, direction, state)
     if stub is None:
-        return DecodedPdu(**common)
+        return common
     queue = state.requests.get(pdu.call_id)
     opened, req_info, req_syntax = queue.popleft() if queue else (None, None, None)
     syntax = state.contexts.get(pdu.p_cont_id) or req_syntax
@@ -728,19 +729,19 @@ def _decode_response(pdu: Response, common: dict[str, Any], direction: str, stat
     if syntax is None:
         syntax = _guess_response_syntax(stub)
     if syntax is None:
-        return DecodedPdu(**common, error="response stub is neither an NDR32 nor an NDR64 RequestActivation stub")
-    common.update(syntax=syntax.name, syntax_guessed=guessed)
+        return replace(common, error="response stub is neither an NDR32 nor an NDR64 RequestActivation stub")
+    common = replace(common, syntax=syntax.name, syntax_guessed=guessed)
     try:
         decoded = decode_response_stub(stub, syntax)
     except DecodeError as exc:
-        return DecodedPdu(**common, error=str(exc))
+        return replace(common, error=str(exc))
     info = _response_info(decoded.hresult, decoded.kms_data, opened, req_info)
     if info.epid is not None or decoded.kms_data is None and opened is not None:
         state.kms_evidence = True
     error = None
     if decoded.kms_data is not None and info.epid is None and opened is None:
         error = info.note
-    return DecodedPdu(**common, response=info, error=error)
+    return replace(common, response=info, error=error)
 
 
 def _merge(
@@ -777,18 +778,18 @@ def decode_conversation(conv: Conversation, capture: str = "", *, force: bool = 
     if not force and not any(p.whole for p in client) and not any(p.whole for p in server):
         return None
     state = _State()
-    records = []
+    records: list[DecodedPdu] = []
     for direction, piece in _merge(client, server):
         stream = conv.client if direction == CLIENT_TO_SERVER else conv.server
-        base = dict(
+        base = DecodedPdu(
             capture=capture, time=piece.time, conversation=conv.index, src=_endpoint(stream.src),
-            dst=_endpoint(stream.dst), direction=direction, offset=piece.offset, size=len(piece.data),
+            dst=_endpoint(stream.dst), direction=direction, offset=piece.offset, size=len(piece.data), ptype=None,
         )
         try:
             records.append(_decode_piece(piece, direction, base, state))
         except Exception as exc:  # a bug of ours must not cost the rest of the capture
             log.exception("decoding %s conversation %d at offset %d", capture, conv.index, piece.offset)
-            records.append(DecodedPdu(**base, ptype=None, error=f"internal error while decoding: {exc!r}"))
+            records.append(replace(base, error=f"internal error while decoding: {exc!r}"))
     if not force and not state.kms_evidence:
         return None
     return records
