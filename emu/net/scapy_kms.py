@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from scapy.config import conf
 from scapy.fields import (
+    AnyField,
     Field,
     IntEnumField,
     LEIntField,
@@ -40,6 +41,7 @@ from scapy.fields import (
     UUIDField,
     XLEIntField,
     XStrField,
+    _StrField,
 )
 from scapy.layers.dcerpc import (
     DceRpc5,
@@ -120,8 +122,12 @@ class _GuidField(UUIDField):
         return text
 
 
-class _TextField(StrField):
-    """A text value (str), such as the workstation name or the ePID (display only)."""
+class _TextField(_StrField[str]):
+    """A text value (str), such as the workstation name or the ePID (display only).
+
+    Scapy's ``StrField`` is ``_StrField[bytes]`` with nothing added; this is the same field
+    holding ``str`` (``h2i`` decodes what ``any2i`` encodes).
+    """
 
     def h2i(self, pkt: Packet | None, x: Any) -> Any:
         return x.decode("utf-8") if isinstance(x, bytes) else x
@@ -197,6 +203,7 @@ class _WireLayer(Packet):
 class _KmsMessage(_WireLayer):
     """Common part of the six KMS message classes; leaf layers (anything after them is padding)."""
 
+    name: str  # every message class names itself (Scapy allows None)
     _major = 0
     match_subclass = True  # so that ``KMSRequest in pkt`` finds any version
     __slots__ = ["_raw"]
@@ -226,7 +233,7 @@ class _KmsMessage(_WireLayer):
         return f"KMS v{self.getfieldval('major_ver')} {self.name.split()[1].lower()} cmid={cmid}"
 
 
-def _request_base_fields(major: int) -> list[Field[Any, Any]]:
+def _request_base_fields(major: int) -> list[AnyField]:
     return [
         LEShortField("minor_ver", 0),
         LEShortField("major_ver", major),
@@ -348,7 +355,7 @@ class KMSRequestV6(_KMSRequestEncrypted):
     fields_desc = _request_base_fields(6)[:2] + [XStrField("iv", None)] + _request_base_fields(6)[2:]
 
 
-def _response_base_fields(major: int) -> list[Field[Any, Any]]:
+def _response_base_fields(major: int) -> list[AnyField]:
     return [
         LEShortField("minor_ver", 0),
         LEShortField("major_ver", major),
@@ -504,14 +511,14 @@ class _KMSResponseEncrypted(KMSResponse):
         return hashlib.sha256(r).digest()
 
 
-def _encrypted_response_fields(major: int) -> list[Field[Any, Any]]:
+def _encrypted_response_fields(major: int) -> list[AnyField]:
     base = _response_base_fields(major)
-    return (
-        [LEShortField("minor_ver", 0), LEShortField("major_ver", major), XStrField("iv", None)]
-        + [Field("inner_minor_ver", None, "<H"), Field("inner_major_ver", None, "<H")]
-        + base[2:]
-        + [XStrField("random_xored_ivs", bytes(16)), XStrField("hash", None)]
-    )
+    return [
+        LEShortField("minor_ver", 0), LEShortField("major_ver", major), XStrField("iv", None),
+        Field("inner_minor_ver", None, "<H"), Field("inner_major_ver", None, "<H"),
+        *base[2:],
+        XStrField("random_xored_ivs", bytes(16)), XStrField("hash", None),
+    ]
 
 
 class KMSResponseV5(_KMSResponseEncrypted):
@@ -694,7 +701,7 @@ class KMSActivationResponse(_ActivationStub):
         XLEIntField("referent_id", None),
         Field("max_count", None, "<I"),
         XStrField("pad", b""),
-        StrField("placement", "ndr"),
+        StrField("placement", b"ndr"),
         XLEIntField("hresult", 0),
         XStrField("trailer", b""),
     ]
@@ -784,7 +791,7 @@ def _register() -> None:
     bind_top_down(TCP, DceRpc5, dport=KMS_PORT)
     bind_bottom_up(DceRpc5Request, KMSActivationRequest, opnum=0)
     bind_bottom_up(DceRpc5Response, KMSActivationResponse)
-    register_dcerpc_interface(
+    register_dcerpc_interface(  # type: ignore[no-untyped-call]  # Scapy leaves it unannotated
         name="KMS",
         uuid=KMS_INTERFACE.uuid,
         version="1.0",
