@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import random as _random
 import secrets as _secrets
+from typing import MutableSequence, Sequence, TypeVar
 
 __all__ = ["Rng", "seeded", "system_rng"]
+
+_T = TypeVar("_T")
 
 
 class Rng:
@@ -35,10 +38,10 @@ class Rng:
     def random(self) -> float:
         return self._random.random()
 
-    def choice(self, seq):  # type: ignore[no-untyped-def]
+    def choice(self, seq: Sequence[_T]) -> _T:
         return self._random.choice(seq)
 
-    def shuffle(self, seq: list) -> None:  # type: ignore[type-arg]
+    def shuffle(self, seq: MutableSequence[_T]) -> None:
         self._random.shuffle(seq)
 
 

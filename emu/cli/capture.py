@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu capture`` to the command line."""
     parser = subparsers.add_parser(
         "capture", help="record KMS (and DNS) traffic into a pcap with a live summary per exchange",

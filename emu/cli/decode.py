@@ -200,7 +200,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return status
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu decode`` to the command line."""
     parser = subparsers.add_parser(
         "decode",

@@ -10,7 +10,7 @@ from emu.sim.demo import DemoSettings, run_demo
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = DemoSettings()
     parser = subparsers.add_parser(
         "demo",

@@ -110,7 +110,7 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dns",
         help="authoritative DNS server with RFC 2136 dynamic update and TSIG",
@@ -118,7 +118,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "updates signed with TSIG (hmac-sha256), journals every accepted change.",
     )
     commands = parser.add_subparsers(dest="dns_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
     serve = commands.add_parser(
         "serve",

@@ -334,7 +334,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "host",
         help="KMS host: serve activations, show its client table",
@@ -342,7 +342,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "as a genuine host does, with its table in SQLite.",
     )
     commands = parser.add_subparsers(dest="host_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
     serve = commands.add_parser(
         "serve",

@@ -116,7 +116,7 @@ def _print(report: "ReplayReport", args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu replay`` to the command line."""
     parser = subparsers.add_parser(
         "replay", help="replay captured conversations against a host, or answer clients as the captured host",

@@ -20,10 +20,13 @@ import hashlib
 import hmac
 import struct
 from enum import IntEnum
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from emu.errors import EmuError
 from emu.kms import aes_accel
+
+if TYPE_CHECKING:  # imported at run time only on first v5 use (see _v5_cipher)
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 __all__ = [
     "KmsVersion",
@@ -263,7 +266,7 @@ _DECRYPT = {v: _make_decryptor(_decryption_key(k)) for v, k in _ENC_KEYS.items()
 _BLOCK = struct.Struct(">4I")
 
 
-def _v5_cipher(iv: bytes):  # type: ignore[no-untyped-def]
+def _v5_cipher(iv: bytes) -> Cipher[modes.CBC]:
     """AES-128-CBC with the v5 key from the ``cryptography`` package (imported on first v5 use:
     it costs several MB of memory that a v6-only host does not need)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 from dnslib import DNSHeader, DNSQuestion, DNSRecord
 
@@ -30,7 +31,7 @@ class _OneAnswer(asyncio.DatagramProtocol):
         self.query_id = query_id
         self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if len(data) >= 2 and struct.unpack_from("!H", data)[0] == self.query_id and not self.answer.done():
             self.answer.set_result(data)
 

@@ -166,7 +166,7 @@ class _Connection(asyncio.Protocol):
         timeout = server.config.idle_timeout
         if timeout > 0:
             self.last_seen = server._loop_time()
-            self.timer = server._loop.call_later(timeout, self._check_idle)
+            self.timer = server._running_loop().call_later(timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.assoc is None:
@@ -205,7 +205,7 @@ class _Connection(asyncio.Protocol):
             log.debug("%s: idle for %.1f s; closing", self.peer, idle)
             self.close()
         else:
-            self.timer = server._loop.call_later(max(timeout - idle, 0.01), self._check_idle)
+            self.timer = server._running_loop().call_later(max(timeout - idle, 0.01), self._check_idle)
 
     def write(self, data: bytes | bytearray) -> None:
         if self.held is not None:
@@ -258,7 +258,7 @@ class KmsServer:
     _pending_changes: list[Recorded] = field(default_factory=list)
     _held: list[_Connection] = field(default_factory=list)
     _flush_scheduled: bool = False
-    _loop: Any = None
+    _loop: asyncio.AbstractEventLoop | None = None
     _started_services: list[Service] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -352,8 +352,14 @@ class KmsServer:
 
     # -- one connection's bytes ------------------------------------------------------------------
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop :meth:`start` ran on (connections and timers exist only after it)."""
+        if self._loop is None:
+            raise RuntimeError("the KMS server is not started")
+        return self._loop
+
     def _loop_time(self) -> float:
-        return self._loop.time()  # type: ignore[no-any-return]
+        return self._running_loop().time()
 
     def _rpc_config(self, local_port: int) -> ServerRpcConfig:
         # One frozen config per local port, with a fresh association group id per connection.
@@ -385,7 +391,7 @@ class KmsServer:
                         self._held.append(conn)
                     if not self._flush_scheduled:
                         self._flush_scheduled = True
-                        self._loop.call_soon(self._flush)
+                        self._running_loop().call_soon(self._flush)
                 conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
                 self.stats.exchanges += 1
                 if not answer.ok:

@@ -169,7 +169,7 @@ class CapturedHost:
     answers: list[CapturedAnswer]
     rng: Rng = field(default_factory=system_rng)
     served: int = 0
-    _turns: dict[tuple[object, ...], itertools.cycle] = field(default_factory=dict)  # type: ignore[type-arg]
+    _turns: dict[tuple[object, ...], itertools.cycle[CapturedAnswer]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.answers:
@@ -179,7 +179,7 @@ class CapturedHost:
         turn = self._turns.get(key)
         if turn is None:
             turn = self._turns[key] = itertools.cycle(candidates)
-        return next(turn)  # type: ignore[no-any-return]
+        return next(turn)
 
     def choose(self, major: int, kms_id: uuid.UUID | None) -> CapturedAnswer:
         """The captured answer for a request of this version and KMS ID (see the module doc)."""

@@ -26,7 +26,7 @@ __all__ = [
 NULL_GUID = uuid.UUID(int=0)
 
 
-class _GuidAdapter(cs.Adapter):  # type: ignore[misc]
+class _GuidAdapter(cs.Adapter):  # type: ignore[misc]  # construct has no type hints: Adapter is Any
     """A GUID in Microsoft mixed-endian order (Data1..3 little-endian), as :class:`uuid.UUID`."""
 
     def _decode(self, obj: bytes, context: object, path: str) -> uuid.UUID:
