@@ -227,3 +227,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a("--seed", type=int, default=2026, help="seed of the clients' CMIDs, names and IVs (default 2026)")
     a("--no-ipv6", action="store_true", help="IPv4 only")
     run.set_defaults(func=_run)
+    clean = commands.add_parser(
+        "clean", help="delete labs left behind by a killed emu lab run (namespaces emu-lab-*)",
+        description="A lab is always torn down, except when emu lab run itself is killed with SIGKILL. "
+        "This deletes every network namespace whose name starts with emu-lab- and stops the processes "
+        "inside them. Only emu's own lab namespaces are touched.",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    clean.set_defaults(func=_clean)
+
+
+#: Prefix of every namespace a lab creates (emu.sim.lab); nothing else is ever deleted by clean.
+LAB_NAMESPACE_PREFIX = "emu-lab-"
+
+
+def _clean(args: argparse.Namespace) -> int:
+    """``emu lab clean``: 0 when nothing of a lab remains afterwards."""
+    import subprocess
+
+    from emu.net import netns
+
+    netns.require_netns_support()
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    names = sorted({line.split()[0] for line in listing.splitlines() if line.startswith(LAB_NAMESPACE_PREFIX)})
+    if not names:
+        print("no lab namespaces (emu-lab-*) found")
+        return 0
+    for name in names:
+        print(("would delete " if args.dry_run else "deleting ") + name)
+        if not args.dry_run:
+            netns.delete(name)
+    return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from emu.cli import main
 from emu.errors import UsageError
 from emu.sim.lab import ClientOutcome, HostTable, Lab, LabRules, client_cmid
 
@@ -273,3 +274,25 @@ def test_emu_lab_run_stopped_by_sigterm_tears_everything_down_and_exits_130():
     assert proc.returncode == 130, out[-500:] + err[-500:]
     assert "interrupted" in out
     assert _left_over(lab_id) == []
+
+
+@pytest.mark.netns
+def test_lab_clean_deletes_leftover_lab_namespaces_and_nothing_else():
+    from emu.net import netns
+
+    try:
+        netns.require_netns_support()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    leftover = "emu-lab-" + netns.random_name("x")[-6:] + "-cl"
+    other = netns.random_name("t")
+    netns.create(leftover)
+    netns.create(other)
+    try:
+        assert main(["lab", "clean", "--dry-run"]) == 0 and netns.exists(leftover)
+        assert main(["lab", "clean"]) == 0
+        assert not netns.exists(leftover) and netns.exists(other)
+    finally:
+        for name in (leftover, other):
+            if netns.exists(name):
+                netns.delete(name)
