@@ -11,12 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from emu import __version__
 from emu.errors import EmuError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "show_help"]
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
@@ -30,6 +30,16 @@ COMMAND_MODULES = (
     "emu.cli.replay",
     "emu.cli.wireshark",
 )
+
+
+def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """A ``func`` for a command group run without its subcommand: print the group's help, exit 2."""
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return usage
 
 
 def _command_named(argv: Sequence[str]) -> str | None:

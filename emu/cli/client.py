@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
+from emu.cli import show_help
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
 from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
@@ -224,7 +225,7 @@ def register(subparsers: Any) -> None:
     q.add_argument("filter", nargs="*", help="words the product name must contain (e.g. server 2022)")
     q.add_argument("--json", action="store_true", help="one JSON object per SKU per line")
     q.set_defaults(func=_products)
-    client.set_defaults(func=lambda args: (client.print_help(), 2)[1])
+    client.set_defaults(func=show_help(client))
 
 
 def _grab(args: argparse.Namespace) -> int:

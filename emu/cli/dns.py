@@ -12,6 +12,7 @@ from pathlib import Path
 from emu.dns.policy import UpdatePolicy, parse_grant
 from emu.dns.tsig import TsigKey, parse_key_file
 from emu.dns.zone import Zone, dump_master_file, load_master_file
+from emu.cli import show_help
 from emu.errors import UsageError
 
 __all__ = ["register", "load_zones", "load_keys"]
@@ -119,11 +120,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     commands = parser.add_subparsers(dest="dns_command", metavar="SUBCOMMAND")
 
-    def usage(args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
-
-    parser.set_defaults(func=usage)
+    parser.set_defaults(func=show_help(parser))
 
     serve = commands.add_parser(
         "serve",

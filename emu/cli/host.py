@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emu.cli import show_help
 from emu.errors import UsageError
 
 __all__ = ["register", "parse_minutes", "load_settings", "HostSettings", "SETTING_NAMES"]
@@ -343,11 +344,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     commands = parser.add_subparsers(dest="host_command", metavar="SUBCOMMAND")
 
-    def usage(args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
-
-    parser.set_defaults(func=usage)
+    parser.set_defaults(func=show_help(parser))
 
     serve = commands.add_parser(
         "serve",

@@ -13,6 +13,7 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
+from emu.cli import show_help
 from emu.errors import UsageError
 
 __all__ = ["register", "parse_numbers", "EXIT_MATCHES", "EXIT_DIFFERS"]
@@ -197,7 +198,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
     return EXIT_MATCHES
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu lab`` and its ``run`` subcommand."""
     parser = subparsers.add_parser(
         "lab", help="run a whole activation network in network namespaces (root)",
@@ -205,7 +206,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "running the real emu commands and speaking the real protocols across a bridge.",
     )
     commands = parser.add_subparsers(dest="lab_command", metavar="SUBCOMMAND")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=show_help(parser))
     run = commands.add_parser(
         "run", help="build the lab, activate the clients one after another, check the result, tear down",
         description="Build the lab, wait until every host's SRV record is visible, run the clients one after "

@@ -40,7 +40,7 @@ def _target(text: str) -> tuple[str, int]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from emu.net.replay_server import replay_server
+    from emu.net.replay_server import CapturedHost, replay_server
 
     server = replay_server(args.file, args.listen)
     await server.start()
@@ -50,7 +50,9 @@ async def _serve(args: argparse.Namespace) -> int:
         await asyncio.wait_for(server.serve_until_signal(), args.max_duration)  # None: until a signal
     except asyncio.TimeoutError:
         await server.stop()
-    print(f"answered {server.host.served} requests", flush=True)  # type: ignore[attr-defined]
+    recorded = server.host
+    assert isinstance(recorded, CapturedHost)
+    print(f"answered {recorded.served} requests", flush=True)
     return 0
 
 

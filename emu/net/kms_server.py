@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
 from emu.kms.count_cache import Recorded
-from emu.kms.host import HostAnswer, KmsHost
+from emu.kms.host import HostAnswer
 from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
 from emu.rng import Rng, system_rng
 from emu.net.address import parse_host_port
@@ -113,6 +113,13 @@ class ServerStats:
     idle_closed: int = 0
     internal_errors: int = 0
     commits: int = 0
+
+
+class ActivationHandler(Protocol):
+    """What the server needs of a host: :class:`emu.kms.host.KmsHost`, or a recorded host
+    (:class:`emu.net.replay_server.CapturedHost`) answering with captured responses."""
+
+    def handle_request(self, kms_request: bytes, now: float) -> HostAnswer: ...
 
 
 class Store(Protocol):
@@ -243,7 +250,7 @@ class KmsServer:
         services: started after the sockets listen, stopped before they close (DNS publishing).
     """
 
-    host: KmsHost
+    host: ActivationHandler
     config: ServerConfig = field(default_factory=ServerConfig)
     store: Store | None = None
     clock: Clock = field(default_factory=WallClock)

@@ -225,4 +225,4 @@ def replay_server(path: str | Path, listen: tuple[str, int], rng: Rng | None = N
     host = CapturedHost(answers, rng or system_rng())
     ndr64, btfn = captured_rpc_settings(path)
     config = ServerConfig(listen=(listen,), ndr64=ndr64, btfn=btfn, idle_timeout=idle_timeout)
-    return KmsServer(host, config)  # type: ignore[arg-type]  # CapturedHost has KmsHost's handle_request
+    return KmsServer(host, config)
