@@ -40,6 +40,8 @@ __all__ = [
     "require_netns_support",
     "random_name",
     "exists",
+    "add_bridge",
+    "attach_to_bridge",
     "create",
     "delete",
     "namespace",
@@ -92,6 +94,18 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         raise ScenarioError(f"`ip {' '.join(args)}` failed: {done.stderr.strip() or done.returncode}")
     return done
+
+
+def add_bridge(ns: str, name: str) -> None:
+    """Create a bridge ``name`` inside namespace ``ns`` and bring it up."""
+    _check_ifname(name)
+    _ip("-n", ns, "link", "add", name, "type", "bridge")
+    _ip("-n", ns, "link", "set", name, "up")
+
+
+def attach_to_bridge(ns: str, ifname: str, bridge: str) -> None:
+    """Make interface ``ifname`` (in ``ns``) a port of ``bridge`` (in the same namespace)."""
+    _ip("-n", ns, "link", "set", ifname, "master", bridge)
 
 
 def exists(name: str) -> bool:

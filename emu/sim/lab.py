@@ -124,16 +124,6 @@ def _prefix(subnet: str) -> int:
     return ipaddress.ip_network(subnet).prefixlen
 
 
-def _ip(*args: str) -> None:
-    """Run one ``ip`` command (the bridge work netns.py has no helper for)."""
-    try:
-        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=netns.IP_TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        raise ScenarioError(f"`ip {' '.join(args)}` did not finish within {netns.IP_TIMEOUT:g} s") from exc
-    if done.returncode != 0:
-        raise ScenarioError(f"`ip {' '.join(args)}` failed: {done.stderr.strip() or done.returncode}")
-
-
 # --- results ------------------------------------------------------------------------------------
 
 
@@ -361,8 +351,7 @@ class Lab:
         try:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-"))
             self._new_namespace(self.switch)
-            _ip("-n", self.switch, "link", "add", _BRIDGE, "type", "bridge")
-            _ip("-n", self.switch, "link", "set", _BRIDGE, "up")
+            netns.add_bridge(self.switch, _BRIDGE)
             self._attach(self.dns_ns, "dns", self.dns_address, self.dns_address6)
             self._attach(self.clients_ns, "cl", self.clients_address,
                          _address(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None)
@@ -383,7 +372,7 @@ class Lab:
         self._new_namespace(ns)
         port = f"p-{role}"
         netns.add_veth(self.switch, port, ns, _NODE_IF)
-        _ip("-n", self.switch, "link", "set", port, "master", _BRIDGE)
+        netns.attach_to_bridge(self.switch, port, _BRIDGE)
         netns.add_address(ns, _NODE_IF, f"{address}/{_prefix(SUBNET4)}")
         if address6 is not None:
             netns.add_address(ns, _NODE_IF, f"{address6}/{_prefix(SUBNET6)}")
