@@ -27,7 +27,7 @@ TTLs and the TSIG MAC and time. Captured signatures are stale: --tsig-key FILE r
 
 --as-server FILE --listen ADDR:PORT answers KMS clients with the capture's responses, rebuilt for
 each new request (ePID, count, intervals and v6 HwId as captured; CMID, time, IVs, MAC/HMAC new)
-and echoes captured HRESULT errors. It prints "listening on ADDR:PORT" and serves until
+and echoes captured HRESULT errors and DCE/RPC faults. It prints "listening on ADDR:PORT" and serves until
 SIGINT/SIGTERM (or --max-duration seconds).
 """
 

@@ -166,6 +166,9 @@ class HostAnswer:
         request: the decoded request (None when it could not be read).
         count: the count sent (0 when refused).
         reason: why the request was refused ("" when answered).
+        fault: answer with a DCE/RPC fault of this NCA status instead of a response (spec 2.8);
+            None for a response. :class:`KmsHost` never faults (its faults come from the RPC
+            layer); a recorded host replays the faults it was captured sending.
     """
 
     response: bytes | None
@@ -175,11 +178,12 @@ class HostAnswer:
     count: int = 0
     epid: str = ""
     reason: str = ""
+    fault: int | None = None
 
     @property
     def ok(self) -> bool:
         """The request was answered with a count (whatever the count)."""
-        return self.hresult == 0
+        return self.hresult == 0 and self.fault is None
 
     @property
     def activated(self) -> bool:
@@ -201,6 +205,8 @@ class HostAnswer:
             fields["result"] = "activated"
         elif self.ok:
             fields["result"] = "below-threshold"
+        elif self.fault is not None:
+            fields["result"] = f"fault 0x{self.fault:08X}"
         else:
             fields["result"] = f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
         if self.reason:

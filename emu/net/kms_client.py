@@ -42,6 +42,7 @@ from emu.kms.client import (
 )
 from emu.kms.host import HRESULT_NAMES
 from emu.kms.messages import VerifiedResponse, build_request, verify_response
+from emu.net.kms_decode import FAULT_STATUS_NAMES
 from emu.rng import Rng
 from emu.rpc.client import (
     DEFAULT_MAX_FRAG,
@@ -71,6 +72,7 @@ __all__ = [
     "dns_resolver",
     "run_lifecycles",
     "describe_hresult",
+    "describe_fault",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,12 @@ def describe_hresult(code: int) -> str:
     return f"0x{code:08X}" + (f" ({name})" if name else "")
 
 
+def describe_fault(status: int) -> str:
+    """``0x1C010003 (nca_s_unk_if)``, or just the hex for unknown NCA status codes."""
+    name = FAULT_STATUS_NAMES.get(status)
+    return f"0x{status:08X}" + (f" ({name})" if name else "")
+
+
 class _Failed(Exception):
     """Internal: the exchange ended early; carries the verdict (never leaves this module)."""
 
@@ -307,7 +315,7 @@ class KmsClientSession:
         if isinstance(event, FaultReceived):
             await self.close()  # vlmcs gives up on the connection after a fault
             return self._result(base, kms_request, ExchangeStatus.FAULT,
-                                f"the host answered with a DCE/RPC fault, status 0x{event.status:08X}",
+                                f"the host answered with a DCE/RPC fault, status {describe_fault(event.status)}",
                                 fault_status=event.status, new_connection=new_connection)
         assert isinstance(event, Reply)
         if event.kms_response is None or event.hresult:

@@ -117,7 +117,10 @@ class ServerStats:
 
 class ActivationHandler(Protocol):
     """What the server needs of a host: :class:`emu.kms.host.KmsHost`, or a recorded host
-    (:class:`emu.net.replay_server.CapturedHost`) answering with captured responses."""
+    (:class:`emu.net.replay_server.CapturedHost`) answering with captured responses.
+
+    The :class:`HostAnswer` is a response, an HRESULT error stub, or (``answer.fault`` set) a
+    DCE/RPC fault with that status, which the server has the connection's association build."""
 
     def handle_request(self, kms_request: bytes, now: float) -> HostAnswer: ...
 
@@ -399,7 +402,12 @@ class KmsServer:
                     if not self._flush_scheduled:
                         self._flush_scheduled = True
                         self._running_loop().call_soon(self._flush)
-                conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
+                if answer.fault is not None:  # a recorded host's fault: the association builds the PDU
+                    self.stats.faults += 1
+                    log.warning("%s: fault 0x%08X sent (the host's answer)", peer, answer.fault)
+                    conn.write(conn.assoc.fault(action, answer.fault))
+                else:
+                    conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
                 self.stats.exchanges += 1
                 if not answer.ok:
                     self.stats.refusals += 1

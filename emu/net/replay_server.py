@@ -9,7 +9,11 @@ time, and v5/v6 bind it to the captured request's IV (v5: the response IV is the
 the HMAC and the XoredIVs depend on the request). So the response is rebuilt for the new request
 with :func:`emu.kms.messages.build_response` from the captured response's fields (ePID, count,
 activation and renewal intervals, and the v6 HwId); v4 gets its MAC recomputed over the new
-echo. Captured error stubs (HRESULTs such as 0xC004F042) are echoed as they are.
+echo. Captured error stubs (HRESULTs such as 0xC004F042) are echoed as they are, and so are captured
+DCE/RPC faults (a request on a context the host did not accept gets nca_s_unk_if, spec 2.8): the
+equivalent new request gets a fault with the same status, built by the connection's association.
+A fault is paired with its request by call_id, else with the oldest unanswered request of its
+connection (vlmcsd's faults carry its own call counter, not the request's: quirk Q1).
 
 Which captured answer: one with the request's major version and KMS ID, else one with its major
 version, else any; several candidates are used in turn (a capture of six products answers six
@@ -39,7 +43,7 @@ from emu.net.pcap import read_conversations
 from emu.rng import Rng, system_rng
 from emu.wire import ndr
 from emu.wire.kms import HWID_SIZE
-from emu.wire.rpc import AlterContext, Bind, Request, Response, decode_pdu
+from emu.wire.rpc import AlterContext, Bind, Fault, Request, Response, decode_pdu
 
 __all__ = [
     "CapturedAnswer",
@@ -63,9 +67,10 @@ class CapturedAnswer:
         conversation: index of the TCP conversation in the capture.
         major: the captured request's major version (0: the request was unreadable).
         kms_id: the captured request's KMS ID (None when unreadable).
-        hresult: the HRESULT of the response stub (0: a response message was sent).
+        hresult: the HRESULT of the response stub (0: a response message, or a fault, was sent).
         epid, count, activation_interval, renewal_interval: the response's fields (hresult 0).
         hwid: the v6 response's HwId (None for v4/v5).
+        fault: the NCA status of the fault PDU the host answered with (None: a response PDU).
     """
 
     conversation: int
@@ -77,6 +82,26 @@ class CapturedAnswer:
     activation_interval: int = 0
     renewal_interval: int = 0
     hwid: bytes | None = None
+    fault: int | None = None
+
+
+def _fault_answer_of(conv: int, kms_request: bytes, status: int) -> CapturedAnswer:
+    try:
+        opened = open_request(kms_request)
+    except KmsError:
+        return CapturedAnswer(conv, 0, None, 0, fault=status)
+    return CapturedAnswer(conv, opened.version.major, opened.base.kms_id, 0, fault=status)
+
+
+def _request_stub(stub_data: bytes, syntax: ndr.TransferSyntax | None) -> tuple[bytes, ndr.TransferSyntax]:
+    """The KMS message of a request stub; on a context the capture never showed accepted (such a
+    request is what a host faults), whichever NDR syntax reads it."""
+    if syntax is not None:
+        return ndr.decode_request_stub(stub_data, syntax).kms_data, syntax
+    try:
+        return ndr.decode_request_stub(stub_data, ndr.TransferSyntax.NDR32).kms_data, ndr.TransferSyntax.NDR32
+    except DecodeError:
+        return ndr.decode_request_stub(stub_data, ndr.TransferSyntax.NDR64).kms_data, ndr.TransferSyntax.NDR64
 
 
 def _answer_of(conv: int, kms_request: bytes, stub: ndr.ResponseStub) -> CapturedAnswer | None:
@@ -99,8 +124,9 @@ def _answer_of(conv: int, kms_request: bytes, stub: ndr.ResponseStub) -> Capture
 def load_captured_answers(path: str | Path) -> list[CapturedAnswer]:
     """Every answered KMS request of a capture, in capture order.
 
-    Requests are paired with responses by call_id within their connection; a request whose answer
-    is missing from the capture, and PDUs that do not decode, are skipped (with a log line).
+    Requests are paired with responses by call_id within their connection, and with faults by
+    call_id or else in order (quirk Q1); a request whose answer is missing from the capture, and
+    PDUs that do not decode, are skipped (with a log line).
 
     Raises:
         UsageError: the file is not a readable capture.
@@ -123,17 +149,20 @@ def load_captured_answers(path: str | Path) -> list[CapturedAnswer]:
                         if offered is not None:
                             syntaxes[elem.p_cont_id] = offered
                 elif isinstance(parsed, Request):
-                    syntax = syntaxes.get(parsed.p_cont_id, ndr.TransferSyntax.NDR32)
-                    requests[parsed.call_id] = (ndr.decode_request_stub(parsed.stub_data, syntax).kms_data, syntax)
+                    requests[parsed.call_id] = _request_stub(parsed.stub_data, syntaxes.get(parsed.p_cont_id))
             except (EmuError, ValueError) as exc:
                 log.warning("conversation %d: client PDU skipped: %s", conv.index, exc)
         for pdu in split_pdus(conv.server.data)[0]:
             try:
                 parsed = decode_pdu(pdu)
-                if not isinstance(parsed, Response) or parsed.call_id not in requests:
+                if isinstance(parsed, Fault) and requests:
+                    call_id = parsed.call_id if parsed.call_id in requests else next(iter(requests))
+                    answer: CapturedAnswer | None = _fault_answer_of(conv.index, requests.pop(call_id)[0], parsed.status)
+                elif isinstance(parsed, Response) and parsed.call_id in requests:
+                    kms_request, syntax = requests.pop(parsed.call_id)
+                    answer = _answer_of(conv.index, kms_request, ndr.decode_response_stub(parsed.stub_data, syntax))
+                else:
                     continue
-                kms_request, syntax = requests.pop(parsed.call_id)
-                answer = _answer_of(conv.index, kms_request, ndr.decode_response_stub(parsed.stub_data, syntax))
             except (EmuError, ValueError) as exc:
                 log.warning("conversation %d: server PDU skipped: %s", conv.index, exc)
                 continue
@@ -201,14 +230,23 @@ class CapturedHost:
             request = open_request(kms_request)
         except KmsError as exc:
             chosen = self.choose(0, None)
+            if chosen.fault is not None:
+                return HostAnswer(None, 0, None, None, reason=f"unreadable request ({exc}): {_faulted(chosen)}",
+                                  fault=chosen.fault)
             return HostAnswer(None, chosen.hresult, None, None, reason=f"unreadable request ({exc})")
         chosen = self.choose(request.version.major, request.base.kms_id)
+        if chosen.fault is not None:
+            return HostAnswer(None, 0, None, request, reason=_faulted(chosen), fault=chosen.fault)
         if chosen.hresult:
             return HostAnswer(None, chosen.hresult, None, request,
                               reason=f"captured HRESULT 0x{chosen.hresult:08X} (conversation {chosen.conversation})")
         response = build_response(request, chosen.epid, chosen.count, chosen.activation_interval,
                                   chosen.renewal_interval, chosen.hwid or _NO_HWID, self.rng)
         return HostAnswer(response, 0, None, request, count=chosen.count, epid=chosen.epid)
+
+
+def _faulted(chosen: CapturedAnswer) -> str:
+    return f"captured fault 0x{chosen.fault or 0:08X} (conversation {chosen.conversation})"
 
 
 def replay_server(path: str | Path, listen: tuple[str, int], rng: Rng | None = None, *,

@@ -1,7 +1,8 @@
 """Sans-IO server side of a DCE/RPC association carrying the KMS interface.
 
 Bytes go in (:meth:`ServerAssociation.receive_data`), actions come out: :class:`Send` bytes to
-the peer, :class:`Call` an activation the host must answer with :meth:`ServerAssociation.respond`,
+the peer, :class:`Call` an activation the host must answer with :meth:`ServerAssociation.respond`
+(or, when the host's answer is a DCE/RPC fault, :meth:`ServerAssociation.fault`),
 :class:`BadCall` a request whose NDR stub cannot be decoded (answer it with
 ``respond(bad_call, None, HRESULT_INVALID_DATA)``, as vlmcsd answers an undersized request, spec
 2.10), and :class:`Close` when the peer broke the framing rules. No sockets, no clock.
@@ -226,6 +227,22 @@ class ServerAssociation:
         head = _RESP_HEAD.pack(req.rpc_vers, req.rpc_vers_minor, PType.RESPONSE, flags, req.drep, frag, 0,
                                req.call_id, len(stub), req.p_cont_id, 0, 0)
         return head + stub
+
+    def fault(self, call: Call | BadCall, status: int) -> bytes:
+        """The fault PDU answering ``call`` with NCA ``status`` instead of a response (spec 2.8).
+
+        The same 32-byte fault the association sends on its own for an unknown context or
+        operation: flags 0x23, alloc_hint 32, p_cont_id 0, the request's call_id (checklist 12.3,
+        not vlmcsd's counter, Q1). A recorded host that faulted a request uses it
+        (:class:`emu.net.replay_server.CapturedHost`). The association stays as it was: a fault
+        answers one call, it does not end the connection.
+
+        Raises:
+            UsageError: ``status`` does not fit in 32 bits.
+        """
+        if not 0 <= status <= 0xFFFFFFFF:
+            raise UsageError(f"fault status {status} does not fit in 32 bits")
+        return self._fault(call.request, status).data
 
     # -- internals -------------------------------------------------------------------------------
 

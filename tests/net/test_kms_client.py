@@ -358,7 +358,7 @@ def test_a_fault_is_reported_as_host_error_with_its_status() -> None:
     result = run(_against(_bind_then(_fault)))
     assert result.status is ExchangeStatus.FAULT
     assert result.fault_status == 0x1C010002
-    assert result.detail == "the host answered with a DCE/RPC fault, status 0x1C010002"
+    assert result.detail == "the host answered with a DCE/RPC fault, status 0x1C010002 (nca_s_op_rng_error)"
     assert result.outcome == HostError(0x1C010002, "DCE/RPC fault")
 
 

@@ -144,3 +144,87 @@ def test_emu_client_activate_against_emu_replay_as_server(name: str, capsys):
             assert all(c["passed"] for c in result["checks"]), result["checks"]
             assert result["response"]["epid"] == captured.epid and result["response"]["count"] == captured.count
     assert f"answered {len(report['results'])} requests" in out  # a refused client stops asking
+
+
+def _faulting_capture(path):
+    """A vlmcsd-style conversation (no such vector exists): bind accepted on context 0, then a
+    Windows 10 Enterprise v6 request on context 1, never negotiated, answered with the 32-byte
+    fault vlmcsd sends (spec 2.8: flags 0x23, alloc_hint 32, status nca_s_unk_if, call_id 2 from
+    vlmcsd's own counter although the request's call_id is 3, quirk Q1). Real PDUs: emu's client
+    bind, emu's server bind_ack, an encoded request PDU and fault PDU."""
+    from emu.kms.messages import build_request
+    from emu.net.pcap_write import TcpFlow, write_pcap
+    from emu.rpc.association import Send, ServerAssociation, ServerRpcConfig
+    from emu.rpc.client import ClientAssociation
+    from emu.wire.ndr import TransferSyntax, encode_request_stub
+    from emu.wire.rpc import NCA_S_UNK_IF, Fault, Request, encode_pdu
+
+    rng = seeded(21)
+    bind = ClientAssociation(offer_ndr64=False, offer_btfn=False).bind()
+    (ack,) = ServerAssociation(ServerRpcConfig(ndr64=False, btfn=False, assoc_group_id=0x1234)).receive_data(bind)
+    assert isinstance(ack, Send)
+    stub = encode_request_stub(build_request(_base(6, rng), rng), TransferSyntax.NDR32)
+    request = encode_pdu(Request(call_id=3, alloc_hint=len(stub), p_cont_id=1, opnum=0, stub_data=stub))
+    fault = encode_pdu(Fault(call_id=2, pfc_flags=0x23, alloc_hint=32, status=NCA_S_UNK_IF))
+    assert len(fault) == 32
+    flow = TcpFlow(("10.0.0.10", 49200), ("10.0.0.1", 1688)).handshake()
+    flow.send(True, bind).send(False, ack.data).send(True, request).send(False, fault).close()
+    return write_pcap(path, flow.frames)
+
+
+def test_a_captured_fault_is_loaded_with_its_request_paired_in_order(tmp_path):
+    from emu.wire.rpc import NCA_S_UNK_IF
+
+    (answer,) = load_captured_answers(_faulting_capture(tmp_path / "fault.pcap"))
+    sku = products.lookup("Windows 10 Enterprise")
+    assert (answer.major, answer.kms_id, answer.hresult, answer.fault) == (6, sku.kms_id, 0, NCA_S_UNK_IF)
+    host = CapturedHost([answer], seeded(1))
+    rng = seeded(22)
+    from emu.kms.messages import build_request
+
+    reply = host.handle_request(build_request(_base(6, rng), rng), 0.0)
+    assert (reply.response, reply.hresult, reply.fault, reply.ok) == (None, 0, NCA_S_UNK_IF, False)
+    assert reply.log_fields()["result"] == "fault 0x1C010003"
+
+
+def test_the_replay_server_answers_with_the_captured_fault(tmp_path):
+    from emu.wire.rpc import NCA_S_UNK_IF
+
+    path = _faulting_capture(tmp_path / "fault.pcap")
+
+    async def run():
+        rng = seeded(23)
+        async with replay_server(path, ("127.0.0.1", 0), seeded(5)) as srv:
+            result = await exchange(HostAddress(*srv.addresses[0]), _base(6, rng), rng=rng)
+            return result, srv.stats
+
+    result, stats = asyncio.run(run())
+    assert result.status is ExchangeStatus.FAULT and result.fault_status == NCA_S_UNK_IF
+    fault = result.received[-32:]
+    assert len(result.received) > 32 and fault[2] == 3 and fault[3] == 0x23  # PTYPE fault, vlmcsd's flags
+    assert int.from_bytes(fault[8:10], "little") == 32 and int.from_bytes(fault[24:28], "little") == NCA_S_UNK_IF
+    assert (stats.faults, stats.exchanges, stats.refusals) == (1, 1, 1)
+
+
+def test_emu_client_activate_reports_the_captured_fault(tmp_path, capsys):
+    path = _faulting_capture(tmp_path / "fault.pcap")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "emu", "replay", "--as-server", str(path), "--listen", "127.0.0.1:0", "--max-duration", "30"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        code = main(["client", "activate", f"127.0.0.1:{port}", "-l", "Windows 10 Enterprise", "--json"])
+        report = json.loads(capsys.readouterr().out)
+        human = main(["client", "activate", f"127.0.0.1:{port}", "-l", "Windows 10 Enterprise"])
+        text = capsys.readouterr()
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=10)
+    assert code == human == 4 and report["status"] == "fault"
+    (result,) = report["results"]
+    assert result["fault_status"] == 0x1C010003 and result["hresult"] == 0
+    assert "DCE/RPC fault, status 0x1C010003 (nca_s_unk_if)" in text.out + text.err
+    assert "answered 2 requests" in out

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from emu_testing import requires_vectors, vector_files
 
+from emu.errors import UsageError
 from emu.net.pcap import read_conversations
 from emu.rpc.association import (
     MAX_STUB_LENGTH,
@@ -223,6 +224,20 @@ def test_call_carries_the_kms_message_and_respond_echoes_the_request():
     assert (call.call_id, call.context_id, call.syntax, call.kms_request) == (77, 0, TransferSyntax.NDR32, KMS_V4)
     response = decode_pdu(assoc.respond(call, bytes(158)))
     assert (response.call_id, response.pfc_flags, response.p_cont_id, response.alloc_hint) == (77, 0x03, 0, 176)
+
+
+def test_a_call_can_be_answered_with_a_fault_and_the_association_goes_on():
+    assoc = ServerAssociation(ServerRpcConfig(ndr64=False))
+    assoc.receive_data(vlmcs_bind())
+    (call,) = assoc.receive_data(request(call_id=9))
+    data = assoc.fault(call, NCA_S_UNK_IF)
+    assert len(data) == 32
+    assert decode_pdu(data) == Fault(call_id=9, pfc_flags=0x23, alloc_hint=32, status=NCA_S_UNK_IF)
+    assert assoc.state is AssociationState.BOUND
+    (again,) = assoc.receive_data(request(call_id=10))
+    assert isinstance(again, Call) and again.call_id == 10
+    with pytest.raises(UsageError):
+        assoc.fault(again, 1 << 32)
 
 
 def test_pdus_fed_one_byte_at_a_time_give_the_same_actions():
