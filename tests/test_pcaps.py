@@ -19,7 +19,7 @@ DNS_PCAPS = sorted(PCAP_DIR.glob("emu-dns-*.pcap"))
 
 
 def test_sample_captures_exist():
-    assert len(PCAPS) >= 9 and len(DNS_PCAPS) == 2, "run scripts/make-pcaps"
+    assert len(PCAPS) >= 10 and len(DNS_PCAPS) == 3, "run scripts/make-pcaps"
 
 
 @pytest.mark.parametrize("path", PCAPS, ids=lambda p: p.name)
@@ -48,13 +48,28 @@ def test_dns_discovery_capture_answers_the_srv_with_the_a_in_additional():
     assert answer["additional"] == ["kms1.kms.test. 3600 IN A 10.0.0.1"]
 
 
+def test_dns_tcp_capture_carries_the_signed_update_and_the_srv_query_over_tcp():
+    update, answer, query, reply = json.loads((PCAP_DIR / "emu-dns-tcp.json").read_text())["dns"]
+    assert {m["transport"] for m in (update, answer, query, reply)} == {"tcp"}
+    assert [m["kind"] for m in (update, answer, query, reply)] == ["update", "update-response", "query", "response"]
+    assert (update["src"], answer["dst"], query["src"], reply["dst"]) == ("10.0.0.1:53011", "10.0.0.1:53011",
+                                                                          "10.0.0.10:53012", "10.0.0.10:53012")
+    assert update["tsig"]["key"] == answer["tsig"]["key"] == "emu-test-key." and answer["tsig"]["error"] == "NOERROR"
+    assert [u.split()[3] for u in update["updates"]] == ["SRV", "A"] and answer["rcode"] == "NOERROR"
+    assert query["question"] == ["_vlmcs._tcp.kms.test. SRV"] and reply["rcode"] == "NOERROR"
+    assert reply["answers"] == ["_vlmcs._tcp.kms.test. 3600 IN SRV 0 100 1688 kms1.kms.test."]
+    assert reply["additional"] == ["kms1.kms.test. 3600 IN A 10.0.0.1"]
+
+
 @pytest.mark.interop
 @pytest.mark.parametrize("path", DNS_PCAPS, ids=lambda p: p.name)
 def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
     tshark = require_tool("tshark")
     done = subprocess.run([tshark, "-n", "-r", str(path), "-V"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "Malformed" not in done.stdout and done.stdout.count("Domain Name System") == 2
+    messages = len(json.loads(path.with_suffix(".json").read_text())["dns"])
+    assert messages in (2, 4)
+    assert "Malformed" not in done.stdout and done.stdout.count("Domain Name System") == messages
     bad = subprocess.run([tshark, "-n", "-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
                          capture_output=True, text=True, timeout=60)
     assert bad.stdout.strip() == ""

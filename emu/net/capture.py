@@ -3,7 +3,9 @@
 Frames are written as they arrive (a pcap that is valid even after Ctrl-C) by Scapy's libpcap
 sniffer. Each completed KMS exchange gets a summary line decoded through emu.wire (the same decoder
 as ``emu decode``): client, host, version, product, CMID, then count and activation, the HRESULT or
-the fault; with ``dns`` each DNS message gets one too.
+the fault; with ``dns`` each DNS message gets one too, over UDP and over TCP (each direction of a
+TCP connection reassembled, then split at the 2-byte length prefix of every message, RFC 1035
+4.2.2: a line as soon as a whole message is in).
 
 Pitfalls handled (net.md 2 and 4):
 
@@ -122,14 +124,50 @@ def exchange_line(request: DecodedPdu | None, answer: DecodedPdu) -> str:
 
 
 class ExchangeSummaries:
-    """Turn captured frames into summary lines, live: TCP per connection, DNS per datagram."""
+    """Turn captured frames into summary lines, live: KMS per connection, DNS per datagram or per
+    length-prefixed message of a TCP stream."""
 
     def __init__(self, kms_port: int, dns_port: int | None) -> None:
         self.kms_port = kms_port
         self.dns_port = dns_port
         self._directions: dict[tuple[tuple[str, int], tuple[str, int]], SegmentLog] = {}
         self._reported: dict[frozenset[tuple[str, int]], int] = {}
+        #: DNS over TCP: per direction, the stream offset up to which messages were reported.
+        self._dns_done: dict[tuple[tuple[str, int], tuple[str, int]], int] = {}
         self.exchanges = 0
+
+    def _direction(self, src: tuple[str, int], dst: tuple[str, int], when: float) -> SegmentLog:
+        direction = self._directions.get((src, dst))
+        if direction is None:
+            if len(self._directions) >= 2 * MAX_CONNECTIONS_TRACKED:
+                self._directions.clear()
+                self._reported.clear()
+                self._dns_done.clear()
+            direction = self._directions[(src, dst)] = SegmentLog(src, dst, first_time=when)
+        return direction
+
+    def _dns_over_tcp(self, src: tuple[str, int], dst: tuple[str, int], flags: int, seq: int, payload: bytes,
+                      when: float) -> list[str]:
+        """A line per DNS message this segment completed in its direction (RFC 1035 4.2.2 framing)."""
+        from emu.net.dns_pcap import _decode
+
+        direction = self._direction(src, dst, when)
+        direction.observe(flags, seq, payload, when)
+        if not payload:
+            return []
+        data = reassemble(direction).data
+        off = self._dns_done.get((src, dst), 0)
+        lines = []
+        while off + 2 <= len(data):  # each turn consumes at least the 2-byte prefix
+            size = int.from_bytes(data[off : off + 2], "big")
+            if off + 2 + size > len(data):
+                break  # the rest of this message is still to come
+            message, error = _decode(data[off + 2 : off + 2 + size])
+            where = f"{_clock(when)} {src[0]}:{src[1]} -> {dst[0]}:{dst[1]}"
+            lines.append(f"{where} {summary_line(message) if message else 'DNS undecodable: ' + error}")
+            off += 2 + size
+        self._dns_done[(src, dst)] = off
+        return lines
 
     def feed(self, frame: Any) -> list[str]:
         """Lines for what ``frame`` completed (usually none)."""
@@ -147,15 +185,14 @@ class ExchangeSummaries:
             where = f"{_clock(float(frame.time))} {ip.src}:{udp.sport} -> {ip.dst}:{udp.dport}"
             return [f"{where} {summary_line(message) if message else 'DNS undecodable: ' + error}"]
         tcp = frame.getlayer(TCP)
-        if tcp is None or self.kms_port not in (tcp.sport, tcp.dport):
+        if tcp is None:
             return []
         src, dst = (str(ip.src), int(tcp.sport)), (str(ip.dst), int(tcp.dport))
-        direction = self._directions.get((src, dst))
-        if direction is None:
-            if len(self._directions) >= 2 * MAX_CONNECTIONS_TRACKED:
-                self._directions.clear()
-                self._reported.clear()
-            direction = self._directions[(src, dst)] = SegmentLog(src, dst, first_time=float(frame.time))
+        if self.kms_port not in (tcp.sport, tcp.dport):
+            if self.dns_port is not None and self.dns_port in (tcp.sport, tcp.dport):
+                return self._dns_over_tcp(src, dst, int(tcp.flags), int(tcp.seq), bytes(tcp.payload), float(frame.time))
+            return []
+        direction = self._direction(src, dst, float(frame.time))
         payload = bytes(tcp.payload)
         direction.observe(int(tcp.flags), int(tcp.seq), payload, float(frame.time))
         if not payload or src[1] != self.kms_port:

@@ -117,3 +117,46 @@ def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_excha
         assert IP(bytes(fresh))[TCP].chksum == frame[TCP].chksum
     assert len(lines) == 2 and all("count 1" in l or "count 2" in l for l in lines), lines
     assert box["result"].frames == len(frames) >= 2 * 12
+
+
+def test_dns_over_tcp_gets_the_same_line_per_message_as_udp():
+    from emu.net.capture import _clock
+    from emu.net.dns_pcap import read_dns_messages, summary_line
+
+    path = PCAPS / "emu-dns-tcp.pcap"
+    messages = read_dns_messages(path)
+    assert [m.transport for m in messages] == ["tcp"] * 4
+    assert _lines(path, 53) == [f"{_clock(m.time)} {m.src[0]}:{m.src[1]} -> {m.dst[0]}:{m.dst[1]} {summary_line(m.message)}"
+                                for m in messages]
+    assert _lines(path, None) == []  # DNS only when asked, as for UDP
+    # The same update over UDP and over TCP reads the same after the message ID.
+    udp, tcp = _lines(PCAPS / "emu-dns-publish.pcap", 53), _lines(path, 53)[:2]
+    assert [l.split(" id=")[1].split(" ", 1)[1] for l in udp] == [l.split(" id=")[1].split(" ", 1)[1] for l in tcp]
+
+
+def test_dns_over_tcp_messages_split_and_joined_across_segments_each_get_a_line_when_complete():
+    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401
+    from dnslib import QTYPE, DNSHeader, DNSQuestion, DNSRecord
+
+    from emu.net.pcap_write import TcpFlow
+
+    def query(msg_id: int) -> bytes:
+        wire = bytes(DNSRecord(DNSHeader(id=msg_id, bitmap=0), q=DNSQuestion("_vlmcs._tcp.kms.test.", QTYPE.SRV)).pack())
+        return len(wire).to_bytes(2, "big") + wire
+
+    third = query(3)
+    flow = TcpFlow(("10.0.0.10", 40000), ("10.0.0.53", 53)).handshake()
+    flow.send(True, query(1) + query(2))  # two messages in one segment: frames 3 (data) and 4 (ACK)
+    flow.send(True, third[:1])  # half of the length prefix: 5, 6
+    flow.send(True, third[1:20])  # the rest of the prefix and part of the message: 7, 8
+    flow.send(True, third[20:])  # the end of the message: 9, 10
+    flow.send(True, b"\x00\x05abc").close()  # a truncated last message never gets a line
+    summaries = ExchangeSummaries(1688, 53)
+    per_frame = [summaries.feed(frame) for frame in flow.frames]
+    assert [i for i, lines in enumerate(per_frame) if lines] == [3, 9]
+    assert [len(per_frame[3]), len(per_frame[9])] == [2, 1]
+    ids = [line.split(" id=")[1].split()[0] for lines in per_frame for line in lines]
+    assert ids == ["1", "2", "3"]
+    assert all("10.0.0.10:40000 -> 10.0.0.53:53 DNS query" in l and "_vlmcs._tcp.kms.test. SRV" in l
+               for lines in per_frame for l in lines)
+    assert summaries.exchanges == 0  # KMS exchanges only
