@@ -6,6 +6,10 @@
 * undecodable after the header: FORMERR with the header's ID and opcode;
 * an opcode other than QUERY and UPDATE: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 6.1.3);
 * a TSIG that fails: NOTAUTH with the TSIG error (RFC 8945 5.2); GSS-TSIG and TKEY: REFUSED;
+* a signed UPDATE whose (key, MAC) was accepted before, inside its fudge window (a replay):
+  NOTAUTH with TSIG error BADTIME, signed, and the zone is not touched (RFC 8945 5.2.3,
+  :class:`~emu.dns.tsig.ReplayCache`). Queries are not checked: a replayed query changes nothing,
+  and a client may resend the same signed query over TCP after a truncated UDP answer;
 * any bug: SERVFAIL, and the traceback goes to the log.
 
 Zones are immutable snapshots (see :mod:`emu.dns.zone`); an accepted update hands its changes
@@ -24,7 +28,7 @@ from dnslib import DNSHeader, DNSQuestion, DNSRecord, RR
 
 from emu.dns.policy import Requester, UpdatePolicy
 from emu.dns.query import answer_query
-from emu.dns.tsig import TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
+from emu.dns.tsig import REPLAY_CACHE_SIZE, ReplayCache, TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
 from emu.dns.update import evaluate_update
 from emu.dns.zone import Zone, ZoneChange
 from emu.errors import DecodeError, UsageError
@@ -90,6 +94,7 @@ class Resolver:
         journal: called with the changes of each accepted update before they become visible.
         max_udp_payload: the EDNS payload size we advertise and honour at most.
         cache_size: unsigned query answers kept for identical later queries (0: no cache).
+        replay_cache_size: signed UPDATEs remembered to refuse their replay (:class:`ReplayCache`).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class Resolver:
         journal: Journal | None = None,
         max_udp_payload: int = MAX_UDP_PAYLOAD,
         cache_size: int = ANSWER_CACHE_SIZE,
+        replay_cache_size: int = REPLAY_CACHE_SIZE,
     ) -> None:
         self._zones: dict[str, Zone] = {}
         for zone in zones:
@@ -112,6 +118,7 @@ class Resolver:
         self.max_udp_payload = max(CLASSIC_UDP_LIMIT, max_udp_payload)
         self._cache: dict[tuple[str, bytes], bytes] = {}
         self.cache_size = cache_size
+        self.replays = ReplayCache(replay_cache_size)
 
     @property
     def zones(self) -> Mapping[str, Zone]:
@@ -169,6 +176,10 @@ class Resolver:
                 if check.error in (Rcode.BADKEY, Rcode.BADSIG) or check.key is None:
                     return append_unsigned_tsig(unsigned, message.tsig, check.error), False
                 return sign_response(unsigned, check.key, message.tsig, now, check.error), False
+            if header.opcode == Opcode.UPDATE and check.key is not None and not self.replays.admit(message.tsig, now):
+                log.info("replayed UPDATE from %s:%s refused (key %s): NOTAUTH/BADTIME", peer.address, peer.port, message.tsig.key_name)
+                unsigned = self._pack(message, Rcode.NOTAUTH, peer, reserve=0)
+                return sign_response(unsigned, check.key, message.tsig, now, Rcode.BADTIME), False
         if header.opcode == Opcode.UPDATE:
             response = self._update(message, peer, check)
         else:

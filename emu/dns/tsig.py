@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import re
 import struct
@@ -33,6 +34,8 @@ __all__ = [
     "DEFAULT_FUDGE",
     "TsigKey",
     "TsigCheck",
+    "ReplayCache",
+    "REPLAY_CACHE_SIZE",
     "parse_key_file",
     "verify_request",
     "sign_request",
@@ -53,6 +56,10 @@ ALGORITHMS: dict[str, str] = {
 
 #: Permitted clock error in seconds; RFC 8945 10 recommends 300.
 DEFAULT_FUDGE = 300
+
+#: Accepted signed UPDATEs remembered for replay detection. Only holders of a key can add entries;
+#: at 300 s fudge this is about 7 updates/s sustained for 10 min before the horizon rule below bites.
+REPLAY_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,59 @@ class TsigCheck:
     @property
     def ok(self) -> bool:
         return self.rcode == Rcode.NOERROR
+
+
+class ReplayCache:
+    """The (key name, MAC) pairs of accepted signed requests, each for as long as it could pass the
+    time check (until time signed + fudge). Sans-IO: time is passed in, Unix seconds.
+
+    TSIG alone lets a captured message be replayed inside its fudge window (dns.md 2.3). RFC 8945
+    5.2.3 answers an out-of-order Time Signed with BADTIME, so a repeat is refused the same way:
+    rcode NOTAUTH, TSIG error BADTIME, the answer signed with the key (the caller does that).
+
+    The cache is bounded. When it is full the entry that expires first is evicted and its expiry
+    becomes a horizon: a request whose time signed + fudge is not later than the horizon is refused
+    too, because it may be the replay of an evicted entry. So a replay is never accepted; under an
+    overload of one key, late-arriving requests (signed long before they arrive) are refused.
+
+    Args:
+        max_entries: how many (key, MAC) pairs are kept at most.
+    """
+
+    def __init__(self, max_entries: int = REPLAY_CACHE_SIZE) -> None:
+        if max_entries < 1:
+            raise UsageError("a replay cache needs room for at least one entry")
+        self.max_entries = max_entries
+        self._seen: set[tuple[str, bytes]] = set()
+        self._expiries: list[tuple[int, str, bytes]] = []  # heap by expiry
+        self._horizon: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, now: int) -> None:
+        while self._expiries and self._expiries[0][0] < now:
+            _, name, mac = heapq.heappop(self._expiries)
+            self._seen.discard((name, mac))
+        if self._horizon is not None and self._horizon < now:
+            self._horizon = None  # whatever it guarded now fails the time check by itself
+
+    def admit(self, record: TsigRecord, now: int) -> bool:
+        """Remember a verified request; False if it is a repeat (or may be one, see the horizon)."""
+        self._expire(now)
+        entry = (record.key_name, record.mac)
+        expires = record.time_signed + record.fudge
+        if entry in self._seen or (self._horizon is not None and expires <= self._horizon):
+            return False
+        while len(self._seen) >= self.max_entries:
+            evicted, name, mac = heapq.heappop(self._expiries)
+            self._seen.discard((name, mac))
+            self._horizon = evicted if self._horizon is None else max(self._horizon, evicted)
+            if expires <= self._horizon:
+                return False
+        self._seen.add(entry)
+        heapq.heappush(self._expiries, (expires, record.key_name, record.mac))
+        return True
 
 
 _KEY_BLOCK = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)

@@ -8,6 +8,7 @@ import dns.tsig
 import pytest
 
 from dns_testing import NOW, PEER, SECRET, ask, key_file_text, make_update
+from emu.dns.resolver import Peer
 from emu.dns.tsig import TsigKey, parse_key_file, sign_request, verify_request
 from emu.errors import UsageError
 from emu.wire.dns import Rcode, decode_message
@@ -120,3 +121,80 @@ def test_key_file_with_several_keys_and_comments():
 def test_bad_key_files_are_usage_errors(text):
     with pytest.raises(UsageError):
         parse_key_file(text)
+
+
+# --- replay (RFC 8945 5.2.3: BADTIME for a Time Signed already seen) -------------------------------
+
+
+def _unsigned_add(name="kms2.kms.test.", address="10.0.0.2"):
+    update = make_update()
+    update.add(name, 60, "A", address)
+    return update.to_wire()
+
+
+def _record(mac: bytes, time_signed: int = NOW, fudge: int = 300, key_name: str = "kms1-key."):
+    from emu.wire.dns import TsigRecord
+
+    return TsigRecord(key_name, "hmac-sha256.", time_signed, fudge, mac, 1, 0, b"")
+
+
+def test_replayed_update_is_notauth_badtime_signed_and_changes_nothing(resolver, key):
+    add, _ = sign_request(_unsigned_add(), key, NOW)
+    assert resolver.handle(add, PEER, NOW)[3] & 0xF == Rcode.NOERROR
+    remove = make_update()
+    remove.delete("kms2.kms.test.")
+    delete, _ = sign_request(remove.to_wire(), key, NOW + 1)
+    assert resolver.handle(delete, PEER, NOW + 1)[3] & 0xF == Rcode.NOERROR
+    serial = resolver.zone("kms.test").serial
+    for transport in ("udp", "tcp"):
+        out = resolver.handle(add, Peer("127.0.0.1", 40001, transport), NOW + 2)
+        rcode, tsig = _tsig_error(out)
+        assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADTIME and len(tsig.mac) == 32
+        assert int.from_bytes(tsig.other, "big") == NOW + 2
+    assert resolver.zone("kms.test").node("kms2.kms.test.") is None
+    assert resolver.zone("kms.test").serial == serial
+
+
+def test_dnspython_reads_the_replay_answer_as_badtime(resolver, key, keyring):
+    add, mac = sign_request(_unsigned_add(), key, NOW)
+    resolver.handle(add, PEER, NOW)
+    with pytest.raises(dns.tsig.PeerBadTime):
+        dns.message.from_wire(resolver.handle(add, PEER, NOW), keyring=keyring, request_mac=mac)
+
+
+def test_the_same_update_signed_again_is_accepted(resolver, key):
+    wire = _unsigned_add()
+    first, _ = sign_request(wire, key, NOW)
+    again, _ = sign_request(wire, key, NOW + 1)
+    assert resolver.handle(first, PEER, NOW)[3] & 0xF == Rcode.NOERROR
+    assert resolver.handle(again, PEER, NOW + 1)[3] & 0xF == Rcode.NOERROR
+
+
+def test_signed_queries_may_be_repeated(resolver, key):
+    wire, _ = sign_request(dns.message.make_query("kms1.kms.test.", "A").to_wire(), key, NOW)
+    for transport in ("udp", "tcp"):  # a truncated UDP answer is asked again over TCP, same bytes
+        assert resolver.handle(wire, Peer("127.0.0.1", 40001, transport), NOW)[3] & 0xF == Rcode.NOERROR
+
+
+def test_replay_cache_entry_lives_exactly_its_fudge_window():
+    from emu.dns.tsig import ReplayCache
+
+    cache = ReplayCache()
+    assert cache.admit(_record(b"a" * 32), NOW)
+    assert not cache.admit(_record(b"a" * 32), NOW + 300)  # still inside time signed + fudge
+    assert cache.admit(_record(b"b" * 32, NOW + 301), NOW + 301)
+    assert len(cache) == 1  # the first entry expired: it would fail the time check anyway
+    assert not cache.admit(_record(b"b" * 32, NOW + 301), NOW + 301)
+
+
+def test_replay_cache_is_bounded_and_never_readmits_an_evicted_entry():
+    from emu.dns.tsig import ReplayCache
+
+    cache = ReplayCache(max_entries=3)
+    records = [_record(bytes([i]) * 32, NOW + i) for i in range(10)]
+    for i, record in enumerate(records):
+        assert cache.admit(record, NOW + i)
+        assert len(cache) <= 3
+    assert not any(cache.admit(record, NOW + 9) for record in records)  # kept or behind the horizon
+    assert cache.admit(_record(b"new" * 11, NOW + 10), NOW + 10)
+    assert len(cache) == 3
