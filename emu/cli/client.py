@@ -2,8 +2,10 @@
 
 It builds activation requests for a product, sends them to a KMS host over DCE/RPC/TCP, checks
 every response the way vlmcs does (spec 2.11, 5.6) and prints one line per request. The target is
-``host[:port]``, ``[v6addr]:port`` or ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
-RFC 2782 order with failover).
+``host[:port]``, ``[v6addr]:port``, ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
+RFC 2782 order with failover) or ``-`` (``_vlmcs._tcp`` in each domain of the resolver's search
+list, from resolv.conf's ``search``/``domain`` line: the first domain with records is used, as
+the resolver's search does).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from emu.net.address import parse_host_port
 __all__ = [
     "register",
     "parse_target",
+    "search_domains",
     "EXIT_ACTIVATED",
     "EXIT_BELOW_THRESHOLD",
     "EXIT_HOST_ERROR",
@@ -51,6 +54,10 @@ __all__ = [
 
 DEFAULT_PORT = 1688
 DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
+#: Where the system resolver's nameservers and search list live (resolv.conf(5)).
+RESOLV_CONF = "/etc/resolv.conf"
+#: The target that means "search the resolver's domains" (vlmcs ``-``, kms-wire-protocol.md 9.1).
+SEARCH_TARGET = "-"
 
 EXIT_ACTIVATED = 0
 #: 2 is taken by the command line for usage errors (bad option, unknown product).
@@ -84,6 +91,7 @@ exit status:
 examples:
   emu client activate 127.0.0.1:1688 --product win10ent
   emu client activate .kms.test --dns-server 127.0.0.1:5353 --product "srv2022 dc" -v
+  emu client activate - --dns-server 127.0.0.1:5353 -n 1     # _vlmcs._tcp.<each resolv.conf search domain>
   emu client activate [::1]:1688 --protocol 4 --no-ndr64 --count 3 --new-connection --json
 """
 
@@ -162,7 +170,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", nargs="?", default=None,
-                   help="host[:port], [v6addr]:port or .domain (default 127.0.0.1:1688, [::1]:1688 with --ip 6)")
+                   help="host[:port], [v6addr]:port, .domain (SRV _vlmcs._tcp.domain), or - (SRV _vlmcs._tcp in each "
+                   "domain of the search/domain line of resolv.conf in turn; the first that has records is used, like vlmcs -) (default 127.0.0.1:1688, "
+                   "[::1]:1688 with --ip 6)")
     g = p.add_argument_group("product (vlmcs -l, -a, -k, -s, -4/-5/-6, -K)")
     g.add_argument("-l", "--product", default=DEFAULT_PRODUCT,
                    help=f"product name or SKU GUID (forgiving: win10ent, 'srv2019 dc', o2019); default {DEFAULT_PRODUCT!r}")
@@ -194,7 +204,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--connect-timeout", type=_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
     g.add_argument("--timeout", type=_seconds, default=DEFAULT_REPLY_TIMEOUT, metavar="SECONDS",
                    help="seconds to wait for each reply")
-    g.add_argument("--dns-server", metavar="ADDR:PORT", help="DNS server for .domain targets (default: the system's)")
+    g.add_argument("--dns-server", metavar="ADDR:PORT", help="DNS server for .domain and - targets (default: the first nameserver of --resolv-conf)")
+    g.add_argument("--resolv-conf", default=RESOLV_CONF, metavar="FILE",
+                   help=f"resolver configuration read for the - target's search list and the default DNS server (default {RESOLV_CONF})")
     g = p.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true", help="print every request and response field and each check")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -319,31 +331,54 @@ def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
 # --- running ------------------------------------------------------------------------------------
 
 
-def _system_dns_server() -> tuple[str, int]:
-    """The first nameserver of /etc/resolv.conf.
+def _resolv_conf_lines(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line.split() for line in handle if line.strip() and line.lstrip()[0] not in "#;"]
+    except OSError:
+        return []
+
+
+def _system_dns_server(path: str = RESOLV_CONF) -> tuple[str, int]:
+    """The first nameserver of resolv.conf.
 
     Raises:
         UsageError: none is configured (then --dns-server is needed).
     """
-    try:
-        with open("/etc/resolv.conf", encoding="utf-8") as handle:
-            for line in handle:
-                words = line.split()
-                if len(words) >= 2 and words[0] == "nameserver":
-                    return words[1], 53
-    except OSError:
-        pass
-    raise UsageError("no nameserver in /etc/resolv.conf: give --dns-server ADDR[:PORT] for a .domain target")
+    for words in _resolv_conf_lines(path):
+        if len(words) >= 2 and words[0] == "nameserver":
+            return words[1], 53
+    raise UsageError(f"no nameserver in {path}: give --dns-server ADDR[:PORT] for a .domain or - target")
 
 
-async def _discover(domain: str, dns_server: str | None, rng: Rng, timeout: float) -> list[HostAddress]:
-    if dns_server is not None:
-        parsed = parse_target(dns_server, default_port=53)
-        if isinstance(parsed, str):
-            raise UsageError(f"--dns-server {dns_server!r}: expected ADDR[:PORT]")
-        server = (parsed.host, parsed.port)
-    else:
-        server = _system_dns_server()
+def search_domains(path: str = RESOLV_CONF) -> list[str]:
+    """The resolver's search list from resolv.conf: the last ``search`` or ``domain`` line wins
+    (they are mutually exclusive, resolv.conf(5)); ``domain x`` searches just x. Root is dropped.
+
+    Raises:
+        UsageError: the file is unreadable or has neither line (the - target needs a domain).
+    """
+    domains: list[str] | None = None
+    for words in _resolv_conf_lines(path):
+        if words[0] in ("search", "domain"):
+            domains = words[1:] if words[0] == "search" else words[1:2]
+    found = [d.strip(".") for d in domains or [] if d.strip(".")]
+    if not found:
+        raise UsageError(f"target -: no search or domain line in {path}, so no domain to look up _vlmcs._tcp in; "
+                         "give .domain instead")
+    return list(dict.fromkeys(found))
+
+
+def _dns_server(dns_server: str | None, resolv_conf: str) -> tuple[str, int]:
+    if dns_server is None:
+        return _system_dns_server(resolv_conf)
+    parsed = parse_target(dns_server, default_port=53)
+    if isinstance(parsed, str):
+        raise UsageError(f"--dns-server {dns_server!r}: expected ADDR[:PORT]")
+    return parsed.host, parsed.port
+
+
+async def _discover(domain: str, server: tuple[str, int], rng: Rng, timeout: float) -> list[HostAddress]:
     return await dns_resolver(server, rng, timeout=timeout)(domain)
 
 
@@ -536,7 +571,14 @@ def _activate(args: argparse.Namespace) -> int:
     rng = seeded(args.seed) if args.seed is not None else system_rng()
     plan = _plan(args, rng)
     target_text = args.target or ("[::1]:1688" if args.ip == 6 else "127.0.0.1:1688")
-    target = parse_target(target_text)
+    target: HostAddress | str
+    if target_text.strip() == SEARCH_TARGET:
+        domains = search_domains(args.resolv_conf)
+        target = ", ".join(domains)
+    else:
+        target = parse_target(target_text)
+        domains = [target] if isinstance(target, str) else []
+    server = _dns_server(args.dns_server, args.resolv_conf) if domains else None
     capture = None
     if args.capture:
         from emu.net.sniff import TcpCapture
@@ -549,11 +591,16 @@ def _activate(args: argparse.Namespace) -> int:
         if isinstance(target, HostAddress):
             hosts = [target]
         else:
-            try:
-                hosts = await _discover(target, args.dns_server, rng, args.timeout)
-            except ScenarioError as exc:  # the DNS server did not answer: no host can be reached
-                discovery_error.append(str(exc))
-                return []
+            assert server is not None
+            hosts = []
+            for domain in domains:  # like res_search: the first domain of the list that has SRV records
+                try:
+                    hosts = await _discover(domain, server, rng, args.timeout)
+                except ScenarioError as exc:  # the DNS server did not answer: no host can be reached
+                    discovery_error.append(str(exc))
+                    return []
+                if hosts:
+                    break
         if capture is not None:
             await capture.start(hosts)
         try:

@@ -295,3 +295,61 @@ def test_capture_without_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert activate("127.0.0.1:1", "--capture", "x.pcap") == 2
     assert "--capture sniffs packets and needs root" in capsys.readouterr().err
+
+
+# --- the - target: _vlmcs._tcp in the resolver's search list (vlmcs -) ----------------------------------
+
+
+def test_dash_target_tries_each_search_domain_in_order(loop_thread: _LoopThread, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from emu.dns.zone import load_master_file
+    from emu.net.dns_server import DnsServer
+
+    live = _emu_host(loop_thread)
+    soa = "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 127.0.0.1\n"
+    empty = load_master_file(soa, "empty.test")  # served, but no _vlmcs._tcp: NXDOMAIN, next domain
+    kms = load_master_file(soa + f"b IN A 127.0.0.1\n_vlmcs._tcp IN SRV 0 0 {live.rsplit(':', 1)[1]} b\n", "kms.test")
+
+    async def start() -> DnsServer:
+        server = DnsServer([empty, kms], listen=(("127.0.0.1", 0),))
+        await server.start()
+        return server
+
+    dns = loop_thread.call(start())
+    host, port = dns.addresses[0]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("# test\nnameserver 127.0.0.1\nsearch empty.test. unknown.test kms.test\noptions ndots:1\n")
+    assert activate("-", "--resolv-conf", str(resolv), "--dns-server", f"{host}:{port}", "-n", "1", "-r", "1") == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{live} request 1 of 1 (KMS V6.0, NDR32): activated")
+    resolv.write_text("nameserver 127.0.0.1\nsearch kms.test\ndomain empty.test\n")  # the last line wins
+    assert activate("-", "--resolv-conf", str(resolv), "--dns-server", f"{host}:{port}", "-n", "1", "-r", "1") == 7
+    assert capsys.readouterr().err == "no KMS host found: no _vlmcs._tcp SRV records for empty.test\n"
+
+
+@pytest.mark.parametrize("text", ["nameserver 127.0.0.1\n", "nameserver 127.0.0.1\nsearch .\n", None], ids=["none", "root", "missing"])
+def test_dash_target_without_a_domain_is_a_clear_usage_error(tmp_path: Path, text: str | None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    resolv = tmp_path / "resolv.conf"
+    if text is not None:
+        resolv.write_text(text)
+    assert activate("-", "--resolv-conf", str(resolv), "--dns-server", "127.0.0.1:9") == 2
+    err = capsys.readouterr().err
+    assert f"target -: no search or domain line in {resolv}" in err and "Traceback" not in err
+
+
+def test_search_domains_reads_resolv_conf_like_the_resolver(tmp_path: Path) -> None:
+    from emu.cli.client import search_domains
+
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("domain a.test\n; comment\nsearch b.test c.test. b.test\n")
+    assert search_domains(str(resolv)) == ["b.test", "c.test"]
+    resolv.write_text("search b.test\ndomain a.test extra\n")
+    assert search_domains(str(resolv)) == ["a.test"]
+
+
+def test_help_documents_the_dash_target(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["client", "activate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "or - (SRV _vlmcs._tcp in each domain of the search/domain line of resolv.conf" in out
+    assert "--resolv-conf FILE" in out
