@@ -75,6 +75,47 @@ def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
     assert bad.stdout.strip() == ""
 
 
+def _make_pcaps():
+    """scripts/make-pcaps as a module (it has no .py suffix)."""
+    import importlib.machinery
+    import importlib.util
+
+    if "make_pcaps" in sys.modules:
+        return sys.modules["make_pcaps"]
+    loader = importlib.machinery.SourceFileLoader("make_pcaps", str(ROOT / "scripts" / "make-pcaps"))
+    spec = importlib.util.spec_from_loader("make_pcaps", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_pcaps"] = module  # its dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+def test_failover_capture_is_the_order_the_client_life_cycle_asked_for(tmp_path: Path):
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import rdpcap
+
+    from emu.kms.client import Activated, ExchangeAttempted, Failover, HostAddress
+    from emu.net.pcap_write import write_pcap
+
+    run = _make_pcaps().failover_scenario()
+    dead, live = HostAddress("10.0.0.2"), HostAddress("10.0.0.1")
+    assert run.discovered == [dead, live] and run.attempts == [dead, live]
+    assert [type(e) for e in run.events] == [ExchangeAttempted, Failover, ExchangeAttempted, Activated]
+    attempted, failover, _, activated = run.events
+    assert (attempted.host, failover.failed, failover.next_host, activated.host) == (dead, dead, live, live)
+    assert "unreachable (cannot connect to 10.0.0.2:1688: Connection refused)" == failover.reason
+    # The committed capture is exactly those frames: regenerated here, byte for byte.
+    path = PCAP_DIR / "emu-v6-failover.pcap"
+    assert write_pcap(tmp_path / "failover.pcap", run.frames).read_bytes() == path.read_bytes()
+    frames = rdpcap(str(path))
+    syns = [HostAddress(f[IP].dst, f[TCP].dport) for f in frames if f[TCP].flags == "S"]
+    assert syns == [e.host for e in run.events if isinstance(e, ExchangeAttempted)]
+    flags = [str(f[TCP].flags) for f in frames]
+    assert flags[:2] == ["S", "RA"] and frames[1][IP].src == "10.0.0.2"  # the dead host: refused
+    assert flags[2:5] == ["S", "SA", "A"] and flags[-3:] == ["FA", "FA", "A"]  # the live one: the whole conversation
+    assert decode_capture(path).kms_conversations == (1,)
+
+
 @pytest.mark.parametrize("path", PCAPS, ids=lambda p: p.name)
 def test_sample_capture_has_a_readme_line(path: Path):
     assert f"| `{path.name}` |" in (PCAP_DIR / "README.md").read_text()
