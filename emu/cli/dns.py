@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
     policy = _policy(args)
 
     async def main() -> None:
-        server = DnsServer(zones, listen=listen, keys=keys, policy=policy, state=args.state, tcp_idle_timeout=args.tcp_idle_timeout)
+        server = DnsServer(zones, listen=listen, keys=keys, policy=policy, state=args.state, tcp_idle_timeout=args.tcp_idle_timeout,
+                           srv_max_age=args.srv_max_age)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -111,6 +113,16 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dns",
@@ -136,6 +148,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--state", metavar="PATH", help="SQLite journal of accepted updates, replayed at start (default: in memory)")
     serve.add_argument("--grant", action="append", default=[], metavar="KEY=NAME:TYPES[@TARGET,..]", help="allow KEY to change NAME (relative to the zone, '*' any, '*.x' below x) with TYPES (e.g. SRV,A,AAAA or ANY), SRV only towards TARGET; repeatable; replaces the default 'any key, anything'")
     serve.add_argument("--allow-unsigned", action="append", default=[], metavar="CIDR", help="accept unsigned updates of _vlmcs._tcp SRV and A/AAAA from these networks (a 'nonsecure' zone); repeatable")
+    serve.add_argument("--srv-max-age", type=_positive_seconds, metavar="SECONDS",
+                       help="remove a _vlmcs._tcp SRV record that no update has refreshed for this long (a KMS host that "
+                       "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "
+                       "zone files and all other records never age; journaled, serial bumped (default: off)")
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close TCP connections idle this long (default 10)")
     serve.set_defaults(func=_serve)
 

@@ -15,6 +15,10 @@
 Zones are immutable snapshots (see :mod:`emu.dns.zone`); an accepted update hands its changes
 to the ``journal`` callback *before* the new snapshot replaces the old one, so nothing is
 answered NOERROR that is not durable. Time (``now``) is UTC Unix seconds, as TSIG needs.
+
+With :class:`~emu.dns.aging.SrvAging`, :meth:`Resolver.next_deadline` says when a published SRV
+RR reaches its max age and :meth:`Resolver.on_timer` removes it (journaled, serial bumped once);
+the edge schedules the calls.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from dnslib import DNSHeader, DNSQuestion, DNSRecord, RR
 
+from emu.dns.aging import SrvAging
 from emu.dns.policy import Requester, UpdatePolicy
 from emu.dns.query import answer_query
 from emu.dns.tsig import REPLAY_CACHE_SIZE, ReplayCache, TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
-from emu.dns.update import evaluate_update
+from emu.dns.update import evaluate_update, remove_rrs
 from emu.dns.zone import Zone, ZoneChange
 from emu.errors import DecodeError, UsageError
 from emu.wire.dns import (
+    CLASS_IN,
     TYPE_AXFR,
     TYPE_IXFR,
     TYPE_OPT,
@@ -41,6 +47,7 @@ from emu.wire.dns import (
     DnsMessage,
     Opcode,
     Rcode,
+    canonical_name,
     canonical_name_wire,
     decode_header,
     decode_message,
@@ -56,6 +63,8 @@ MAX_UDP_PAYLOAD = 1232
 CLASSIC_UDP_LIMIT = 512
 #: Answers cached per distinct query (bytes after the ID); the cache is emptied on every change.
 ANSWER_CACHE_SIZE = 4096
+
+_SRV = 33
 
 #: Receives the net changes of an accepted update; must make them durable or raise.
 Journal = Callable[[Sequence[ZoneChange]], None]
@@ -95,6 +104,7 @@ class Resolver:
         max_udp_payload: the EDNS payload size we advertise and honour at most.
         cache_size: unsigned query answers kept for identical later queries (0: no cache).
         replay_cache_size: signed UPDATEs remembered to refuse their replay (:class:`ReplayCache`).
+        aging: removes ``_vlmcs._tcp`` SRV RRs not refreshed in time (None: records never age).
     """
 
     def __init__(
@@ -106,6 +116,7 @@ class Resolver:
         max_udp_payload: int = MAX_UDP_PAYLOAD,
         cache_size: int = ANSWER_CACHE_SIZE,
         replay_cache_size: int = REPLAY_CACHE_SIZE,
+        aging: SrvAging | None = None,
     ) -> None:
         self._zones: dict[str, Zone] = {}
         for zone in zones:
@@ -119,6 +130,7 @@ class Resolver:
         self._cache: dict[tuple[str, bytes], bytes] = {}
         self.cache_size = cache_size
         self.replays = ReplayCache(replay_cache_size)
+        self.aging = aging
 
     @property
     def zones(self) -> Mapping[str, Zone]:
@@ -181,7 +193,7 @@ class Resolver:
                 unsigned = self._pack(message, Rcode.NOTAUTH, peer, reserve=0)
                 return sign_response(unsigned, check.key, message.tsig, now, Rcode.BADTIME), False
         if header.opcode == Opcode.UPDATE:
-            response = self._update(message, peer, check)
+            response = self._update(message, peer, check, now)
         else:
             response = self._query(message, peer, check)
         if check is not None and check.key is not None and message.tsig is not None:
@@ -202,7 +214,7 @@ class Resolver:
 
     # --- update ------------------------------------------------------------------------------
 
-    def _update(self, message: DnsMessage, peer: Peer, check: TsigCheck | None) -> bytes:
+    def _update(self, message: DnsMessage, peer: Peer, check: TsigCheck | None, now: int) -> bytes:
         requester = Requester(check.key.name if check is not None and check.key is not None else None, peer.address)
         outcome = evaluate_update(self._zones, message, lambda zone, rr: self.policy.allows(requester, zone, rr))
         key_text = requester.key or "unsigned"
@@ -214,7 +226,45 @@ class Resolver:
             log.info("UPDATE %s from %s (%s): %s, serial %d", outcome.zone_name, peer.address, key_text, outcome.reason, outcome.zone.serial)
         else:
             log.info("UPDATE from %s (%s): rcode %s: %s", peer.address, key_text, Rcode(outcome.rcode).name, outcome.reason)
+        if self.aging is not None and outcome.rcode == Rcode.NOERROR and outcome.zone_name is not None:
+            self.aging.changed(outcome.changes, now)
+            zone = self._zones[outcome.zone_name]
+            for rr in message.authority:  # a re-add that changed nothing is a refresh all the same
+                if rr.rclass == CLASS_IN and rr.rtype == _SRV:
+                    self.aging.refresh(zone, canonical_name(rr.rname), rr.rdata, now)
         return self._pack(message, outcome.rcode, peer, echo=True, reserve=0)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` has work (an SRV RR reaches its max age), or None."""
+        return self.aging.next_deadline() if self.aging is not None else None
+
+    def on_timer(self, now: float) -> int:
+        """Remove the SRV RRs that reached their max age by ``now``: per zone one journaled change,
+        one serial bump. Returns how many RRs went.
+
+        Raises:
+            whatever the journal raises; the zone is then left as it was (retry later).
+        """
+        if self.aging is None:
+            return 0
+        removed = 0
+        for origin, zone in list(self._zones.items()):
+            expired = self.aging.expired(zone, now)
+            if not expired:
+                continue
+            outcome = remove_rrs(zone, _SRV, expired, f"not refreshed for {self.aging.max_age:g} s")
+            if outcome.zone is None:
+                continue
+            if self.journal is not None:
+                self.journal(outcome.changes)
+            self._zones[origin] = outcome.zone
+            self._cache.clear()
+            self.aging.changed(outcome.changes, now)
+            removed += len(expired)
+            log.info("aging %s: removed %s, serial %d", origin, ", ".join(f"{name} SRV {rdata}" for name, rdata in expired), outcome.zone.serial)
+        return removed
 
     # --- building responses ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from dnslib import QTYPE, RR, SOA
+from dnslib import QTYPE, RD, RR, SOA
 
 from emu.dns.zone import RRset, Zone, ZoneChange, ZoneEditor, rdata_key, serial_gt, serial_next
 from emu.wire.dns import (
@@ -32,7 +32,7 @@ from emu.wire.dns import (
     is_empty_rdata,
 )
 
-__all__ = ["UpdateOutcome", "Authorizer", "evaluate_update", "find_zone"]
+__all__ = ["UpdateOutcome", "Authorizer", "evaluate_update", "remove_rrs", "find_zone"]
 
 #: Decides whether the requester may make one update RR in a zone (the policy's answer).
 Authorizer = Callable[[Zone, RR], bool]
@@ -101,14 +101,34 @@ def evaluate_update(zones: Mapping[str, Zone], message: DnsMessage, authorize: A
         return UpdateOutcome(Rcode.NOERROR, "no change", zname)
     # 6. Serial (RFC 2136 3.6): bump once unless the update installed a newer SOA itself.
     if not any(change.rtype == TYPE_SOA for change in changes):
-        soa_set = editor.rrset(zone.origin, TYPE_SOA)
-        assert soa_set is not None
-        soa = soa_set.rdatas[0]
-        assert isinstance(soa, SOA)
-        times = (serial_next(int(soa.times[0])),) + tuple(soa.times[1:])
-        editor.set_rrset(zone.origin, TYPE_SOA, RRset(soa_set.ttl, (SOA(soa.mname, soa.rname, times),)))
+        _bump_serial(editor, zone)
         changes = editor.changes
     return UpdateOutcome(Rcode.NOERROR, f"{len(changes)} RRset(s) changed", zname, editor.commit(), tuple(changes))
+
+
+def _bump_serial(editor: ZoneEditor, zone: Zone) -> None:
+    soa_set = editor.rrset(zone.origin, TYPE_SOA)
+    assert soa_set is not None
+    soa = soa_set.rdatas[0]
+    assert isinstance(soa, SOA)
+    times = (serial_next(int(soa.times[0])),) + tuple(soa.times[1:])
+    editor.set_rrset(zone.origin, TYPE_SOA, RRset(soa_set.ttl, (SOA(soa.mname, soa.rname, times),)))
+
+
+def remove_rrs(zone: Zone, rtype: int, rrs: list[tuple[str, RD]], reason: str) -> UpdateOutcome:
+    """Delete single RRs as a class-NONE update would (RFC 2136 3.4.2.4), the serial bumped once.
+
+    The server's own changes (aging) go through here, so they are journaled and numbered like
+    any update. Nothing to delete gives an outcome without a zone.
+    """
+    editor = zone.edit()
+    for name, rdata in rrs:
+        _apply(editor, zone, RR(name, rtype, CLASS_NONE, 0, rdata))
+    if not editor.changes:
+        return UpdateOutcome(Rcode.NOERROR, "no change", zone.origin)
+    _bump_serial(editor, zone)
+    changes = editor.changes
+    return UpdateOutcome(Rcode.NOERROR, f"{reason}: {len(changes)} RRset(s) changed", zone.origin, editor.commit(), tuple(changes))
 
 
 def _check_prerequisites(zone: Zone, prerequisites: tuple[RR, ...]) -> UpdateOutcome | None:
@@ -196,8 +216,11 @@ def _apply(editor: ZoneEditor, zone: Zone, rr: RR) -> None:
             editor.set_rrset(name, rtype, RRset(rr.ttl, (rr.rdata,)))
             return
         key = rdata_key(rtype, rr.rdata)
-        kept = tuple(r for r in (existing.rdatas if existing else ()) if rdata_key(rtype, r) != key)
-        editor.set_rrset(name, rtype, RRset(rr.ttl, kept + (rr.rdata,)))
+        rdatas = existing.rdatas if existing else ()
+        if any(rdata_key(rtype, r) == key for r in rdatas):  # a refresh: same place, so no change unless the TTL is new
+            editor.set_rrset(name, rtype, RRset(rr.ttl, tuple(rr.rdata if rdata_key(rtype, r) == key else r for r in rdatas)))
+        else:
+            editor.set_rrset(name, rtype, RRset(rr.ttl, rdatas + (rr.rdata,)))
     elif rr.rclass == CLASS_ANY:
         if rtype == TYPE_ANY:
             for t in list(editor.node(name)):

@@ -17,9 +17,10 @@ import logging
 import sqlite3
 import struct
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from emu.clock import Clock, WallClock
+from emu.dns.aging import SrvAging
 from emu.dns.policy import UpdatePolicy
 from emu.dns.resolver import Peer, Resolver
 from emu.dns.tsig import TsigKey
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TCP_IDLE_TIMEOUT = 10.0
 #: Concurrent TCP connections served; more are closed at once (RFC 7766 6.2.2 resource limits).
 MAX_TCP_CONNECTIONS = 256
+#: Shortest wait of the aging timer, so that a failing journal cannot make it spin.
+_MIN_TIMER_SLEEP = 1.0
 #: Port tries when port 0 must give the same number for UDP and TCP.
 _BIND_ATTEMPTS = 20
 
@@ -151,8 +154,11 @@ class DnsServer:
         keys: TSIG keys.
         policy: the update policy (default: updates need a known key).
         state: path of the SQLite journal; None keeps changes in memory only.
-        clock: time source (``wall()`` feeds TSIG checks).
+        clock: time source (``wall()`` feeds TSIG checks and aging).
         tcp_idle_timeout: seconds before an idle TCP connection is closed.
+        srv_max_age: remove a ``_vlmcs._tcp`` SRV RR not refreshed by an update for this many
+            seconds (:mod:`emu.dns.aging`); None: never.
+        sleep: how the aging timer waits (inject a fake that advances a virtual clock in tests).
     """
 
     def __init__(
@@ -166,15 +172,19 @@ class DnsServer:
         clock: Clock | None = None,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+        srv_max_age: float | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not listen:
             raise UsageError("give at least one address to listen on")
         self.clock: Clock = clock or WallClock()
         self.journal = SqliteJournal(state) if state is not None else None
-        zone_list = list(zones)
-        if self.journal is not None:
-            zone_list = self.journal.replay(zone_list)
-        self.resolver = Resolver(zone_list, keys, policy, self.journal.append if self.journal else None)
+        static = list(zones)
+        zone_list = self.journal.replay(static) if self.journal is not None else static
+        aging = SrvAging(srv_max_age, zone_list, static, self.clock.wall()) if srv_max_age is not None else None
+        self.resolver = Resolver(zone_list, keys, policy, self.journal.append if self.journal else None, aging=aging)
+        self._sleep = sleep
+        self._timer: asyncio.Task[None] | None = None
         self._listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
@@ -202,6 +212,8 @@ class DnsServer:
         except BaseException:
             await self.stop()
             raise
+        if self.resolver.aging is not None:
+            self._timer = asyncio.create_task(self._run_timer(self.resolver.aging.max_age))
         log.info("DNS server listening on %s (UDP and TCP), zones %s", ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.addresses), ", ".join(self.resolver.zones))
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
@@ -228,8 +240,27 @@ class DnsServer:
             return host, bound
         raise ScenarioError(f"no free port on {host} for both UDP and TCP: {last}")
 
+    async def _run_timer(self, max_age: float) -> None:
+        """Call the resolver's timer at each deadline it gives (aging), for the server's life."""
+        while True:
+            now = self.clock.wall()
+            try:
+                self.resolver.on_timer(now)
+            except Exception:
+                log.exception("aging failed; trying again in %g s", _MIN_TIMER_SLEEP)
+            deadline = self.resolver.next_deadline()
+            delay = max_age if deadline is None else deadline - now
+            await self._sleep(min(max(delay, _MIN_TIMER_SLEEP), max_age))
+
     async def stop(self) -> None:
         """Close every socket and connection, and the journal. Idempotent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            try:
+                await self._timer
+            except asyncio.CancelledError:
+                pass
+            self._timer = None
         for udp in self._udp:
             udp.close()
         for tcp in self._tcp:
