@@ -7,6 +7,9 @@
   (RFC 2782 "Usage rules", RFC 1034 3.6.2);
 * CNAME chains are followed inside the zones served; NS below an apex gives a referral; wildcards
   synthesize answers from the closest encloser (RFC 4592 3.3).
+
+Sections hold whole RRsets (:class:`AnswerRRset`), not dnslib RRs: the resolver's fast path packs
+them from wire forms prepared once per zone snapshot, the general path makes RRs of them.
 """
 
 from __future__ import annotations
@@ -14,17 +17,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from dnslib import MX, NS, QTYPE, RR, SRV, CNAME
+from dnslib import MX, NS, QTYPE, RD, RR, SRV, CNAME
 
 from emu.dns.update import find_zone
 from emu.dns.zone import Zone
 from emu.wire.dns import CLASS_ANY, CLASS_IN, TYPE_ANY, TYPE_SOA, Rcode, canonical_name
 
-__all__ = ["QueryAnswer", "answer_query", "MAX_CNAME_CHAIN"]
+__all__ = ["AnswerRRset", "QueryAnswer", "answer_query", "MAX_CNAME_CHAIN"]
 
 #: Longest CNAME chain followed inside our zones (a loop guard; BIND uses 16).
 MAX_CNAME_CHAIN = 8
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRRset:
+    """One RRset of ``zone`` as it goes into a section: stored at ``name``, answered as ``owner``
+    (the query name for a wildcard answer), with ``ttl`` (the SOA's negative TTL in authority)."""
+
+    zone: Zone
+    name: str
+    rtype: int
+    owner: str
+    ttl: int
+    rdatas: tuple[RD, ...]
+
+    def rrs(self) -> list[RR]:
+        return [RR(self.owner, self.rtype, CLASS_IN, self.ttl, rdata) for rdata in self.rdatas]
 
 
 @dataclass(slots=True)
@@ -33,20 +52,20 @@ class QueryAnswer:
 
     rcode: int
     authoritative: bool
-    answers: list[RR] = field(default_factory=list)
-    authority: list[RR] = field(default_factory=list)
-    additional: list[RR] = field(default_factory=list)
+    answers: list[AnswerRRset] = field(default_factory=list)
+    authority: list[AnswerRRset] = field(default_factory=list)
+    additional: list[AnswerRRset] = field(default_factory=list)
 
 
-def _rrs(name: str, rtype: int, zone: Zone, owner: str | None = None) -> list[RR]:
+def _rrs(name: str, rtype: int, zone: Zone, owner: str | None = None) -> list[AnswerRRset]:
     rrset = zone.rrset(name, rtype)
     if rrset is None:
         return []
-    return [RR(owner or name, rtype, CLASS_IN, rrset.ttl, rdata) for rdata in rrset.rdatas]
+    return [AnswerRRset(zone, name, rtype, owner or name, rrset.ttl, rrset.rdatas)]
 
 
-def _soa(zone: Zone) -> RR:
-    return RR(zone.origin, TYPE_SOA, CLASS_IN, zone.negative_ttl, zone.soa_rrset.rdatas[0])
+def _soa(zone: Zone) -> AnswerRRset:
+    return AnswerRRset(zone, zone.origin, TYPE_SOA, zone.origin, zone.negative_ttl, zone.soa_rrset.rdatas)
 
 
 def _delegation(zone: Zone, name: str) -> str | None:
@@ -73,21 +92,22 @@ def _wildcard_owner(zone: Zone, name: str) -> str | None:
     return None
 
 
-def _additional(zones: Mapping[str, Zone], answers: list[RR]) -> list[RR]:
+def _additional(zones: Mapping[str, Zone], answers: list[AnswerRRset]) -> list[AnswerRRset]:
     targets: list[str] = []
-    for rr in answers:
-        if isinstance(rr.rdata, SRV):
-            target = rr.rdata.target
-        elif isinstance(rr.rdata, MX):
-            target = rr.rdata.label
-        elif isinstance(rr.rdata, NS) and rr.rtype == QTYPE.NS:
-            target = rr.rdata.label
-        else:
-            continue
-        name = canonical_name(target)
-        if name != "." and name not in targets:
-            targets.append(name)
-    out: list[RR] = []
+    for entry in answers:
+        for rdata in entry.rdatas:
+            if isinstance(rdata, SRV):
+                target = rdata.target
+            elif isinstance(rdata, MX):
+                target = rdata.label
+            elif isinstance(rdata, NS) and entry.rtype == QTYPE.NS:
+                target = rdata.label
+            else:
+                continue
+            name = canonical_name(target)
+            if name != "." and name not in targets:
+                targets.append(name)
+    out: list[AnswerRRset] = []
     for name in targets:
         zone = find_zone(zones, name)
         if zone is None:
@@ -130,7 +150,7 @@ def answer_query(zones: Mapping[str, Zone], qname: str, qtype: int, qclass: int)
         elif QTYPE.CNAME in node:
             cname = _rrs(owner, QTYPE.CNAME, zone, name)
             answer.answers.extend(cname)
-            rdata = cname[0].rdata
+            rdata = cname[0].rdatas[0]
             assert isinstance(rdata, CNAME)
             target = canonical_name(rdata.label)
             next_zone = find_zone(zones, target)

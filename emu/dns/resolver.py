@@ -32,7 +32,8 @@ from dnslib import DNSHeader, DNSQuestion, DNSRecord, RR
 
 from emu.dns.aging import SrvAging
 from emu.dns.policy import Requester, UpdatePolicy
-from emu.dns.query import answer_query
+from emu.dns.packing import NotFast, SimpleQuery, ZoneWire, pack_answer, parse_simple_query
+from emu.dns.query import AnswerRRset, answer_query
 from emu.dns.tsig import REPLAY_CACHE_SIZE, ReplayCache, TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
 from emu.dns.update import evaluate_update, remove_rrs
 from emu.dns.zone import Zone, ZoneChange
@@ -105,6 +106,8 @@ class Resolver:
         cache_size: unsigned query answers kept for identical later queries (0: no cache).
         replay_cache_size: signed UPDATEs remembered to refuse their replay (:class:`ReplayCache`).
         aging: removes ``_vlmcs._tcp`` SRV RRs not refreshed in time (None: records never age).
+        fast_path: answer plain queries (one question, no EDNS, no TSIG) from wire forms prepared
+            per zone snapshot (:mod:`emu.dns.packing`); the bytes are the same either way.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class Resolver:
         cache_size: int = ANSWER_CACHE_SIZE,
         replay_cache_size: int = REPLAY_CACHE_SIZE,
         aging: SrvAging | None = None,
+        fast_path: bool = True,
     ) -> None:
         self._zones: dict[str, Zone] = {}
         for zone in zones:
@@ -131,6 +135,8 @@ class Resolver:
         self.cache_size = cache_size
         self.replays = ReplayCache(replay_cache_size)
         self.aging = aging
+        self.fast_path = fast_path
+        self._wire: dict[str, ZoneWire] = {}
 
     @property
     def zones(self) -> Mapping[str, Zone]:
@@ -155,7 +161,15 @@ class Resolver:
             cached = self._cache.get(key)
             if cached is not None:
                 return data[:2] + cached
-            response, cacheable = self._handle(header, data, peer, int(now))
+            response: bytes | None = None
+            if self.fast_path:
+                simple = parse_simple_query(data)
+                if simple is not None:
+                    response = self._fast_query(header, simple, peer)
+            if response is not None:
+                cacheable = True
+            else:
+                response, cacheable = self._handle(header, data, peer, int(now))
             if cacheable and response is not None and self.cache_size > 0:
                 if len(self._cache) >= self.cache_size:
                     self._cache.clear()
@@ -202,6 +216,19 @@ class Resolver:
 
     # --- query -------------------------------------------------------------------------------
 
+    def _fast_query(self, header: DnsHeader, query: SimpleQuery, peer: Peer) -> bytes | None:
+        """The answer to a plain query, as :meth:`_query` would pack it; None: ask the general path."""
+        if query.qtype in (TYPE_AXFR, TYPE_IXFR, TYPE_TKEY):
+            return None
+        answer = answer_query(self._zones, query.qname, query.qtype, query.qclass)
+        limit = CLASSIC_UDP_LIMIT if peer.transport == "udp" else 65535
+        flags = _flags(header, answer.rcode, answer.authoritative)
+        try:
+            return pack_answer(header.id, flags, query, (answer.answers, answer.authority, answer.additional), self._wire, limit,
+                               _flags(header, answer.rcode, answer.authoritative, tc=True))
+        except NotFast:
+            return None
+
     def _query(self, message: DnsMessage, peer: Peer, check: TsigCheck | None) -> bytes:
         if len(message.questions) != 1:
             return self._pack(message, Rcode.FORMERR, peer)
@@ -210,7 +237,7 @@ class Resolver:
             return self._pack(message, Rcode.REFUSED, peer)  # no zone transfers; no TKEY/GSS (dns.md 2.4)
         answer = answer_query(self._zones, str(question.qname), question.qtype, question.qclass)
         reserve = self._tsig_size(check)
-        return self._pack(message, answer.rcode, peer, aa=answer.authoritative, answers=answer.answers, authority=answer.authority, additional=answer.additional, reserve=reserve)
+        return self._pack(message, answer.rcode, peer, aa=answer.authoritative, answers=_rrs(answer.answers), authority=_rrs(answer.authority), additional=_rrs(answer.additional), reserve=reserve)
 
     # --- update ------------------------------------------------------------------------------
 
@@ -310,6 +337,10 @@ class Resolver:
             return []
         ttl = (1 << 24) if badvers else 0  # extended RCODE 16 = BADVERS: upper 8 bits are 16 >> 4
         return [RR(".", TYPE_OPT, self.max_udp_payload, ttl, [])]
+
+
+def _rrs(section: Sequence[AnswerRRset]) -> list[RR]:
+    return [rr for entry in section for rr in entry.rrs()]
 
 
 def _build(header: DnsHeader, flags: int, questions: Sequence[DNSQuestion], answers: Sequence[RR], authority: Sequence[RR], additional: Sequence[RR]) -> bytes:
