@@ -28,6 +28,8 @@ __all__ = ["AnswerRRset", "QueryAnswer", "answer_query", "MAX_CNAME_CHAIN"]
 #: Longest CNAME chain followed inside our zones (a loop guard; BIND uses 16).
 MAX_CNAME_CHAIN = 8
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
+#: Types whose RDATA may name a host whose addresses go into additional.
+_TARGET_TYPES = frozenset({QTYPE.SRV, QTYPE.MX, QTYPE.NS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +94,28 @@ def _wildcard_owner(zone: Zone, name: str) -> str | None:
     return None
 
 
+def _targets(entry: AnswerRRset) -> tuple[str, ...]:
+    """Canonical names the RRset's RDATA points to (SRV target, MX exchange, NS host)."""
+    out = []
+    for rdata in entry.rdatas:
+        if isinstance(rdata, SRV):
+            target = rdata.target
+        elif isinstance(rdata, MX):
+            target = rdata.label
+        elif isinstance(rdata, NS) and entry.rtype == QTYPE.NS:
+            target = rdata.label
+        else:
+            continue
+        out.append(canonical_name(target))
+    return tuple(out)
+
+
 def _additional(zones: Mapping[str, Zone], answers: list[AnswerRRset]) -> list[AnswerRRset]:
     targets: list[str] = []
     for entry in answers:
-        for rdata in entry.rdatas:
-            if isinstance(rdata, SRV):
-                target = rdata.target
-            elif isinstance(rdata, MX):
-                target = rdata.label
-            elif isinstance(rdata, NS) and entry.rtype == QTYPE.NS:
-                target = rdata.label
-            else:
-                continue
-            name = canonical_name(target)
+        if entry.rtype not in _TARGET_TYPES:
+            continue
+        for name in entry.zone.derived(("targets", entry.name, entry.rtype), lambda: _targets(entry)):
             if name != "." and name not in targets:
                 targets.append(name)
     out: list[AnswerRRset] = []

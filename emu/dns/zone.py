@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Callable, Hashable, Iterator, Mapping, TypeVar, cast
 
 from dnslib import CLASS, DNSBuffer, DNSLabel, QTYPE, RD, RDMAP, RR, SOA, SRV
 
@@ -104,15 +104,19 @@ def is_subdomain(name: str, origin: str) -> bool:
     return origin == "." or name == origin or name.endswith("." + origin)
 
 
+_T = TypeVar("_T")
+
+
 class Zone:
     """An immutable zone snapshot: origin, class IN, RRsets by name and type."""
 
-    __slots__ = ("origin", "_names", "_nonterminals")
+    __slots__ = ("origin", "_names", "_nonterminals", "_derived")
 
     def __init__(self, origin: str, names: Mapping[str, Mapping[int, RRset]]) -> None:
         self.origin = canonical_name(origin)
         self._names = names
         self._nonterminals: frozenset[str] | None = None
+        self._derived: dict[Hashable, object] = {}
         soa = names.get(self.origin, {}).get(TYPE_SOA)
         if soa is None or len(soa.rdatas) != 1:
             raise UsageError(f"zone {self.origin} needs exactly one SOA record at its apex")
@@ -161,6 +165,15 @@ class Zone:
 
     def names(self) -> Iterator[str]:
         return iter(self._names)
+
+    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """A value computed from this snapshot, made once (a snapshot never changes; an update
+        makes a new one, which starts empty). ``key`` must say what ``make`` computes."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            value = self._derived[key] = make()
+            return value
 
     def records(self) -> Iterator[RR]:
         """Every RR, SOA first, then by name and type."""
