@@ -188,7 +188,7 @@ def main() -> int:
         state = str(Path(tmp) / "journal.sqlite")
         with _Child("emu", state) as child:
             update_rate = _report("emu, TSIG-signed update, SQLite journal", *_load(child.port, signed_update, args.seconds))
-    print(f"emu / stock dnslib query rate: {rates['emu'] / rates['dnslib']:.1f}x cached, {rates['emu-nocache'] / rates['dnslib']:.1f}x uncached (target >= 2x)")
+    print(f"emu / stock dnslib query rate: {rates['emu'] / rates['dnslib']:.1f}x cached, {rates['emu-nocache'] / rates['dnslib']:.1f}x uncached (target >= 2x, uncached >= 2.5x)")
     print(f"journaled signed updates: {update_rate:.0f}/s (target >= 300/s)")
     return 0
 
