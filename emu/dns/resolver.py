@@ -6,10 +6,11 @@
 * undecodable after the header: FORMERR with the header's ID and opcode;
 * an opcode other than QUERY and UPDATE: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 6.1.3);
 * a TSIG that fails: NOTAUTH with the TSIG error (RFC 8945 5.2); GSS-TSIG and TKEY: REFUSED;
-* a signed UPDATE whose (key, MAC) was accepted before, inside its fudge window (a replay):
-  NOTAUTH with TSIG error BADTIME, signed, and the zone is not touched (RFC 8945 5.2.3,
-  :class:`~emu.dns.tsig.ReplayCache`). Queries are not checked: a replayed query changes nothing,
-  and a client may resend the same signed query over TCP after a truncated UDP answer;
+* a signed UPDATE whose (key, MAC) was accepted before, inside its fudge window (a retransmission
+  or a replay) is never applied again: it gets the first answer back while that is remembered,
+  else NOTAUTH with TSIG error BADTIME, signed (RFC 8945 5.2.3, :class:`~emu.dns.tsig.ReplayCache`).
+  Queries are not checked: a replayed query changes nothing, and a client may resend the same
+  signed query over TCP after a truncated UDP answer;
 * any bug: SERVFAIL, and the traceback goes to the log.
 
 Zones are immutable snapshots (see :mod:`emu.dns.zone`); an accepted update hands its changes
@@ -202,16 +203,27 @@ class Resolver:
                 if check.error in (Rcode.BADKEY, Rcode.BADSIG) or check.key is None:
                     return append_unsigned_tsig(unsigned, message.tsig, check.error), False
                 return sign_response(unsigned, check.key, message.tsig, now, check.error), False
-            if header.opcode == Opcode.UPDATE and check.key is not None and not self.replays.admit(message.tsig, now):
-                log.info("replayed UPDATE from %s:%s refused (key %s): NOTAUTH/BADTIME", peer.address, peer.port, message.tsig.key_name)
-                unsigned = self._pack(message, Rcode.NOTAUTH, peer, reserve=0)
-                return sign_response(unsigned, check.key, message.tsig, now, Rcode.BADTIME), False
+            if header.opcode == Opcode.UPDATE and check.key is not None:
+                earlier = self.replays.earlier_answer(message.tsig, now)
+                if earlier is not None:
+                    log.info("repeated UPDATE from %s:%s (key %s): the first answer again, nothing re-applied",
+                             peer.address, peer.port, message.tsig.key_name)
+                    # Same MAC, maybe another ID (RFC 8945 lets the ID change: the MAC covers the
+                    # original one): answer with the request's ID, the signature stays valid.
+                    return header.id.to_bytes(2, "big") + earlier[2:], False
+                if not self.replays.admit(message.tsig, now):
+                    log.info("replayed UPDATE from %s:%s refused (key %s): NOTAUTH/BADTIME", peer.address, peer.port, message.tsig.key_name)
+                    unsigned = self._pack(message, Rcode.NOTAUTH, peer, reserve=0)
+                    return sign_response(unsigned, check.key, message.tsig, now, Rcode.BADTIME), False
         if header.opcode == Opcode.UPDATE:
             response = self._update(message, peer, check, now)
         else:
             response = self._query(message, peer, check)
         if check is not None and check.key is not None and message.tsig is not None:
-            return sign_response(response, check.key, message.tsig, now), False
+            signed = sign_response(response, check.key, message.tsig, now)
+            if header.opcode == Opcode.UPDATE:
+                self.replays.remember(message.tsig, signed)
+            return signed, False
         return response, check is None and header.opcode == Opcode.QUERY
 
     # --- query -------------------------------------------------------------------------------

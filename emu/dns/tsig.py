@@ -109,9 +109,12 @@ class ReplayCache:
     """The (key name, MAC) pairs of accepted signed requests, each for as long as it could pass the
     time check (until time signed + fudge). Sans-IO: time is passed in, Unix seconds.
 
-    TSIG alone lets a captured message be replayed inside its fudge window (dns.md 2.3). RFC 8945
-    5.2.3 answers an out-of-order Time Signed with BADTIME, so a repeat is refused the same way:
-    rcode NOTAUTH, TSIG error BADTIME, the answer signed with the key (the caller does that).
+    TSIG alone lets a captured message be replayed inside its fudge window (dns.md 2.3). A repeat is
+    never applied again. When the first answer is still known (:meth:`remember`), the repeat gets
+    exactly that answer back: a client that retransmits an UPDATE whose reply was lost (nsupdate over
+    UDP does) learns the outcome instead of a failure, and a replay by anyone else changes nothing.
+    Otherwise (the entry was evicted) it is refused as RFC 8945 5.2.3 refuses an out-of-order Time
+    Signed: rcode NOTAUTH, TSIG error BADTIME, the answer signed with the key (the caller does that).
 
     The cache is bounded. When it is full the entry that expires first is evicted and its expiry
     becomes a horizon: a request whose time signed + fudge is not later than the horizon is refused
@@ -126,7 +129,7 @@ class ReplayCache:
         if max_entries < 1:
             raise UsageError("a replay cache needs room for at least one entry")
         self.max_entries = max_entries
-        self._seen: set[tuple[str, bytes]] = set()
+        self._seen: dict[tuple[str, bytes], bytes | None] = {}  # entry -> the answer sent, once known
         self._expiries: list[tuple[int, str, bytes]] = []  # heap by expiry
         self._horizon: int | None = None
 
@@ -136,7 +139,7 @@ class ReplayCache:
     def _expire(self, now: int) -> None:
         while self._expiries and self._expiries[0][0] < now:
             _, name, mac = heapq.heappop(self._expiries)
-            self._seen.discard((name, mac))
+            self._seen.pop((name, mac), None)
         if self._horizon is not None and self._horizon < now:
             self._horizon = None  # whatever it guarded now fails the time check by itself
 
@@ -149,13 +152,24 @@ class ReplayCache:
             return False
         while len(self._seen) >= self.max_entries:
             evicted, name, mac = heapq.heappop(self._expiries)
-            self._seen.discard((name, mac))
+            self._seen.pop((name, mac), None)
             self._horizon = evicted if self._horizon is None else max(self._horizon, evicted)
             if expires <= self._horizon:
                 return False
-        self._seen.add(entry)
+        self._seen[entry] = None
         heapq.heappush(self._expiries, (expires, record.key_name, record.mac))
         return True
+
+    def remember(self, record: TsigRecord, answer: bytes) -> None:
+        """Keep the answer sent to an admitted request, for its retransmissions."""
+        entry = (record.key_name, record.mac)
+        if entry in self._seen:
+            self._seen[entry] = answer
+
+    def earlier_answer(self, record: TsigRecord, now: int) -> bytes | None:
+        """The answer already sent to this very request (same key and MAC), if still known."""
+        self._expire(now)
+        return self._seen.get((record.key_name, record.mac))
 
 
 _KEY_BLOCK = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)

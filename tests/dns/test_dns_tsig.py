@@ -138,28 +138,48 @@ def _record(mac: bytes, time_signed: int = NOW, fudge: int = 300, key_name: str 
     return TsigRecord(key_name, "hmac-sha256.", time_signed, fudge, mac, 1, 0, b"")
 
 
-def test_replayed_update_is_notauth_badtime_signed_and_changes_nothing(resolver, key):
+def test_repeated_update_gets_its_first_answer_again_and_changes_nothing(resolver, key):
     add, _ = sign_request(_unsigned_add(), key, NOW)
-    assert resolver.handle(add, PEER, NOW)[3] & 0xF == Rcode.NOERROR
+    first = resolver.handle(add, PEER, NOW)
+    assert first[3] & 0xF == Rcode.NOERROR
     remove = make_update()
     remove.delete("kms2.kms.test.")
     delete, _ = sign_request(remove.to_wire(), key, NOW + 1)
     assert resolver.handle(delete, PEER, NOW + 1)[3] & 0xF == Rcode.NOERROR
     serial = resolver.zone("kms.test").serial
-    for transport in ("udp", "tcp"):
-        out = resolver.handle(add, Peer("127.0.0.1", 40001, transport), NOW + 2)
-        rcode, tsig = _tsig_error(out)
-        assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADTIME and len(tsig.mac) == 32
-        assert int.from_bytes(tsig.other, "big") == NOW + 2
-    assert resolver.zone("kms.test").node("kms2.kms.test.") is None
+    for transport in ("udp", "tcp"):  # a retransmission after a lost reply, or someone's replay
+        assert resolver.handle(add, Peer("127.0.0.1", 40001, transport), NOW + 2) == first
+    assert resolver.zone("kms.test").node("kms2.kms.test.") is None  # the add was not applied again
     assert resolver.zone("kms.test").serial == serial
 
 
-def test_dnspython_reads_the_replay_answer_as_badtime(resolver, key, keyring):
+def test_dnspython_reads_the_repeated_answer_as_the_signed_first_one(resolver, key, keyring):
     add, mac = sign_request(_unsigned_add(), key, NOW)
     resolver.handle(add, PEER, NOW)
+    again = dns.message.from_wire(resolver.handle(add, PEER, NOW + 5), keyring=keyring, request_mac=mac)
+    assert again.rcode() == Rcode.NOERROR and again.had_tsig
+
+
+def test_replay_of_a_forgotten_update_is_notauth_badtime_signed_and_changes_nothing(zone, key, keyring):
+    from emu.dns.resolver import Resolver
+
+    resolver = Resolver([zone], [key], replay_cache_size=1)
+    add, mac = sign_request(_unsigned_add(), key, NOW)
+    assert resolver.handle(add, PEER, NOW)[3] & 0xF == Rcode.NOERROR
+    other, _ = sign_request(_unsigned_add("kms3.kms.test.", "10.0.0.3"), key, NOW + 1)
+    assert resolver.handle(other, PEER, NOW + 1)[3] & 0xF == Rcode.NOERROR  # evicts the first entry
+    remove = make_update()
+    remove.delete("kms2.kms.test.")
+    delete, _ = sign_request(remove.to_wire(), key, NOW + 2)
+    resolver.handle(delete, PEER, NOW + 2)  # refused too: behind the horizon, cache size 1
+    serial = resolver.zone("kms.test").serial
+    out = resolver.handle(add, PEER, NOW + 3)
+    rcode, tsig = _tsig_error(out)
+    assert rcode == Rcode.NOTAUTH and tsig.error == Rcode.BADTIME and len(tsig.mac) == 32
+    assert int.from_bytes(tsig.other, "big") == NOW + 3
     with pytest.raises(dns.tsig.PeerBadTime):
-        dns.message.from_wire(resolver.handle(add, PEER, NOW), keyring=keyring, request_mac=mac)
+        dns.message.from_wire(out, keyring=keyring, request_mac=mac)
+    assert resolver.zone("kms.test").serial == serial
 
 
 def test_the_same_update_signed_again_is_accepted(resolver, key):
@@ -198,3 +218,13 @@ def test_replay_cache_is_bounded_and_never_readmits_an_evicted_entry():
     assert not any(cache.admit(record, NOW + 9) for record in records)  # kept or behind the horizon
     assert cache.admit(_record(b"new" * 11, NOW + 10), NOW + 10)
     assert len(cache) == 3
+
+
+def test_repeat_with_another_message_id_is_answered_with_that_id_and_a_valid_signature(resolver, key, keyring):
+    add, mac = sign_request(_unsigned_add(), key, NOW)
+    resolver.handle(add, PEER, NOW)
+    other_id = bytes([add[0] ^ 0xFF, add[1]]) + add[2:]  # the MAC covers the original ID (RFC 8945)
+    out = resolver.handle(other_id, PEER, NOW + 1)
+    assert out[:2] == other_id[:2]
+    again = dns.message.from_wire(out, keyring=keyring, request_mac=mac)
+    assert again.rcode() == Rcode.NOERROR and again.had_tsig
