@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from emu import __version__
 from emu.errors import EmuError
 
-__all__ = ["main", "build_parser", "show_help"]
+__all__ = ["main", "build_parser", "show_help", "positive_int"]
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
@@ -30,6 +30,17 @@ COMMAND_MODULES = (
     "emu.cli.replay",
     "emu.cli.wireshark",
 )
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
 
 
 def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
-from emu.cli import show_help
+from emu.cli import positive_int, show_help
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
 from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
@@ -135,16 +135,6 @@ def _version(text: str) -> Version:
     return version
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -186,14 +176,14 @@ def register(subparsers: Any) -> None:
     g.add_argument("-c", "--cmid", type=_guid, help="client machine ID (default: random per request; fixed implies one request)")
     g.add_argument("-o", "--previous-cmid", type=_guid, default=uuid.UUID(int=0), help="previous CMID (default zero)")
     g.add_argument("-w", "--workstation", help="workstation name, up to 63 characters (default: random)")
-    g.add_argument("-r", "--required-count", type=_positive, help="RequiredClientCount N (default: the product's threshold)")
+    g.add_argument("-r", "--required-count", type=positive_int, help="RequiredClientCount N (default: the product's threshold)")
     g.add_argument("-m", "--vm", action="store_true", help="say the client is a virtual machine")
     g.add_argument("-t", "--license-status", type=int, choices=range(7), default=int(LicenseStatus.OOB_GRACE),
                    metavar="0..6", help="LicenseStatus (default 2, OOB grace)")
     g.add_argument("-g", "--binding-expiration", type=int, default=DEFAULT_BINDING_EXPIRATION, metavar="MINUTES",
                    help=f"BindingExpiration in minutes (default {DEFAULT_BINDING_EXPIRATION})")
     g = p.add_argument_group("connection (vlmcs -n, -T, -N, -B, -p, -i)")
-    g.add_argument("-n", "--count", type=_positive,
+    g.add_argument("-n", "--count", type=positive_int,
                    help="send exactly N requests (default: until the count reaches N, stopping when it stops rising)")
     g.add_argument("-T", "--new-connection", action="store_true", help="a new TCP connection (and bind) per request")
     g.add_argument("--ndr64", action=argparse.BooleanOptionalAction, default=True, help="offer NDR64 (default on)")

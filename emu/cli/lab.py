@@ -13,7 +13,7 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
-from emu.cli import show_help
+from emu.cli import positive_int, show_help
 from emu.errors import UsageError
 
 __all__ = ["register", "parse_numbers", "EXIT_MATCHES", "EXIT_DIFFERS"]
@@ -65,16 +65,6 @@ def parse_numbers(text: str, name: str, count: int) -> list[int]:
     if any(not 0 <= n <= 0xFFFF for n in numbers):
         raise UsageError(f"{name} {text!r}: SRV priorities and weights are 0..65535")
     return numbers
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def _settings(args: argparse.Namespace) -> tuple[list[int], list[int]]:
@@ -215,14 +205,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = run.add_argument
-    a("--hosts", type=_positive, default=2, metavar="N", help="KMS hosts (default 2)")
-    a("--clients", type=_positive, default=30, metavar="N", help="clients, run one after another (default 30)")
+    a("--hosts", type=positive_int, default=2, metavar="N", help="KMS hosts (default 2)")
+    a("--clients", type=positive_int, default=30, metavar="N", help="clients, run one after another (default 30)")
     a("--product", default="Windows 10/11 Enterprise", metavar="NAME",
       help="the clients' product (default 'Windows 10/11 Enterprise', threshold 25; see emu client products)")
     a("--priorities", metavar="P1,P2,..", help="SRV priority per host (default 0,10,20,..)")
     a("--weights", metavar="W1,W2,..", help="SRV weight per host (default 100,50,50,..)")
-    a("--stop-host", type=_positive, metavar="K", help="kill host K (SIGKILL) ...")
-    a("--at-client", type=_positive, metavar="M", help="... just before client M")
+    a("--stop-host", type=positive_int, metavar="K", help="kill host K (SIGKILL) ...")
+    a("--at-client", type=positive_int, metavar="M", help="... just before client M")
     a("--capture", metavar="OUT.pcap", help="write the bridge's DNS and KMS traffic here (emu decode reads it)")
     a("--keep-going", action="store_true", help="run every client even after one differs from the rules")
     a("--seed", type=int, default=2026, help="seed of the clients' CMIDs, names and IVs (default 2026)")
