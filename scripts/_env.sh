@@ -14,7 +14,8 @@ emu_python_ready() {
     if [ ! -f "$stamp" ] || [ "$ROOT/setup.cfg" -nt "$stamp" ]; then
         echo "emu: installing emu and its Python dependencies into $VENV" >&2
         "$PY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-        "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+        # (This machine's pip config may name local mirror folders that do not exist: that noise is dropped.)
+        "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "^WARNING: Location '" >&2)
         touch "$stamp"
     fi
 }
