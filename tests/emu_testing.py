@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from emu.wire.rpc import split_pdus
+
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The reference captures between vlmcsd/vlmcs and py-kms (../shared/vectors, read its README).
@@ -37,15 +39,9 @@ class VectorPdu:
         return self.data[2]
 
 
-def _split(stream: bytes) -> list[bytes]:
-    pdus, offset = [], 0
-    while offset + 16 <= len(stream):
-        length = int.from_bytes(stream[offset + 8 : offset + 10], "little")
-        if length < 16 or offset + length > len(stream):
-            break
-        pdus.append(stream[offset : offset + length])
-        offset += length
-    return pdus
+def whole_pdus(stream: bytes) -> list[bytes]:
+    """The whole DCE/RPC PDUs of a byte stream (a partial tail is dropped)."""
+    return split_pdus(stream)[0]
 
 
 def vector_pdus() -> list[VectorPdu]:
@@ -56,7 +52,7 @@ def vector_pdus() -> list[VectorPdu]:
     for path in vector_files():
         for conv in read_conversations(path):
             for direction, stream in (("C->S", conv.client.data), ("S->C", conv.server.data)):
-                for i, pdu in enumerate(_split(stream)):
+                for i, pdu in enumerate(whole_pdus(stream)):
                     out.append(VectorPdu(path.name, conv.index, direction, i, pdu))
     return out
 

@@ -11,26 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu.net.pcap import read_conversations
+from emu_testing import whole_pdus
 
 CLIENT = ("10.1.0.2", 50123)
 SERVER = ("10.1.0.1", 1688)
 T0 = 1_800_000_000.0
 
 
-def stream_pdus(stream: bytes) -> list[bytes]:
-    """Whole PDUs of a byte stream, cut by frag_length."""
-    out, pos = [], 0
-    while pos + 16 <= len(stream):
-        frag = int.from_bytes(stream[pos + 8 : pos + 10], "little")
-        out.append(stream[pos : pos + frag])
-        pos += frag
-    return out
-
-
 def exchange(capture: Path, conversation: int = 0) -> list[tuple[str, bytes]]:
     """The PDUs of a reference conversation in order, as ("C"/"S", bytes); assumes strict turn-taking."""
     conv = read_conversations(capture)[conversation]
-    client, server = stream_pdus(conv.client.data), stream_pdus(conv.server.data)
+    client, server = whole_pdus(conv.client.data), whole_pdus(conv.server.data)
     out: list[tuple[str, bytes]] = []
     for i in range(max(len(client), len(server))):
         if i < len(client):

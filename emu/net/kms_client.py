@@ -56,6 +56,7 @@ from emu.rpc.client import (
 )
 from emu.wire.kms import RequestBase
 from emu.wire.ndr import TransferSyntax
+from emu.wire.rpc import HEADER_LENGTH, frag_length_of, split_pdus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -223,17 +224,13 @@ class _Failed(Exception):
 
 def _partial_pdu(stream: bytes) -> tuple[int, int] | None:
     """(bytes held, frag_length wanted) of an incomplete trailing PDU in ``stream``, if any."""
-    pos = 0
-    while pos < len(stream):
-        if len(stream) - pos < 16:
-            return len(stream) - pos, 16
-        frag = int.from_bytes(stream[pos + 8 : pos + 10], "little")
-        if frag < 16:
-            return None
-        if len(stream) - pos < frag:
-            return len(stream) - pos, frag
-        pos += frag
-    return None
+    _, rest = split_pdus(stream)
+    if not rest:
+        return None
+    if len(rest) < HEADER_LENGTH:
+        return len(rest), HEADER_LENGTH
+    frag = frag_length_of(rest)
+    return None if frag < HEADER_LENGTH else (len(rest), frag)
 
 
 class KmsClientSession:

@@ -44,9 +44,10 @@ from emu.wire.rpc import (
     Request,
     decode_pdu,
     encode_pdu,
+    split_pdus,
 )
 
-__all__ = ["ReplayOptions", "ExchangeVerdict", "ReplayReport", "replay_capture", "split_pdus",
+__all__ = ["ReplayOptions", "ExchangeVerdict", "ReplayReport", "replay_capture",
            "DnsReplayOptions", "replay_dns", "resign"]
 
 _FILETIME_EPOCH = 116444736000000000
@@ -119,18 +120,6 @@ class ReplayReport:
     def to_json(self) -> dict[str, Any]:
         return {"capture": self.capture, "ok": self.ok, "counts": self.counts(), "elapsed": round(self.elapsed, 3),
                 "problems": self.problems, "exchanges": [v.to_json() for v in self.verdicts]}
-
-
-def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
-    """Cut a byte stream into DCE/RPC PDUs by frag_length; also return what is left over."""
-    pdus, off = [], 0
-    while off + 10 <= len(stream):
-        length = int.from_bytes(stream[off + 8 : off + 10], "little")
-        if length < 16 or off + length > len(stream):
-            break
-        pdus.append(stream[off : off + length])
-        off += length
-    return pdus, stream[off:]
 
 
 def _ptype_name(pdu: bytes) -> str:

@@ -131,7 +131,7 @@ def load_captured_answers(path: str | Path) -> list[CapturedAnswer]:
     Raises:
         UsageError: the file is not a readable capture.
     """
-    from emu.net.replay import split_pdus  # one PDU splitter for replay in both directions
+    from emu.wire.rpc import split_pdus
 
     answers: list[CapturedAnswer] = []
     kms_conversations = set(decode_capture(path).kms_conversations)

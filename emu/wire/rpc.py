@@ -67,6 +67,7 @@ __all__ = [
     "decode_pdu_reference",
     "encode_pdu_reference",
     "frag_length_of",
+    "split_pdus",
     "secondary_address_bytes",
     "RpcHeader",
     "RpcSyntaxId",
@@ -482,6 +483,19 @@ _RESULT = struct.Struct("<HH16sI")
 _REQ_FIXED = struct.Struct("<IHH")
 _RESP_FIXED = struct.Struct("<IHBB")
 _FAULT_FIXED = struct.Struct("<IHBBII")
+
+
+def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
+    """Cut a byte stream into whole PDUs by their frag_length (spec 1.4); also return the rest
+    (a partial PDU, or bytes whose frag_length is below the 16-byte header)."""
+    pdus, offset = [], 0
+    while offset + 10 <= len(stream):
+        length = int.from_bytes(stream[offset + 8 : offset + 10], "little")
+        if length < HEADER_LENGTH or offset + length > len(stream):
+            break
+        pdus.append(stream[offset : offset + length])
+        offset += length
+    return pdus, stream[offset:]
 
 
 def frag_length_of(header: bytes) -> int:

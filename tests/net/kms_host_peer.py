@@ -86,18 +86,6 @@ async def session(addr: tuple[str, int], messages: list[bytes], ndr64: bool = Tr
     return out
 
 
-def split_pdus(stream: bytes) -> list[bytes]:
-    """Whole PDUs of a byte stream, by frag_length (a partial tail is dropped)."""
-    pdus, offset = [], 0
-    while offset + 16 <= len(stream):
-        length = int.from_bytes(stream[offset + 8 : offset + 10], "little")
-        if length < 16 or offset + length > len(stream):
-            break
-        pdus.append(stream[offset : offset + length])
-        offset += length
-    return pdus
-
-
 async def read_until_closed(reader: asyncio.StreamReader, timeout: float = WAIT) -> bytes:
     """Everything the host sends until it closes the connection (bounded by ``timeout``)."""
     data = bytearray()

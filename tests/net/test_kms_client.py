@@ -9,7 +9,7 @@ import uuid
 from typing import Awaitable, Callable
 
 import pytest
-from emu_testing import requires_vectors, vector_files
+from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.clock import unix_to_filetime
 from emu.errors import DecodeError
@@ -33,17 +33,6 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 def run(coro):  # type: ignore[no-untyped-def]
     """Run a test coroutine with an overall bound."""
     return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-def _frames(stream: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos + 16 <= len(stream):
-        n = int.from_bytes(stream[pos + 8 : pos + 10], "little")
-        if n < 16 or pos + n > len(stream):
-            break
-        out.append(stream[pos : pos + n])
-        pos += n
-    return out
 
 
 async def _serve(handler: Handler) -> tuple[asyncio.AbstractServer, HostAddress]:
@@ -89,7 +78,7 @@ def _replay_cases() -> list[tuple[str, int]]:
         if "vlmcs-" not in path.name or path.name.startswith("pykms-"):
             continue
         for conv in read_conversations(path):
-            client, server = _frames(conv.client.data), _frames(conv.server.data)
+            client, server = whole_pdus(conv.client.data), whole_pdus(conv.server.data)
             requests = [p for p in client if p[2] == 0]
             answers = [p for p in server if p[2] in (2, 3)]
             if requests and len(requests) == len(answers) and len(client) == len(server):
@@ -100,7 +89,7 @@ def _replay_cases() -> list[tuple[str, int]]:
 def _captured(name: str, index: int) -> tuple[list[bytes], list[bytes]]:
     path = next(p for p in vector_files() if p.name == name)
     conv = next(c for c in read_conversations(path) if c.index == index)
-    return _frames(conv.client.data), _frames(conv.server.data)
+    return whole_pdus(conv.client.data), whole_pdus(conv.server.data)
 
 
 def _options_of(bind_pdu: bytes) -> RpcOptions:

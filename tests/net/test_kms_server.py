@@ -10,8 +10,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from emu_testing import VECTORS_DIR, requires_vectors, vector_files
-from kms_host_peer import WAIT, kms_request, read_until_closed, running_host, session, split_pdus
+from emu_testing import VECTORS_DIR, requires_vectors, vector_files, whole_pdus
+from kms_host_peer import WAIT, kms_request, read_until_closed, running_host, session
 
 from emu.errors import UsageError
 from emu.kms.host import E_INVALID_DATA, E_KMS_ID_MISMATCH, default_kms_ids
@@ -35,7 +35,7 @@ def run(coro):
 
 def _captured_ndr64(server_stream: bytes) -> bool:
     """Whether the captured server accepted NDR64 (so the client's later PDUs assume it)."""
-    for raw in split_pdus(server_stream):
+    for raw in whole_pdus(server_stream):
         if raw[2] == 12:
             ack = decode_pdu(raw)
             assert isinstance(ack, BindAck)
@@ -44,7 +44,7 @@ def _captured_ndr64(server_stream: bytes) -> bool:
 
 
 def _captured_hresults(server_stream: bytes, calls: list[Call]) -> list[int]:
-    responses = [decode_pdu(raw) for raw in split_pdus(server_stream) if raw[2] == 2]
+    responses = [decode_pdu(raw) for raw in whole_pdus(server_stream) if raw[2] == 2]
     return [decode_response_stub(r.stub_data, c.syntax).hresult for r, c in zip(responses, calls)]  # type: ignore[union-attr]
 
 
@@ -53,14 +53,14 @@ async def _replay(addr: tuple[str, int], client_stream: bytes) -> list[bytes]:
     reader, writer = await asyncio.open_connection(*addr)
     answers: list[bytes] = []
     try:
-        for pdu in split_pdus(client_stream):
+        for pdu in whole_pdus(client_stream):
             writer.write(pdu)
             buf = bytearray()
-            while not split_pdus(bytes(buf)):
+            while not whole_pdus(bytes(buf)):
                 chunk = await asyncio.wait_for(reader.read(65536), WAIT)
                 assert chunk, "the host closed the connection on a captured client's PDU"
                 buf += chunk
-            answers.extend(split_pdus(bytes(buf)))
+            answers.extend(whole_pdus(bytes(buf)))
     finally:
         writer.close()
     return answers
@@ -258,7 +258,7 @@ async def _raw(addr, *chunks: bytes, read_replies: int = 0, close_expected: bool
         if close_expected:
             return await read_until_closed(reader)
         data = bytearray()
-        while len(split_pdus(bytes(data))) < read_replies:
+        while len(whole_pdus(bytes(data))) < read_replies:
             chunk = await asyncio.wait_for(reader.read(65536), WAIT)
             assert chunk, "closed early"
             data += chunk
@@ -307,7 +307,7 @@ def test_truncated_pdu_then_peer_close_costs_nothing():
 
 
 def _fault_status(data: bytes) -> int:
-    (pdu,) = split_pdus(data)
+    (pdu,) = whole_pdus(data)
     assert pdu[2] == 3, f"expected a fault, got PTYPE {pdu[2]}"
     return struct.unpack_from("<I", pdu, 24)[0]
 
@@ -333,7 +333,7 @@ def test_unknown_context_or_wrong_opnum_gets_its_fault_and_the_connection_goes_o
             return await _raw(server.addresses[0], bind, _request_pdu(stub, context=context, opnum=opnum, call_id=3),
                               _request_pdu(stub, call_id=4), read_replies=3)
 
-    ack, fault, response = split_pdus(run(go()))
+    ack, fault, response = whole_pdus(run(go()))
     assert ack[2] == 12 and _fault_status(fault) == status
     assert struct.unpack_from("<I", fault, 12)[0] == 3  # the fault carries the request's call_id
     assert response[2] == 2 and decode_response_stub(decode_pdu(response).stub_data, TransferSyntax.NDR32).hresult == 0  # type: ignore[union-attr]
@@ -357,7 +357,7 @@ def test_bad_kms_payload_gets_an_error_hresult_on_a_live_connection(kind):
             return await _raw(server.addresses[0], bind, _request_pdu(stub, call_id=2),
                               _request_pdu(_ndr32_stub(good), call_id=3), read_replies=3)
 
-    _, bad, ok = split_pdus(run(go()))
+    _, bad, ok = whole_pdus(run(go()))
     hresult = decode_response_stub(decode_pdu(bad).stub_data, TransferSyntax.NDR32).hresult  # type: ignore[union-attr]
     assert hresult in (E_INVALID_DATA, E_KMS_ID_MISMATCH) and (kind == "undecryptable" or hresult == E_INVALID_DATA)
     assert decode_response_stub(decode_pdu(ok).stub_data, TransferSyntax.NDR32).hresult == 0  # type: ignore[union-attr]

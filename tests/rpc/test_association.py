@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from emu_testing import requires_vectors, vector_files
+from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.errors import UsageError
 from emu.net.pcap import read_conversations
@@ -45,15 +45,6 @@ ZERO = SyntaxId(uuid.UUID(int=0), 0)
 KMS_V4 = bytes.fromhex("00000400") + bytes(248)
 
 
-def _split(stream: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos + 16 <= len(stream):
-        length = int.from_bytes(stream[pos + 8:pos + 10], "little")
-        out.append(stream[pos:pos + length])
-        pos += length
-    return out
-
-
 def vlmcs_bind(ndr64: bool = True, btfn: int | None = 3, call_id: int = 2) -> bytes:
     syntaxes = [NDR32_SYNTAX] + ([NDR64_SYNTAX] if ndr64 else []) + ([btfn_syntax(btfn)] if btfn is not None else [])
     elems = tuple(ContextElement(i, KMS_INTERFACE, (s,)) for i, s in enumerate(syntaxes))
@@ -83,7 +74,7 @@ def vlmcsd_conversations():
 def test_server_replays_every_vlmcsd_conversation_byte_for_byte():
     checked = 0
     for name, conv in vlmcsd_conversations():
-        client, server = _split(conv.client.data), _split(conv.server.data)
+        client, server = whole_pdus(conv.client.data), whole_pdus(conv.server.data)
         first_ack = decode_pdu(server[0])
         assert isinstance(first_ack, BindAck)
         port = first_ack.secondary_address.rstrip(b"\0").decode()
@@ -112,9 +103,9 @@ def test_server_replays_every_vlmcsd_conversation_byte_for_byte():
 @requires_vectors
 def test_server_with_ndr64_off_accepts_ndr32_like_vlmcsd_n0():
     name, conv = next((n, c) for n, c in vlmcsd_conversations() if n == "edge-vlmcs-vlmcsd-ndr64off-server-v6-win10ent.pcap")
-    bind = _split(conv.client.data)[0]
+    bind = whole_pdus(conv.client.data)[0]
     results = results_of(ServerAssociation(ServerRpcConfig(ndr64=False)).receive_data(bind)[0])
-    assert results == decode_pdu(_split(conv.server.data)[0]).results
+    assert results == decode_pdu(whole_pdus(conv.server.data)[0]).results
     assert results[0] == ResultEntry(ContextResult.ACCEPTANCE, 0, NDR32_SYNTAX)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from emu_testing import requires_vectors, vector_files
+from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.errors import RpcError, UsageError
 from emu.net.pcap import read_conversations
@@ -55,15 +55,6 @@ NDR32, NDR64 = TransferSyntax.NDR32, TransferSyntax.NDR64
 KMS = bytes.fromhex("00000600") + bytes(256)
 
 
-def _split(stream: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos + 16 <= len(stream):
-        length = int.from_bytes(stream[pos + 8:pos + 10], "little")
-        out.append(stream[pos:pos + length])
-        pos += length
-    return out
-
-
 def pair(config: ServerRpcConfig | None = None, **client_options) -> tuple[ClientAssociation, ServerAssociation, list]:
     """A client bound to our server; returns them and the client's bind events."""
     client, server = ClientAssociation(**client_options), ServerAssociation(config)
@@ -86,7 +77,7 @@ def test_client_reproduces_every_vlmcs_conversation():
         if not path.name.startswith(("vlmcs-", "edge-vlmcs-")):
             continue
         for conv in read_conversations(path):
-            sent, received = _split(conv.client.data), _split(conv.server.data)
+            sent, received = whole_pdus(conv.client.data), whole_pdus(conv.server.data)
             bind = decode_pdu(sent[0])
             offered = [e.transfer_syntaxes[0] for e in bind.context_elements]
             client = ClientAssociation(offer_ndr64=NDR64.syntax_id in offered,

@@ -246,3 +246,13 @@ def test_bind_ack_pad_of_wrong_length_is_a_usage_error():
 
 def test_flags_are_an_intflag():
     assert PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE == 0x23
+
+
+def test_split_pdus_cuts_by_frag_length_and_returns_the_rest():
+    from emu.wire.rpc import split_pdus
+
+    one = bytes.fromhex("05000b03100000001000000002000000")  # a 16-byte, header-only PDU
+    assert split_pdus(one + one + one[:7]) == ([one, one], one[:7])
+    bad = one[:8] + (15).to_bytes(2, "little") + one[10:]  # frag_length below the header size
+    assert split_pdus(one + bad) == ([one], bad)
+    assert split_pdus(b"") == ([], b"")
