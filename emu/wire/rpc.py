@@ -387,8 +387,8 @@ class AlterContext(_BindBody):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BindAck(_Header):
-    """bind_ack, PTYPE 12 (spec 2.4).
+class _BindAckBody(_Header):
+    """The body bind_ack and alter_context_resp share (spec 2.4).
 
     ``secondary_address`` is the raw text with its NUL (see :func:`secondary_address_bytes`);
     ``pad`` the bytes between it and n_results, empty meaning zeros (vlmcsd sends junk, Q2).
@@ -404,16 +404,13 @@ class BindAck(_Header):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AlterContextResp(_Header):
-    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (spec 2.4)."""
+class BindAck(_BindAckBody):
+    """bind_ack, PTYPE 12 (spec 2.4)."""
 
-    max_xmit_frag: int = 5840
-    max_recv_frag: int = 5840
-    assoc_group_id: int = 0
-    secondary_address: bytes = b""
-    pad: bytes = b""
-    results: tuple[ResultEntry, ...] = ()
-    trailer: bytes = b""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlterContextResp(_BindAckBody):
+    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (spec 2.4)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
