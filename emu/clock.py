@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
-__all__ = ["Clock", "WallClock", "VirtualClock", "FILETIME_UNIX_OFFSET", "unix_to_filetime", "filetime_to_unix"]
+__all__ = ["FILETIME_UNIX_OFFSET", "Clock", "VirtualClock", "WallClock", "filetime_to_unix", "unix_to_filetime"]
 
 #: 100-ns intervals between 1601-01-01 and 1970-01-01 (kms-wire-protocol.md 0.3).
 FILETIME_UNIX_OFFSET = 116444736000000000
@@ -20,7 +21,7 @@ FILETIME_UNIX_OFFSET = 116444736000000000
 
 def unix_to_filetime(seconds: float) -> int:
     """Unix seconds (UTC) to a Windows FILETIME (100-ns ticks since 1601)."""
-    return int(round(seconds * 10_000_000)) + FILETIME_UNIX_OFFSET
+    return round(seconds * 10_000_000) + FILETIME_UNIX_OFFSET
 
 
 def filetime_to_unix(filetime: int) -> float:

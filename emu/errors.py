@@ -12,15 +12,15 @@ Errors are sorted by who is at fault:
 from __future__ import annotations
 
 __all__ = [
-    "EmuError",
     "DecodeError",
+    "DnsUpdateError",
+    "EmuError",
+    "KmsError",
     "ProtocolError",
     "RpcError",
-    "KmsError",
-    "DnsUpdateError",
-    "VerificationError",
-    "UsageError",
     "ScenarioError",
+    "UsageError",
+    "VerificationError",
 ]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random as _random
 import secrets as _secrets
-from typing import MutableSequence, Sequence, TypeVar
+from collections.abc import MutableSequence, Sequence
+from typing import TypeVar
 
 __all__ = ["Rng", "seeded", "system_rng"]
 

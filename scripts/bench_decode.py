@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emu.kms.crypto import cbc_decrypt, cbc_encrypt  # noqa: E402
-from emu.kms.messages import build_request, build_response, open_request, verify_response  # noqa: E402
-from emu.rng import seeded  # noqa: E402
-from emu.wire.kms import LicenseStatus, RequestBase, Version  # noqa: E402
+from emu.kms.crypto import cbc_decrypt, cbc_encrypt
+from emu.kms.messages import build_request, build_response, open_request, verify_response
+from emu.rng import seeded
+from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = ["main"]
 
@@ -46,10 +46,18 @@ def _rate(fn, repeats: int = 7, budget: float = 0.08) -> float:
 
 def _base(major: int) -> RequestBase:
     return RequestBase(
-        version=Version(major), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
-        app_id=uuid.UUID("55c92734-d682-4d71-983e-d6ec3f16059f"), sku_id=uuid.UUID("2de67392-b7a7-462a-b1ca-108dd189f588"),
-        kms_id=uuid.UUID("58e2134f-8e11-4d17-9cb2-91069c151148"), cmid=uuid.uuid4(), required_client_count=25,
-        client_time=133485408000000000, previous_cmid=uuid.UUID(int=0), workstation_name="bench.example.com",
+        version=Version(major),
+        vm_info=0,
+        license_status=LicenseStatus.OOB_GRACE,
+        binding_expiration=43200,
+        app_id=uuid.UUID("55c92734-d682-4d71-983e-d6ec3f16059f"),
+        sku_id=uuid.UUID("2de67392-b7a7-462a-b1ca-108dd189f588"),
+        kms_id=uuid.UUID("58e2134f-8e11-4d17-9cb2-91069c151148"),
+        cmid=uuid.uuid4(),
+        required_client_count=25,
+        client_time=133485408000000000,
+        previous_cmid=uuid.UUID(int=0),
+        workstation_name="bench.example.com",
     )
 
 

@@ -46,7 +46,12 @@ def _serve(kind: str, port: int, state: str | None) -> None:
         from dnslib.server import DNSLogger, DNSServer
         from dnslib.zoneresolver import ZoneResolver
 
-        server = DNSServer(ZoneResolver(ZONE), port=port, address="127.0.0.1", logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
+        server = DNSServer(
+            ZoneResolver(ZONE),
+            port=port,
+            address="127.0.0.1",
+            logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"),
+        )
         server.start_thread()
         print("READY", flush=True)
         while True:
@@ -58,7 +63,12 @@ def _serve(kind: str, port: int, state: str | None) -> None:
     from emu.net.dns_server import DnsServer
 
     async def main() -> None:
-        server = DnsServer([load_master_file(ZONE, "kms.test")], listen=[("127.0.0.1", port)], keys=[TsigKey.make("bench", SECRET)], state=state)
+        server = DnsServer(
+            [load_master_file(ZONE, "kms.test")],
+            listen=[("127.0.0.1", port)],
+            keys=[TsigKey.make("bench", SECRET)],
+            state=state,
+        )
         if kind == "emu-nocache":
             server.resolver.cache_size = 0
         await server.start()
@@ -82,7 +92,7 @@ class _Child:
         args = [sys.executable, __file__, "--serve", kind, str(self.port)] + ([state] if state else [])
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
-    def __enter__(self) -> "_Child":
+    def __enter__(self) -> _Child:
         ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
         if not ready or self.process.stdout.readline().strip() != "READY":
             self.__exit__()
@@ -98,7 +108,7 @@ class _Child:
             self.process.wait(5)
 
 
-def _load(port: int, make: "callable", seconds: float) -> tuple[int, float, list[float]]:
+def _load(port: int, make: callable, seconds: float) -> tuple[int, float, list[float]]:
     """Keep OUTSTANDING messages in flight for ``seconds``; returns (answered, elapsed, latencies)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(("127.0.0.1", port))
@@ -167,9 +177,15 @@ def main() -> int:
     def srv_query(query_id: int) -> bytes:
         return struct.pack("!H", query_id) + template[2:]
 
-    print(f"DNS benchmark: UDP on 127.0.0.1, {OUTSTANDING} outstanding, {args.seconds:.0f} s per phase, {os.cpu_count()} CPUs")
+    print(
+        f"DNS benchmark: UDP on 127.0.0.1, {OUTSTANDING} outstanding, {args.seconds:.0f} s per phase, {os.cpu_count()} CPUs"
+    )
     rates = {}
-    for kind, label in (("dnslib", "stock dnslib ZoneResolver, SRV query"), ("emu", "emu, SRV query (answer cache)"), ("emu-nocache", "emu, SRV query (no cache)")):
+    for kind, label in (
+        ("dnslib", "stock dnslib ZoneResolver, SRV query"),
+        ("emu", "emu, SRV query (answer cache)"),
+        ("emu-nocache", "emu, SRV query (no cache)"),
+    ):
         with _Child(kind) as child:
             _load(child.port, srv_query, 0.3)  # warm-up
             rates[kind] = _report(label, *_load(child.port, srv_query, args.seconds))
@@ -178,7 +194,7 @@ def main() -> int:
     counter = iter(range(10**9))
 
     def signed_update(query_id: int) -> bytes:
-        from dnslib import A, RR
+        from dnslib import RR, A
 
         record = DNSRecord(DNSHeader(id=query_id, bitmap=5 << 11), q=DNSQuestion("kms.test", 6))
         record.add_auth(RR(f"u{next(counter)}.kms.test", 1, 1, 60, A("10.1.2.3")))
@@ -187,8 +203,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         state = str(Path(tmp) / "journal.sqlite")
         with _Child("emu", state) as child:
-            update_rate = _report("emu, TSIG-signed update, SQLite journal", *_load(child.port, signed_update, args.seconds))
-    print(f"emu / stock dnslib query rate: {rates['emu'] / rates['dnslib']:.1f}x cached, {rates['emu-nocache'] / rates['dnslib']:.1f}x uncached (target >= 2x, uncached >= 2.5x)")
+            update_rate = _report(
+                "emu, TSIG-signed update, SQLite journal", *_load(child.port, signed_update, args.seconds)
+            )
+    print(
+        f"emu / stock dnslib query rate: {rates['emu'] / rates['dnslib']:.1f}x cached, {rates['emu-nocache'] / rates['dnslib']:.1f}x uncached (target >= 2x, uncached >= 2.5x)"
+    )
     print(f"journaled signed updates: {update_rate:.0f}/s (target >= 300/s)")
     return 0
 

@@ -71,15 +71,23 @@ def prebuild(major: int, count: int = DISTINCT_CLIENTS) -> Prebuilt:
     now = time.time()
     for i in range(count):
         base = RequestBase(
-            version=Version(major), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
-            app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id, cmid=uuid.UUID(int=rng.randint(1, 2**128 - 1)),
-            required_client_count=25, client_time=unix_to_filetime(now), previous_cmid=uuid.UUID(int=0),
+            version=Version(major),
+            vm_info=0,
+            license_status=LicenseStatus.OOB_GRACE,
+            binding_expiration=43200,
+            app_id=sku.app_id,
+            sku_id=sku.id,
+            kms_id=sku.kms_id,
+            cmid=uuid.UUID(int=rng.randint(1, 2**128 - 1)),
+            required_client_count=25,
+            client_time=unix_to_filetime(now),
+            previous_cmid=uuid.UUID(int=0),
             workstation_name=f"bench{i}.example.test",
         )
         message = build_request(base, rng)
         kms.append(message)
         requests.append(client.request(message))
-        client._call_id = 2  # every request PDU is the first call of its connection  # noqa: SLF001
+        client._call_id = 2  # every request PDU is the first call of its connection
     return Prebuilt(bind, requests, kms)
 
 
@@ -169,7 +177,7 @@ def run_new_connections(addr: tuple[str, int], pre: Prebuilt, clients: int, seco
             cpu0 = _server_cpu(pid)
         if now >= end:
             break
-        for key, mask in sel.select(timeout=0.5):
+        for key, _mask in sel.select(timeout=0.5):
             c: _Client = key.data
             sock = c.sock
             try:
@@ -213,7 +221,9 @@ def run_new_connections(addr: tuple[str, int], pre: Prebuilt, clients: int, seco
     return RunResult(f"new connection, {clients} clients", done, elapsed, latencies, errors, cpu)
 
 
-def run_kept_alive(addr: tuple[str, int], pre: Prebuilt, connections: int, seconds: float, pid: int, label: str) -> RunResult:
+def run_kept_alive(
+    addr: tuple[str, int], pre: Prebuilt, connections: int, seconds: float, pid: int, label: str
+) -> RunResult:
     """``connections`` connections, each bound once and then sending one request after another."""
     socks = []
     for _ in range(connections):
@@ -255,7 +265,7 @@ def run_kept_alive(addr: tuple[str, int], pre: Prebuilt, connections: int, secon
                 sel.unregister(sock)
                 continue
             st[0] += data
-            while (n := _pdu_complete(st[0])):
+            while n := _pdu_complete(st[0]):
                 del st[0][:n]
                 t = time.perf_counter()
                 latencies.append(t - st[1])
@@ -289,8 +299,20 @@ def check_answers(addr: tuple[str, int], pre: Prebuilt) -> None:
 
 
 def start_server(state: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    cmd = [sys.executable, "-m", "emu", "host", "serve", "--listen", "127.0.0.1:0", "--state", str(state),
-           "--log-level", "WARNING", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emu",
+        "host",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--state",
+        str(state),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
@@ -322,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             for major in [int(v) for v in args.versions.split(",")]:
                 pre = pre6 if major == 6 else prebuild(major)
                 check_answers(addr, pre)
-                results.append(run_kept_alive(addr, pre, 1, args.seconds, proc.pid, f"kept alive v{major}, 1 connection"))
+                results.append(
+                    run_kept_alive(addr, pre, 1, args.seconds, proc.pid, f"kept alive v{major}, 1 connection")
+                )
             results.append(run_kept_alive(addr, pre6, 8, args.seconds, proc.pid, "kept alive v6, 8 connections"))
             peak, rss = _peak_rss_mb(proc.pid)
         finally:
@@ -335,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         cpu_us = r.server_cpu / r.exchanges * 1e6 if r.exchanges else float("nan")
         print(f"{r.label:34} {r.rate:8,.0f} {r.pct(50):8.2f} {r.pct(99):8.2f} {cpu_us:16,.0f} {r.errors:7}")
-    print(f"server peak RSS (VmHWM): {peak_new[0]:.1f} MB after the 64-client run, {peak:.1f} MB at the end (RSS now {rss:.1f} MB)")
+    print(
+        f"server peak RSS (VmHWM): {peak_new[0]:.1f} MB after the 64-client run, {peak:.1f} MB at the end (RSS now {rss:.1f} MB)"
+    )
     return 0
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emu.net.kms_decode import decode_capture, decode_conversation  # noqa: E402
-from emu.net.pcap import read_conversations  # noqa: E402
+from emu.pcap.kms_decode import decode_capture, decode_conversation  # noqa: E402
+from emu.pcap.reader import read_conversations  # noqa: E402
 
 __all__ = ["main"]
 

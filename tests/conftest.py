@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-from emu.clock import VirtualClock
-from emu.rng import seeded
 from emu_testing import (  # noqa: F401  (re-exported for older imports)
     VECTORS_DIR,
     VectorPdu,
@@ -15,6 +12,9 @@ from emu_testing import (  # noqa: F401  (re-exported for older imports)
     vector_files,
     vector_pdus,
 )
+
+from emu.clock import VirtualClock
+from emu.rng import seeded
 
 
 @pytest.fixture

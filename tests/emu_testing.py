@@ -14,7 +14,6 @@ import pytest
 
 from emu.wire.rpc import split_pdus
 
-
 ROOT = Path(__file__).resolve().parent.parent
 #: The reference captures between vlmcsd/vlmcs and py-kms (../shared/vectors, read its README).
 VECTORS_DIR = Path(os.environ.get("EMU_VECTORS", ROOT.parent / "shared" / "vectors"))
@@ -46,7 +45,7 @@ def whole_pdus(stream: bytes) -> list[bytes]:
 
 def vector_pdus() -> list[VectorPdu]:
     """Every whole PDU of every reference capture, in stream order per direction."""
-    from emu.net.pcap import read_conversations
+    from emu.pcap.reader import read_conversations
 
     out: list[VectorPdu] = []
     for path in vector_files():

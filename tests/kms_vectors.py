@@ -7,8 +7,20 @@ import uuid
 from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = [
-    "FILETIME", "CMID", "EPID", "HWID", "IV_REQ", "IV_RESP", "R",
-    "V4_REQUEST", "V4_RESPONSE", "V5_REQUEST", "V5_RESPONSE", "V6_REQUEST", "V6_RESPONSE", "V6_PLAIN",
+    "CMID",
+    "EPID",
+    "FILETIME",
+    "HWID",
+    "IV_REQ",
+    "IV_RESP",
+    "V4_REQUEST",
+    "V4_RESPONSE",
+    "V5_REQUEST",
+    "V5_RESPONSE",
+    "V6_PLAIN",
+    "V6_REQUEST",
+    "V6_RESPONSE",
+    "R",
     "request_base",
 ]
 

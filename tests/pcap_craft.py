@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu.net.pcap import read_conversations
 from emu_testing import whole_pdus
+
+from emu.pcap.reader import read_conversations
 
 CLIENT = ("10.1.0.2", 50123)
 SERVER = ("10.1.0.1", 1688)
@@ -41,7 +42,9 @@ class Segment:
     time: float
 
 
-def segments(pdus: list[tuple[str, bytes]], size: int | None = None, *, isn: dict[str, int] | None = None) -> list[Segment]:
+def segments(
+    pdus: list[tuple[str, bytes]], size: int | None = None, *, isn: dict[str, int] | None = None
+) -> list[Segment]:
     """Lay PDUs out as segments of at most ``size`` bytes (one PDU per segment when ``None``)."""
     seq = dict(isn or {"C": 1000, "S": 5000})
     out = []

@@ -11,15 +11,40 @@ PACKAGE = Path(__file__).resolve().parent.parent / "emu"
 
 #: Layer of each top-level part of the package (lower may not import higher).
 LAYERS = {
-    "errors": 0, "clock": 0, "rng": 0,
+    "errors": 0,
+    "clock": 0,
+    "rng": 0,
     "wire": 1,
-    "rpc": 2, "kms": 2, "dns": 2,
+    # sans-IO protocol packages: bytes and time in, bytes and decisions out
+    "rpc": 2,
+    "kms": 2,
+    "dns": 2,
+    "ldap": 2,
+    "adba": 2,
+    "mak": 2,
+    # I/O: sockets and servers; then captures, decode and replay (which drive the servers)
     "net": 3,
-    "sim": 4,
-    "cli": 5, "__main__": 5,
+    "pcap": 4,
+    # whole networks: in one process on loopback (sim), in namespaces (lab)
+    "sim": 5,
+    "lab": 5,
+    "cli": 6,
+    "__main__": 6,
 }
 #: Modules core code (layers 1-2) must not import: sockets, event loops, packets, processes, time, entropy.
-FORBIDDEN_IN_CORE = {"socket", "asyncio", "scapy", "subprocess", "time", "random", "secrets", "selectors", "threading", "sqlite3", "pyroute2"}
+FORBIDDEN_IN_CORE = {
+    "socket",
+    "asyncio",
+    "scapy",
+    "subprocess",
+    "time",
+    "random",
+    "secrets",
+    "selectors",
+    "threading",
+    "sqlite3",
+    "pyroute2",
+}
 
 
 def _modules():
@@ -41,7 +66,12 @@ def _imports(path: Path):
             yield node.lineno, node.module
             for alias in node.names:
                 yield node.lineno, f"{node.module}.{alias.name}"
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" and node.attr == "urandom":
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr == "urandom"
+        ):
             yield node.lineno, "os.urandom"
 
 
@@ -50,7 +80,9 @@ def test_every_part_of_the_package_has_a_layer():
     assert not unknown, f"give these a layer in LAYERS: {unknown}"
 
 
-@pytest.mark.parametrize("path,part", list(_modules()), ids=lambda v: str(v).split("emu/")[-1] if isinstance(v, Path) else v)
+@pytest.mark.parametrize(
+    "path,part", list(_modules()), ids=lambda v: str(v).split("emu/")[-1] if isinstance(v, Path) else v
+)
 def test_imports_point_down_only(path: Path, part: str):
     layer = LAYERS[part]
     problems = []

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from emu.net.dns_pcap import dns_records
-from emu.net.kms_decode import decode_capture
 from emu_testing import ROOT, require_tool
+
+from emu.pcap.dns_decode import dns_records
+from emu.pcap.kms_decode import decode_capture
 
 PCAP_DIR = ROOT / "pcaps"
 PCAPS = sorted(PCAP_DIR.glob("*.pcap"))
@@ -52,8 +52,12 @@ def test_dns_tcp_capture_carries_the_signed_update_and_the_srv_query_over_tcp():
     update, answer, query, reply = json.loads((PCAP_DIR / "emu-dns-tcp.json").read_text())["dns"]
     assert {m["transport"] for m in (update, answer, query, reply)} == {"tcp"}
     assert [m["kind"] for m in (update, answer, query, reply)] == ["update", "update-response", "query", "response"]
-    assert (update["src"], answer["dst"], query["src"], reply["dst"]) == ("10.0.0.1:53011", "10.0.0.1:53011",
-                                                                          "10.0.0.10:53012", "10.0.0.10:53012")
+    assert (update["src"], answer["dst"], query["src"], reply["dst"]) == (
+        "10.0.0.1:53011",
+        "10.0.0.1:53011",
+        "10.0.0.10:53012",
+        "10.0.0.10:53012",
+    )
     assert update["tsig"]["key"] == answer["tsig"]["key"] == "emu-test-key." and answer["tsig"]["error"] == "NOERROR"
     assert [u.split()[3] for u in update["updates"]] == ["SRV", "A"] and answer["rcode"] == "NOERROR"
     assert query["question"] == ["_vlmcs._tcp.kms.test. SRV"] and reply["rcode"] == "NOERROR"
@@ -70,8 +74,12 @@ def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
     messages = len(json.loads(path.with_suffix(".json").read_text())["dns"])
     assert messages in (2, 4)
     assert "Malformed" not in done.stdout and done.stdout.count("Domain Name System") == messages
-    bad = subprocess.run([tshark, "-n", "-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [tshark, "-n", "-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.stdout.strip() == ""
 
 
@@ -95,7 +103,7 @@ def test_failover_capture_is_the_order_the_client_life_cycle_asked_for(tmp_path:
     from scapy.utils import rdpcap
 
     from emu.kms.client import Activated, ExchangeAttempted, Failover, HostAddress
-    from emu.net.pcap_write import write_pcap
+    from emu.pcap.writer import write_pcap
 
     run = _make_pcaps().failover_scenario()
     dead, live = HostAddress("10.0.0.2"), HostAddress("10.0.0.1")
@@ -103,7 +111,7 @@ def test_failover_capture_is_the_order_the_client_life_cycle_asked_for(tmp_path:
     assert [type(e) for e in run.events] == [ExchangeAttempted, Failover, ExchangeAttempted, Activated]
     attempted, failover, _, activated = run.events
     assert (attempted.host, failover.failed, failover.next_host, activated.host) == (dead, dead, live, live)
-    assert "unreachable (cannot connect to 10.0.0.2:1688: Connection refused)" == failover.reason
+    assert failover.reason == "unreachable (cannot connect to 10.0.0.2:1688: Connection refused)"
     # The committed capture is exactly those frames: regenerated here, byte for byte.
     path = PCAP_DIR / "emu-v6-failover.pcap"
     assert write_pcap(tmp_path / "failover.pcap", run.frames).read_bytes() == path.read_bytes()
@@ -123,8 +131,12 @@ def test_sample_capture_has_a_readme_line(path: Path):
 
 @pytest.mark.slow
 def test_make_pcaps_reproduces_the_committed_files_byte_for_byte(tmp_path: Path):
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make-pcaps"), str(tmp_path)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make-pcaps"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     for path in PCAPS:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
         assert (tmp_path / path.with_suffix(".json").name).read_bytes() == path.with_suffix(".json").read_bytes()

@@ -11,12 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from emu import __version__
 from emu.errors import EmuError
 
-__all__ = ["main", "build_parser", "show_help", "positive_int"]
+__all__ = ["build_parser", "main", "positive_int", "show_help"]
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
@@ -69,11 +69,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     (each pulls in its own protocol stack: a host need not load Scapy or the DNS server)."""
     parser = argparse.ArgumentParser(
         prog="emu",
-        description="Packet-level emulator of Windows volume activation (KMS) and its DNS. "
-        "A lab and testing tool.",
+        description="Packet-level emulator of Windows volume activation (KMS) and its DNS. A lab and testing tool.",
     )
     parser.add_argument("--version", action="version", version=f"emu {__version__}")
-    parser.add_argument("--log-level", default=None, help="logging level (DEBUG, INFO, WARNING, ...; default WARNING, INFO for 'host serve')")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="logging level (DEBUG, INFO, WARNING, ...; default WARNING, INFO for 'host serve')",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_named(argv) if argv is not None else None
     modules: tuple[str, ...] = COMMAND_MODULES

@@ -24,10 +24,18 @@ examples:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emu.net.capture import CaptureOptions, capture
+    from emu.pcap.live import CaptureOptions, capture
 
-    options = CaptureOptions(interface=args.interface, output=Path(args.write), port=args.port, dns=args.dns,
-                             dns_port=args.dns_port, count=args.count, duration=args.duration, netns=args.netns)
+    options = CaptureOptions(
+        interface=args.interface,
+        output=Path(args.write),
+        port=args.port,
+        dns=args.dns,
+        dns_port=args.dns_port,
+        count=args.count,
+        duration=args.duration,
+        netns=args.netns,
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -48,10 +56,12 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu capture`` to the command line."""
     parser = subparsers.add_parser(
-        "capture", help="record KMS (and DNS) traffic into a pcap with a live summary per exchange",
+        "capture",
+        help="record KMS (and DNS) traffic into a pcap with a live summary per exchange",
         description="Sniff KMS traffic (TCP port 1688 by default) on an interface, write it to a pcap and print one "
         "line per exchange, decoded as emu decode does.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-i", "--interface", required=True, help="interface to sniff (lo, veth0, ...)")
     parser.add_argument("-w", "--write", required=True, metavar="OUT.pcap", help="pcap file to write")

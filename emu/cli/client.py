@@ -17,15 +17,16 @@ import json
 import socket
 import sys
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
 from emu.cli import positive_int, show_help
+from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
 from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
+from emu.net.address import parse_host_port
 from emu.net.kms_client import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REPLY_TIMEOUT,
@@ -37,19 +38,18 @@ from emu.net.kms_client import (
 )
 from emu.rng import Rng, seeded, system_rng
 from emu.wire.kms import LicenseStatus, Version
-from emu.net.address import parse_host_port
 
 __all__ = [
-    "register",
-    "parse_target",
-    "search_domains",
     "EXIT_ACTIVATED",
     "EXIT_BELOW_THRESHOLD",
+    "EXIT_CODES",
     "EXIT_HOST_ERROR",
-    "EXIT_VERIFICATION_FAILED",
     "EXIT_PROTOCOL_ERROR",
     "EXIT_UNREACHABLE",
-    "EXIT_CODES",
+    "EXIT_VERIFICATION_FAILED",
+    "parse_target",
+    "register",
+    "search_domains",
 ]
 
 DEFAULT_PORT = 1688
@@ -159,44 +159,97 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", nargs="?", default=None,
-                   help="host[:port], [v6addr]:port, .domain (SRV _vlmcs._tcp.domain), or - (SRV _vlmcs._tcp in each "
-                   "domain of the search/domain line of resolv.conf in turn; the first that has records is used, like vlmcs -) (default 127.0.0.1:1688, "
-                   "[::1]:1688 with --ip 6)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        help="host[:port], [v6addr]:port, .domain (SRV _vlmcs._tcp.domain), or - (SRV _vlmcs._tcp in each "
+        "domain of the search/domain line of resolv.conf in turn; the first that has records is used, like vlmcs -) (default 127.0.0.1:1688, "
+        "[::1]:1688 with --ip 6)",
+    )
     g = p.add_argument_group("product (vlmcs -l, -a, -k, -s, -4/-5/-6, -K)")
-    g.add_argument("-l", "--product", default=DEFAULT_PRODUCT,
-                   help=f"product name or SKU GUID (forgiving: win10ent, 'srv2019 dc', o2019); default {DEFAULT_PRODUCT!r}")
+    g.add_argument(
+        "-l",
+        "--product",
+        default=DEFAULT_PRODUCT,
+        help=f"product name or SKU GUID (forgiving: win10ent, 'srv2019 dc', o2019); default {DEFAULT_PRODUCT!r}",
+    )
     g.add_argument("-a", "--app-id", type=_guid, help="application ID (overrides the product's)")
     g.add_argument("-k", "--kms-id", type=_guid, help="KMS counted ID (overrides the product's)")
     g.add_argument("-s", "--sku-id", type=_guid, help="SKU (activation) ID (overrides the product's)")
-    g.add_argument("--protocol", type=int, choices=(4, 5, 6), help="KMS protocol major version (default: the product's)")
-    g.add_argument("-K", "--kms-version", type=_version, metavar="MAJOR.MINOR",
-                   help="exact version for the version fields (layout: v4 below 5, v6 above 6, like vlmcs -K); hosts should refuse other than 4.0/5.0/6.0")
+    g.add_argument(
+        "--protocol", type=int, choices=(4, 5, 6), help="KMS protocol major version (default: the product's)"
+    )
+    g.add_argument(
+        "-K",
+        "--kms-version",
+        type=_version,
+        metavar="MAJOR.MINOR",
+        help="exact version for the version fields (layout: v4 below 5, v6 above 6, like vlmcs -K); hosts should refuse other than 4.0/5.0/6.0",
+    )
     g = p.add_argument_group("request fields (vlmcs -c, -o, -w, -r, -m, -t, -g)")
-    g.add_argument("-c", "--cmid", type=_guid, help="client machine ID (default: random per request; fixed implies one request)")
+    g.add_argument(
+        "-c", "--cmid", type=_guid, help="client machine ID (default: random per request; fixed implies one request)"
+    )
     g.add_argument("-o", "--previous-cmid", type=_guid, default=uuid.UUID(int=0), help="previous CMID (default zero)")
     g.add_argument("-w", "--workstation", help="workstation name, up to 63 characters (default: random)")
-    g.add_argument("-r", "--required-count", type=positive_int, help="RequiredClientCount N (default: the product's threshold)")
+    g.add_argument(
+        "-r", "--required-count", type=positive_int, help="RequiredClientCount N (default: the product's threshold)"
+    )
     g.add_argument("-m", "--vm", action="store_true", help="say the client is a virtual machine")
-    g.add_argument("-t", "--license-status", type=int, choices=range(7), default=int(LicenseStatus.OOB_GRACE),
-                   metavar="0..6", help="LicenseStatus (default 2, OOB grace)")
-    g.add_argument("-g", "--binding-expiration", type=int, default=DEFAULT_BINDING_EXPIRATION, metavar="MINUTES",
-                   help=f"BindingExpiration in minutes (default {DEFAULT_BINDING_EXPIRATION})")
+    g.add_argument(
+        "-t",
+        "--license-status",
+        type=int,
+        choices=range(7),
+        default=int(LicenseStatus.OOB_GRACE),
+        metavar="0..6",
+        help="LicenseStatus (default 2, OOB grace)",
+    )
+    g.add_argument(
+        "-g",
+        "--binding-expiration",
+        type=int,
+        default=DEFAULT_BINDING_EXPIRATION,
+        metavar="MINUTES",
+        help=f"BindingExpiration in minutes (default {DEFAULT_BINDING_EXPIRATION})",
+    )
     g = p.add_argument_group("connection (vlmcs -n, -T, -N, -B, -p, -i)")
-    g.add_argument("-n", "--count", type=positive_int,
-                   help="send exactly N requests (default: until the count reaches N, stopping when it stops rising)")
+    g.add_argument(
+        "-n",
+        "--count",
+        type=positive_int,
+        help="send exactly N requests (default: until the count reaches N, stopping when it stops rising)",
+    )
     g.add_argument("-T", "--new-connection", action="store_true", help="a new TCP connection (and bind) per request")
     g.add_argument("--ndr64", action=argparse.BooleanOptionalAction, default=True, help="offer NDR64 (default on)")
-    g.add_argument("--btfn", action=argparse.BooleanOptionalAction, default=True,
-                   help="offer bind-time feature negotiation (default on)")
+    g.add_argument(
+        "--btfn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer bind-time feature negotiation (default on)",
+    )
     g.add_argument("-p", "--no-multiplex", action="store_true", help="bind without the CONC_MPX flag")
     g.add_argument("--ip", type=int, choices=(4, 6), help="use only IPv4 or only IPv6")
     g.add_argument("--connect-timeout", type=_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
-    g.add_argument("--timeout", type=_seconds, default=DEFAULT_REPLY_TIMEOUT, metavar="SECONDS",
-                   help="seconds to wait for each reply")
-    g.add_argument("--dns-server", metavar="ADDR:PORT", help="DNS server for .domain and - targets (default: the first nameserver of --resolv-conf)")
-    g.add_argument("--resolv-conf", default=RESOLV_CONF, metavar="FILE",
-                   help=f"resolver configuration read for the - target's search list and the default DNS server (default {RESOLV_CONF})")
+    g.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_REPLY_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds to wait for each reply",
+    )
+    g.add_argument(
+        "--dns-server",
+        metavar="ADDR:PORT",
+        help="DNS server for .domain and - targets (default: the first nameserver of --resolv-conf)",
+    )
+    g.add_argument(
+        "--resolv-conf",
+        default=RESOLV_CONF,
+        metavar="FILE",
+        help=f"resolver configuration read for the - target's search list and the default DNS server (default {RESOLV_CONF})",
+    )
     g = p.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true", help="print every request and response field and each check")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -211,10 +264,19 @@ def register(subparsers: Any) -> None:
         "refuses with an error HRESULT, and print what it answered: as vlmcsd's ini lines (Name = EPID / HWID "
         "bytes) or as a TOML file for emu host serve --config, so an emu host can answer with that identity.",
     )
-    g.add_argument("target", nargs="?", default="127.0.0.1:1688", help="host[:port] or [v6addr]:port (default 127.0.0.1:1688)")
+    g.add_argument(
+        "target", nargs="?", default="127.0.0.1:1688", help="host[:port] or [v6addr]:port (default 127.0.0.1:1688)"
+    )
     g.add_argument("-o", "--output", metavar="FILE", help="write the result here instead of standard output")
-    g.add_argument("--format", choices=("ini", "toml"), default="ini", help="ini: vlmcsd -i format (default); toml: emu host serve --config")
-    g.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="seconds to wait for each reply (default 5)")
+    g.add_argument(
+        "--format",
+        choices=("ini", "toml"),
+        default="ini",
+        help="ini: vlmcsd -i format (default); toml: emu host serve --config",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="seconds to wait for each reply (default 5)"
+    )
     g.add_argument("--seed", type=int, help="seed for CMIDs and IVs (reproducible runs)")
     g.set_defaults(func=_grab)
     q = sub.add_parser(
@@ -265,8 +327,20 @@ def _products(args: argparse.Namespace) -> int:
     for sku in sorted(skus, key=lambda s: s.name):
         app = products.application(sku.app_id).name
         if args.json:
-            print(json.dumps({"name": sku.name, "sku_id": str(sku.id), "kms_id": str(sku.kms_id), "app_id": str(sku.app_id),
-                              "application": app, "protocol": sku.protocol, "threshold": sku.threshold, "gvlk": sku.gvlk}))
+            print(
+                json.dumps(
+                    {
+                        "name": sku.name,
+                        "sku_id": str(sku.id),
+                        "kms_id": str(sku.kms_id),
+                        "app_id": str(sku.app_id),
+                        "application": app,
+                        "protocol": sku.protocol,
+                        "threshold": sku.threshold,
+                        "gvlk": sku.gvlk,
+                    }
+                )
+            )
         else:
             print(f"{sku.name:<52} v{sku.protocol}  N={sku.threshold:<2}  {sku.gvlk or '(no public GVLK)':<29}  {app}")
     return 0
@@ -295,7 +369,9 @@ def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
     sku = products.lookup(args.product)
     version = args.kms_version or Version(args.protocol or sku.protocol, 0)
     if args.kms_version and args.protocol and args.kms_version.major != args.protocol:
-        raise UsageError(f"--protocol {args.protocol} contradicts --kms-version {args.kms_version.major}.{args.kms_version.minor}")
+        raise UsageError(
+            f"--protocol {args.protocol} contradicts --kms-version {args.kms_version.major}.{args.kms_version.minor}"
+        )
     workstation = args.workstation if args.workstation is not None else _random_workstation(rng)
     if len(workstation) > 63:
         raise UsageError(f"workstation name has {len(workstation)} characters; the request holds at most 63")
@@ -312,8 +388,14 @@ def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
         previous_cmid=args.previous_cmid,
     )
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.ip or 0, 0)
-    options = RpcOptions(offer_ndr64=args.ndr64, offer_btfn=args.btfn, multiplex=not args.no_multiplex,
-                         connect_timeout=args.connect_timeout, reply_timeout=args.timeout, family=family)
+    options = RpcOptions(
+        offer_ndr64=args.ndr64,
+        offer_btfn=args.btfn,
+        multiplex=not args.no_multiplex,
+        connect_timeout=args.connect_timeout,
+        reply_timeout=args.timeout,
+        family=family,
+    )
     count = args.count if args.count is not None else (1 if args.cmid is not None else None)
     return _Plan(template, sku.name, args.cmid, count, options, args.new_connection)
 
@@ -354,8 +436,10 @@ def search_domains(path: str = RESOLV_CONF) -> list[str]:
             domains = words[1:] if words[0] == "search" else words[1:2]
     found = [d.strip(".") for d in domains or [] if d.strip(".")]
     if not found:
-        raise UsageError(f"target -: no search or domain line in {path}, so no domain to look up _vlmcs._tcp in; "
-                         "give .domain instead")
+        raise UsageError(
+            f"target -: no search or domain line in {path}, so no domain to look up _vlmcs._tcp in; "
+            "give .domain instead"
+        )
     return list(dict.fromkeys(found))
 
 
@@ -409,8 +493,10 @@ class _Run:
                     if result.activated:
                         return True
                     if previous is not None and count <= previous:
-                        self._note(f"the count stayed at {count}; stopping (it would not reach "
-                                   f"{plan.template.required_client_count})")
+                        self._note(
+                            f"the count stayed at {count}; stopping (it would not reach "
+                            f"{plan.template.required_client_count})"
+                        )
                         return True
                     previous = count
             return True
@@ -448,8 +534,9 @@ def _summary_line(result: ExchangeResult, index: int, of: str) -> str:
         line = f"{head}: " + ", ".join(parts)
     else:
         line = f"{head}: {result.status.value}: {result.detail}"
-    warnings = [w.check for w in result.warnings] + ([c.name for c in v.checks if not c.passed and c.severity == "warning"]
-                                                      if v is not None else [])
+    warnings = [w.check for w in result.warnings] + (
+        [c.name for c in v.checks if not c.passed and c.severity == "warning"] if v is not None else []
+    )
     if warnings:
         line += f" [warnings: {', '.join(warnings)}]"
     return line
@@ -457,7 +544,7 @@ def _summary_line(result: ExchangeResult, index: int, of: str) -> str:
 
 def _filetime_text(filetime: int) -> str:
     try:
-        return _dt.datetime.fromtimestamp(filetime_to_unix(filetime), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return _dt.datetime.fromtimestamp(filetime_to_unix(filetime), _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):
         return f"FILETIME {filetime}"
 
@@ -530,11 +617,18 @@ def _json_result(result: ExchangeResult) -> dict[str, Any]:
         "new_connection": result.new_connection,
         "syntax": result.syntax.name if result.syntax is not None else None,
         "request": {
-            "version": f"{b.version.major}.{b.version.minor}", "vm": bool(b.vm_info),
-            "license_status": int(b.license_status), "binding_expiration": b.binding_expiration,
-            "app_id": str(b.app_id), "sku_id": str(b.sku_id), "kms_id": str(b.kms_id), "cmid": str(b.cmid),
-            "previous_cmid": str(b.previous_cmid), "client_time": b.client_time,
-            "workstation_name": b.workstation_name, "required_client_count": b.required_client_count,
+            "version": f"{b.version.major}.{b.version.minor}",
+            "vm": bool(b.vm_info),
+            "license_status": int(b.license_status),
+            "binding_expiration": b.binding_expiration,
+            "app_id": str(b.app_id),
+            "sku_id": str(b.sku_id),
+            "kms_id": str(b.kms_id),
+            "cmid": str(b.cmid),
+            "previous_cmid": str(b.previous_cmid),
+            "client_time": b.client_time,
+            "workstation_name": b.workstation_name,
+            "required_client_count": b.required_client_count,
         },
         "hresult": result.hresult,
         "fault_status": result.fault_status,
@@ -543,14 +637,19 @@ def _json_result(result: ExchangeResult) -> dict[str, Any]:
     }
     v = result.verified
     if v is not None:
-        out["checks"] = [{"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail}
-                         for c in v.checks]
+        out["checks"] = [
+            {"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail} for c in v.checks
+        ]
         if v.base is not None:
             out["response"] = {
-                "version": f"{v.base.version.major}.{v.base.version.minor}", "epid": v.epid,
-                "hwid": v.hwid.hex().upper() if v.hwid is not None else None, "cmid": str(v.cmid),
-                "client_time": v.client_time, "count": v.count,
-                "activation_interval": v.activation_interval, "renewal_interval": v.renewal_interval,
+                "version": f"{v.base.version.major}.{v.base.version.minor}",
+                "epid": v.epid,
+                "hwid": v.hwid.hex().upper() if v.hwid is not None else None,
+                "cmid": str(v.cmid),
+                "client_time": v.client_time,
+                "count": v.count,
+                "activation_interval": v.activation_interval,
+                "renewal_interval": v.renewal_interval,
             }
     return out
 
@@ -571,7 +670,7 @@ def _activate(args: argparse.Namespace) -> int:
     server = _dns_server(args.dns_server, args.resolv_conf) if domains else None
     capture = None
     if args.capture:
-        from emu.net.sniff import TcpCapture
+        from emu.pcap.sniff import TcpCapture
 
         capture = TcpCapture()
     run = _Run(plan, rng, args)
@@ -608,23 +707,45 @@ def _activate(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {written} frames to {args.capture}")
     if not hosts:
-        message = (f"no KMS host found: {discovery_error[0]}" if discovery_error
-                   else f"no KMS host found: no _vlmcs._tcp SRV records for {target}")
+        message = (
+            f"no KMS host found: {discovery_error[0]}"
+            if discovery_error
+            else f"no KMS host found: no _vlmcs._tcp SRV records for {target}"
+        )
         if args.json:
-            print(json.dumps({"target": target_text, "hosts": [], "results": [], "status": "unreachable",
-                              "detail": message, "exit_code": EXIT_UNREACHABLE}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "target": target_text,
+                        "hosts": [],
+                        "results": [],
+                        "status": "unreachable",
+                        "detail": message,
+                        "exit_code": EXIT_UNREACHABLE,
+                    },
+                    indent=2,
+                )
+            )
         else:
             print(message, file=sys.stderr)
         return EXIT_UNREACHABLE
     last = run.results[-1]
     code = EXIT_CODES[last.status]
     if args.json:
-        print(json.dumps({
-            "target": target_text, "product": plan.product, "hosts": [str(h) for h in hosts],
-            "results": [_json_result(r) for r in run.results], "status": last.status.value,
-            "detail": last.detail, "exit_code": code,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "target": target_text,
+                    "product": plan.product,
+                    "hosts": [str(h) for h in hosts],
+                    "results": [_json_result(r) for r in run.results],
+                    "status": last.status.value,
+                    "detail": last.detail,
+                    "exit_code": code,
+                },
+                indent=2,
+            )
+        )
     elif code == EXIT_UNREACHABLE and len(hosts) > 1:
         print(f"no KMS host reachable: tried {', '.join(str(h) for h in hosts)}", file=sys.stderr)
     return code
-

@@ -1,6 +1,6 @@
 """``emu decode FILE.pcap``: every KMS PDU of a capture, its fields and the response checks.
 
-The decoding is :mod:`emu.net.kms_decode`; this module only prints it, as readable blocks or as
+The decoding is :mod:`emu.pcap.kms_decode`; this module only prints it, as readable blocks or as
 JSON lines.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from emu.errors import UsageError
-from emu.net.kms_decode import CaptureDecode, DecodedPdu, KmsRequestInfo, KmsResponseInfo, StreamNote, decode_capture
+from emu.pcap.kms_decode import CaptureDecode, DecodedPdu, KmsRequestInfo, KmsResponseInfo, StreamNote, decode_capture
 
-__all__ = ["register", "run", "format_pdu", "format_note", "EPILOG"]
+__all__ = ["EPILOG", "format_note", "format_pdu", "register", "run"]
 
 EPILOG = """\
 output:
@@ -65,7 +65,7 @@ class _Glyphs:
 def _when(t: float | None) -> str:
     if t is None:
         return "time unknown"
-    return _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    return _dt.datetime.fromtimestamp(t, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
 
 
 def _request_lines(r: KmsRequestInfo, glyphs: _Glyphs, verbose: bool) -> list[str]:
@@ -76,8 +76,11 @@ def _request_lines(r: KmsRequestInfo, glyphs: _Glyphs, verbose: bool) -> list[st
     product = r.product or "?"
     lines.append(f"product: {product}" + (f" [{r.application}]" if r.application else ""))
     if verbose:
-        lines += [f"app id: {r.app_id}", f"sku id: {r.sku_id}" + (f" ({r.sku_name})" if r.sku_name else ""),
-                  f"kms id: {r.kms_id}"]
+        lines += [
+            f"app id: {r.app_id}",
+            f"sku id: {r.sku_id}" + (f" ({r.sku_name})" if r.sku_name else ""),
+            f"kms id: {r.kms_id}",
+        ]
     lines += [
         f"cmid: {r.cmid}",
         f"previous cmid: {r.previous_cmid}",
@@ -128,14 +131,18 @@ def format_pdu(p: DecodedPdu, glyphs: _Glyphs | None = None, verbose: bool = Fal
         head += f"  call_id {p.call_id}"
     lines: list[str] = []
     if verbose:
-        lines.append(f"stream offset {p.offset}" + (f", pfc_flags 0x{p.pfc_flags:02x}" if p.pfc_flags is not None else ""))
+        lines.append(
+            f"stream offset {p.offset}" + (f", pfc_flags 0x{p.pfc_flags:02x}" if p.pfc_flags is not None else "")
+        )
     for c in p.contexts:
         lines.append(f"context {c.p_cont_id}: {c.abstract_syntax} over {', '.join(c.transfer_syntaxes)}")
     for r in p.results:
         ctx = f"context {r.p_cont_id}" if r.p_cont_id is not None else "result"
         lines.append(f"{ctx}: {r.result} (reason {r.reason}) {r.transfer_syntax}")
     if p.p_cont_id is not None and p.ptype in ("request", "response"):
-        syntax = f" {p.syntax}" + (" (guessed from the stub: no bind seen)" if p.syntax_guessed else "") if p.syntax else ""
+        syntax = (
+            f" {p.syntax}" + (" (guessed from the stub: no bind seen)" if p.syntax_guessed else "") if p.syntax else ""
+        )
         lines.append(f"context {p.p_cont_id}{syntax}" + (f", opnum {p.opnum}" if p.opnum is not None else ""))
     if p.fault_status is not None:
         lines.append(f"status: 0x{p.fault_status:08X} {p.fault_name}")
@@ -157,8 +164,7 @@ def format_note(n: StreamNote) -> str:
 def _print_human(result: CaptureDecode, out: TextIO, verbose: bool) -> None:
     glyphs = _Glyphs(out)
     skipped = result.conversations - len(result.kms_conversations)
-    summary = (f"== {result.capture}: {len(result.pdus)} PDUs in {len(result.kms_conversations)} KMS "
-               f"conversation(s)")
+    summary = f"== {result.capture}: {len(result.pdus)} PDUs in {len(result.kms_conversations)} KMS conversation(s)"
     if skipped:
         summary += f"; {skipped} other TCP conversation(s) skipped"
     print(summary, file=out)
@@ -213,6 +219,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("files", nargs="+", metavar="FILE", help="capture file (pcap or pcapng)")
     parser.add_argument("--port", type=int, help="decode every TCP conversation on this port as KMS")
     parser.add_argument("--json", action="store_true", help="one JSON object per PDU per line (keys below)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="also print GUIDs, stream offsets, flags and check details")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="also print GUIDs, stream offsets, flags and check details"
+    )
     parser.set_defaults(func=run)

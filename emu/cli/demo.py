@@ -20,18 +20,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "through the _vlmcs._tcp SRV record and activate. Waiting clients retry every 2 hours on a "
         "virtual clock, so months of behaviour take seconds; every exchange crosses a real socket.",
     )
-    parser.add_argument("--clients", type=int, default=defaults.clients, help=f"number of clients (default {defaults.clients})")
-    parser.add_argument("--product", default=defaults.product, help=f"the clients' product (default {defaults.product!r}; see emu.kms.products)")
-    parser.add_argument("--arrival", type=float, default=defaults.arrival, help=f"virtual seconds between two clients' first requests (default {defaults.arrival:g})")
-    parser.add_argument("--hours", type=float, default=defaults.hours, help=f"virtual hours to run (default {defaults.hours:g})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default %(default)s)")
+    parser.add_argument(
+        "--clients", type=int, default=defaults.clients, help=f"number of clients (default {defaults.clients})"
+    )
+    parser.add_argument(
+        "--product",
+        default=defaults.product,
+        help=f"the clients' product (default {defaults.product!r}; see emu.kms.products)",
+    )
+    parser.add_argument(
+        "--arrival",
+        type=float,
+        default=defaults.arrival,
+        help=f"virtual seconds between two clients' first requests (default {defaults.arrival:g})",
+    )
+    parser.add_argument(
+        "--hours", type=float, default=defaults.hours, help=f"virtual hours to run (default {defaults.hours:g})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of every random choice (default %(default)s)"
+    )
     parser.add_argument("--state", default=None, help="SQLite file for the host's client table (default: in memory)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
-        clients=args.clients, product=args.product, arrival=args.arrival, hours=args.hours, seed=args.seed, state=args.state
+        clients=args.clients,
+        product=args.product,
+        arrival=args.arrival,
+        hours=args.hours,
+        seed=args.seed,
+        state=args.state,
     )
     report = asyncio.run(run_demo(settings))
     return 0 if report.activated == report.clients else 1

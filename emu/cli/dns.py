@@ -10,13 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
+from emu.cli import show_help
 from emu.dns.policy import UpdatePolicy, parse_grant
 from emu.dns.tsig import TsigKey, parse_key_file
 from emu.dns.zone import Zone, dump_master_file, load_master_file
-from emu.cli import show_help
 from emu.errors import UsageError
 
-__all__ = ["register", "load_zones", "load_keys"]
+__all__ = ["load_keys", "load_zones", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,26 @@ def _serve(args: argparse.Namespace) -> int:
     policy = _policy(args)
 
     async def main() -> None:
-        server = DnsServer(zones, listen=listen, keys=keys, policy=policy, state=args.state, tcp_idle_timeout=args.tcp_idle_timeout,
-                           srv_max_age=args.srv_max_age)
+        server = DnsServer(
+            zones,
+            listen=listen,
+            keys=keys,
+            policy=policy,
+            state=args.state,
+            tcp_idle_timeout=args.tcp_idle_timeout,
+            srv_max_age=args.srv_max_age,
+        )
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         addresses = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)
-        print(f"emu dns: serving {', '.join(z.origin for z in zones)} on {addresses} (UDP and TCP)", file=sys.stderr, flush=True)
+        print(
+            f"emu dns: serving {', '.join(z.origin for z in zones)} on {addresses} (UDP and TCP)",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             await stop.wait()
         finally:
@@ -142,17 +153,58 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="example: emu dns serve --listen 127.0.0.1:5300 --listen [::1]:5300 --zone kms.test=kms.test.zone "
         "--tsig-key kms1.key --state dns.sqlite",
     )
-    serve.add_argument("--listen", action="append", metavar="ADDR:PORT", help="address to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5300 (default 127.0.0.1:53)")
-    serve.add_argument("--zone", action="append", default=[], metavar="NAME=FILE", help="a zone and its RFC 1035 master file; repeatable")
-    serve.add_argument("--tsig-key", action="append", default=[], metavar="FILE", help="a BIND key file as written by tsig-keygen; repeatable")
-    serve.add_argument("--state", metavar="PATH", help="SQLite journal of accepted updates, replayed at start (default: in memory)")
-    serve.add_argument("--grant", action="append", default=[], metavar="KEY=NAME:TYPES[@TARGET,..]", help="allow KEY to change NAME (relative to the zone, '*' any, '*.x' below x) with TYPES (e.g. SRV,A,AAAA or ANY), SRV only towards TARGET; repeatable; replaces the default 'any key, anything'")
-    serve.add_argument("--allow-unsigned", action="append", default=[], metavar="CIDR", help="accept unsigned updates of _vlmcs._tcp SRV and A/AAAA from these networks (a 'nonsecure' zone); repeatable")
-    serve.add_argument("--srv-max-age", type=_positive_seconds, metavar="SECONDS",
-                       help="remove a _vlmcs._tcp SRV record that no update has refreshed for this long (a KMS host that "
-                       "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "
-                       "zone files and all other records never age; journaled, serial bumped (default: off)")
-    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS", help="close TCP connections idle this long (default 10)")
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR:PORT",
+        help="address to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5300 (default 127.0.0.1:53)",
+    )
+    serve.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a zone and its RFC 1035 master file; repeatable",
+    )
+    serve.add_argument(
+        "--tsig-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a BIND key file as written by tsig-keygen; repeatable",
+    )
+    serve.add_argument(
+        "--state", metavar="PATH", help="SQLite journal of accepted updates, replayed at start (default: in memory)"
+    )
+    serve.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="KEY=NAME:TYPES[@TARGET,..]",
+        help="allow KEY to change NAME (relative to the zone, '*' any, '*.x' below x) with TYPES (e.g. SRV,A,AAAA or ANY), SRV only towards TARGET; repeatable; replaces the default 'any key, anything'",
+    )
+    serve.add_argument(
+        "--allow-unsigned",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept unsigned updates of _vlmcs._tcp SRV and A/AAAA from these networks (a 'nonsecure' zone); repeatable",
+    )
+    serve.add_argument(
+        "--srv-max-age",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="remove a _vlmcs._tcp SRV record that no update has refreshed for this long (a KMS host that "
+        "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "
+        "zone files and all other records never age; journaled, serial bumped (default: off)",
+    )
+    serve.add_argument(
+        "--tcp-idle-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close TCP connections idle this long (default 10)",
+    )
     serve.set_defaults(func=_serve)
 
     dump = commands.add_parser(
@@ -160,7 +212,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="write the current zones (files plus journal) as master files",
         description="Load the zone files, replay the journal and print the result as RFC 1035 master files.",
     )
-    dump.add_argument("--zone", action="append", default=[], required=True, metavar="NAME=FILE", help="a zone and its master file, as given to serve; repeatable")
+    dump.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME=FILE",
+        help="a zone and its master file, as given to serve; repeatable",
+    )
     dump.add_argument("--state", metavar="PATH", help="the journal written by emu dns serve --state")
     dump.add_argument("--name", action="append", default=[], metavar="ZONE", help="dump only this zone; repeatable")
     dump.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")

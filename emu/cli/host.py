@@ -24,16 +24,37 @@ from typing import Any
 from emu.cli import show_help
 from emu.errors import UsageError
 
-__all__ = ["register", "parse_minutes", "load_settings", "HostSettings", "SETTING_NAMES"]
+__all__ = ["SETTING_NAMES", "HostSettings", "load_settings", "parse_minutes", "register"]
 
 log = logging.getLogger(__name__)
 
 #: Settings a config file may hold (TOML keys; flags use the same names with dashes).
 SETTING_NAMES = (
-    "listen", "state", "durable", "idle_timeout", "max_connections", "ndr64", "btfn",
-    "activation_interval", "renewal_interval", "kms_ids", "products", "host_build", "lcid", "hwid",
-    "epids", "check_time_skew", "json_log", "log_level",
-    "publish", "dns_server", "tsig_key", "host_name", "priority", "weight", "ttl",
+    "listen",
+    "state",
+    "durable",
+    "idle_timeout",
+    "max_connections",
+    "ndr64",
+    "btfn",
+    "activation_interval",
+    "renewal_interval",
+    "kms_ids",
+    "products",
+    "host_build",
+    "lcid",
+    "hwid",
+    "epids",
+    "check_time_skew",
+    "json_log",
+    "log_level",
+    "publish",
+    "dns_server",
+    "tsig_key",
+    "host_name",
+    "priority",
+    "weight",
+    "ttl",
 )
 
 _UNITS = {"s": 1 / 60, "m": 1, "min": 1, "h": 60, "d": 1440, "w": 10080}
@@ -53,7 +74,9 @@ def parse_minutes(value: Any, name: str) -> int:
     else:
         match = _DURATION.match(str(value).lower())
         if match is None or match[2] not in ("", *_UNITS):
-            raise UsageError(f"{name}: {value!r} is not a duration (e.g. 120, 90m, 2h, 7d, 1w; plain numbers are minutes)")
+            raise UsageError(
+                f"{name}: {value!r} is not a duration (e.g. 120, 90m, 2h, 7d, 1w; plain numbers are minutes)"
+            )
         minutes = float(match[1]) * _UNITS.get(match[2] or "m", 1)
     if minutes != int(minutes) or not 1 <= minutes < 2**32:
         raise UsageError(f"{name}: {value!r} must be a whole number of minutes between 1 and 2^32-1")
@@ -71,11 +94,31 @@ class HostSettings:
 
 
 _DEFAULTS: dict[str, Any] = {
-    "listen": ["0.0.0.0:1688"], "state": None, "durable": False, "idle_timeout": None, "max_connections": None,
-    "ndr64": True, "btfn": True, "activation_interval": None, "renewal_interval": None, "kms_ids": [],
-    "products": [], "host_build": None, "lcid": None, "hwid": None, "epids": {}, "check_time_skew": False,
-    "json_log": False, "log_level": "INFO", "publish": [], "dns_server": None, "tsig_key": None,
-    "host_name": None, "priority": 0, "weight": 0, "ttl": 3600,
+    "listen": ["0.0.0.0:1688"],
+    "state": None,
+    "durable": False,
+    "idle_timeout": None,
+    "max_connections": None,
+    "ndr64": True,
+    "btfn": True,
+    "activation_interval": None,
+    "renewal_interval": None,
+    "kms_ids": [],
+    "products": [],
+    "host_build": None,
+    "lcid": None,
+    "hwid": None,
+    "epids": {},
+    "check_time_skew": False,
+    "json_log": False,
+    "log_level": "INFO",
+    "publish": [],
+    "dns_server": None,
+    "tsig_key": None,
+    "host_name": None,
+    "priority": 0,
+    "weight": 0,
+    "ttl": 3600,
 }
 
 
@@ -100,7 +143,7 @@ def load_settings(args: argparse.Namespace) -> HostSettings:
             if norm not in SETTING_NAMES:
                 raise UsageError(f"--config {path}: unknown setting {key!r}; known: {', '.join(SETTING_NAMES)}")
             if norm == "epids" and not isinstance(value, dict):
-                raise UsageError(f"--config {path}: epids is a table of CSVLK = \"EPID\"")
+                raise UsageError(f'--config {path}: epids is a table of CSVLK = "EPID"')
             values[norm] = value
     for key in SETTING_NAMES:
         given = getattr(args, key, None)
@@ -118,7 +161,9 @@ def _epid_pairs(texts: list[str]) -> dict[str, str]:
     for text in texts:
         name, sep, epid = text.partition("=")
         if not sep or not name.strip() or not epid.strip():
-            raise UsageError(f"--epid {text!r}: expected CSVLK=EPID, e.g. Windows=03612-00206-556-123727-03-1033-26100.0000-0012025")
+            raise UsageError(
+                f"--epid {text!r}: expected CSVLK=EPID, e.g. Windows=03612-00206-556-123727-03-1033-26100.0000-0012025"
+            )
         out[name.strip()] = epid.strip()
     return out
 
@@ -148,11 +193,22 @@ def build_host_config(settings: HostSettings) -> Any:
         UsageError: any bad value, naming the setting.
     """
     from emu.kms import epid as _epid
-    from emu.kms.host import DEFAULT_ACTIVATION_INTERVAL, DEFAULT_HOST_BUILD, DEFAULT_LCID, DEFAULT_RENEWAL_INTERVAL, HostConfig, resolve_kms_ids
+    from emu.kms.host import (
+        DEFAULT_ACTIVATION_INTERVAL,
+        DEFAULT_HOST_BUILD,
+        DEFAULT_LCID,
+        DEFAULT_RENEWAL_INTERVAL,
+        HostConfig,
+        resolve_kms_ids,
+    )
 
     kwargs: dict[str, Any] = {
-        "activation_interval": parse_minutes(settings["activation_interval"] or DEFAULT_ACTIVATION_INTERVAL, "--activation-interval"),
-        "renewal_interval": parse_minutes(settings["renewal_interval"] or DEFAULT_RENEWAL_INTERVAL, "--renewal-interval"),
+        "activation_interval": parse_minutes(
+            settings["activation_interval"] or DEFAULT_ACTIVATION_INTERVAL, "--activation-interval"
+        ),
+        "renewal_interval": parse_minutes(
+            settings["renewal_interval"] or DEFAULT_RENEWAL_INTERVAL, "--renewal-interval"
+        ),
         "kms_ids": resolve_kms_ids(_as_list(settings["kms_ids"]), _as_list(settings["products"])),
         "host_build": _number(settings["host_build"] or DEFAULT_HOST_BUILD, "--host-build", int),
         "lcid": _number(settings["lcid"] or DEFAULT_LCID, "--lcid", int),
@@ -193,7 +249,7 @@ class _JsonFormatter(logging.Formatter):
         message = record.getMessage()
         if message.startswith("{"):
             return message
-        stamp = _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds")
+        stamp = _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(timespec="milliseconds")
         out = {"ts": stamp, "level": record.levelname.lower(), "logger": record.name, "message": message}
         if record.exc_info:
             out["traceback"] = self.formatException(record.exc_info)
@@ -266,7 +322,9 @@ def _serve(args: argparse.Namespace) -> int:
     server_config = build_server_config(settings)
     store = HostStore(settings["state"], durable=bool(settings["durable"]))
     try:
-        host = KmsHost(host_config, system_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids())
+        host = KmsHost(
+            host_config, system_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
+        )
         store.save_epids(host.epids)
         server = KmsServer(host, server_config, store)
 
@@ -294,7 +352,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat(timespec="seconds")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -317,19 +375,32 @@ def _status(args: argparse.Namespace) -> int:
             name = products.application(app_id).name
         except UsageError:
             name = str(app_id)
-        rows.append({
-            "application": name, "app_id": str(app_id), "count": app.count, "capacity": app.capacity,
-            "oldest": _iso(app.oldest), "newest": _iso(app.newest), "next_expiry": _iso(app.next_expiry),
-        })
+        rows.append(
+            {
+                "application": name,
+                "app_id": str(app_id),
+                "count": app.count,
+                "capacity": app.capacity,
+                "oldest": _iso(app.oldest),
+                "newest": _iso(app.newest),
+                "next_expiry": _iso(app.next_expiry),
+            }
+        )
     if args.json:
-        print(json.dumps({"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}, indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}, indent=2, sort_keys=True
+            )
+        )
         return 0
     print(f"state {path} at {_iso(now)}")
     if not rows:
         print("no client has been counted yet")
     for row in rows:
-        print(f"{row['application']}: {row['count']} clients (capacity {row['capacity']}); "
-              f"oldest {row['oldest'] or '-'}, newest {row['newest'] or '-'}, next expiry {row['next_expiry'] or '-'}")
+        print(
+            f"{row['application']}: {row['count']} clients (capacity {row['capacity']}); "
+            f"oldest {row['oldest'] or '-'}, newest {row['newest'] or '-'}, next expiry {row['next_expiry'] or '-'}"
+        )
     for name, epid in sorted(epids.items()):
         print(f"ePID {name}: {epid}")
     return 0
@@ -350,32 +421,84 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run a KMS host",
         description="Serve KMS activations until SIGINT/SIGTERM. Every setting may also come from a TOML file "
-        "(--config; keys as the flags with underscores, e.g. idle_timeout = 10, epids = {Windows = \"...\"}); "
+        '(--config; keys as the flags with underscores, e.g. idle_timeout = 10, epids = {Windows = "..."}); '
         "flags override it.",
         epilog="example: emu host serve --listen 127.0.0.1:1688 --listen [::1]:1688 --state host.sqlite --json-log",
     )
     a = serve.add_argument
     a("--config", metavar="FILE.toml", help="settings file; flags override it")
-    a("--listen", action="append", metavar="ADDR[:PORT]", help="address to listen on; repeatable; IPv6 as [::1]:1688 (default 0.0.0.0:1688)")
+    a(
+        "--listen",
+        action="append",
+        metavar="ADDR[:PORT]",
+        help="address to listen on; repeatable; IPv6 as [::1]:1688 (default 0.0.0.0:1688)",
+    )
     a("--state", metavar="PATH", help="SQLite file of the client table and ePIDs (default: in memory, lost at exit)")
     a("--durable", action="store_const", const=True, help="fsync every commit (survives power loss, not only kill -9)")
     a("--idle-timeout", metavar="SECONDS", help="close connections silent this long; 0 never (default 30)")
     a("--max-connections", metavar="N", help="connections served at once; more are closed (default 1024)")
-    a("--no-ndr64", dest="ndr64", action="store_const", const=False, help="do not negotiate NDR64 (like a host before build 9200)")
+    a(
+        "--no-ndr64",
+        dest="ndr64",
+        action="store_const",
+        const=False,
+        help="do not negotiate NDR64 (like a host before build 9200)",
+    )
     a("--no-btfn", dest="btfn", action="store_const", const=False, help="reject Bind Time Feature Negotiation")
-    a("--activation-interval", metavar="DURATION", help="retry interval sent to clients not yet activated (minutes, or 2h, 1d...; default 120)")
-    a("--renewal-interval", metavar="DURATION", help="renewal interval sent to activated clients (minutes, or 7d...; default 10080)")
-    a("--kms-id", dest="kms_ids", action="append", metavar="GUID", help="a KMS counted ID the host key covers; repeatable (default: Windows Server CSVLK group + Office)")
-    a("--product", dest="products", action="append", metavar="NAME", help="cover the KMS ID of this product (e.g. win10ent, 'Office 2019 ProPlus'); repeatable")
+    a(
+        "--activation-interval",
+        metavar="DURATION",
+        help="retry interval sent to clients not yet activated (minutes, or 2h, 1d...; default 120)",
+    )
+    a(
+        "--renewal-interval",
+        metavar="DURATION",
+        help="renewal interval sent to activated clients (minutes, or 7d...; default 10080)",
+    )
+    a(
+        "--kms-id",
+        dest="kms_ids",
+        action="append",
+        metavar="GUID",
+        help="a KMS counted ID the host key covers; repeatable (default: Windows Server CSVLK group + Office)",
+    )
+    a(
+        "--product",
+        dest="products",
+        action="append",
+        metavar="NAME",
+        help="cover the KMS ID of this product (e.g. win10ent, 'Office 2019 ProPlus'); repeatable",
+    )
     a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default 26100)")
     a("--lcid", metavar="LCID", help="language id the ePIDs claim (default 1033)")
     a("--hwid", metavar="HEX16", help="HwId sent in v6 responses (default 3A1C049600B60076)")
-    a("--epid", dest="epids", action="append", metavar="CSVLK=EPID", help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable")
-    a("--check-time-skew", action="store_const", const=True, help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)")
+    a(
+        "--epid",
+        dest="epids",
+        action="append",
+        metavar="CSVLK=EPID",
+        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable",
+    )
+    a(
+        "--check-time-skew",
+        action="store_const",
+        const=True,
+        help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)",
+    )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
     # SUPPRESS: a value given before the command (emu --log-level DEBUG host serve) is kept.
-    a("--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR")
-    a("--publish", action="append", metavar="DOMAIN[,PRIORITY[,WEIGHT]]", help="publish _vlmcs._tcp SRV in this domain while serving; repeatable")
+    a(
+        "--log-level",
+        metavar="LEVEL",
+        default=argparse.SUPPRESS,
+        help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR",
+    )
+    a(
+        "--publish",
+        action="append",
+        metavar="DOMAIN[,PRIORITY[,WEIGHT]]",
+        help="publish _vlmcs._tcp SRV in this domain while serving; repeatable",
+    )
     a("--dns-server", metavar="ADDR:PORT", help="DNS primary that accepts the updates")
     a("--tsig-key", metavar="FILE", help="BIND key file signing the updates (default: unsigned)")
     a("--host-name", metavar="NAME", help="SRV target name (default: this machine's FQDN)")

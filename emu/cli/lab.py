@@ -1,6 +1,6 @@
 """``emu lab run``: a whole emulated activation network in Linux network namespaces (root).
 
-The topology and orchestration are :mod:`emu.sim.lab`; this module parses the options, runs the
+The topology and orchestration are :mod:`emu.lab.network`; this module parses the options, runs the
 clients one after another, prints the timeline and the hosts' tables, and turns the comparison
 with the rules into the exit status.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from emu.cli import positive_int, show_help
 from emu.errors import UsageError
 
-__all__ = ["register", "parse_numbers", "EXIT_MATCHES", "EXIT_DIFFERS"]
+__all__ = ["EXIT_DIFFERS", "EXIT_MATCHES", "parse_numbers", "register"]
 
 #: Exit status: every client and table matched the rules.
 EXIT_MATCHES = 0
@@ -68,16 +69,18 @@ def parse_numbers(text: str, name: str, count: int) -> list[int]:
 
 
 def _settings(args: argparse.Namespace) -> tuple[list[int], list[int]]:
-    from emu.sim.lab import MAX_CLIENTS, MAX_HOSTS
+    from emu.lab.network import MAX_CLIENTS, MAX_HOSTS
 
     if args.hosts > MAX_HOSTS:
         raise UsageError(f"--hosts {args.hosts}: at most {MAX_HOSTS}")
     if args.clients > MAX_CLIENTS:
         raise UsageError(f"--clients {args.clients}: at most {MAX_CLIENTS}")
-    priorities = (parse_numbers(args.priorities, "--priorities", args.hosts) if args.priorities
-                  else [10 * i for i in range(args.hosts)])
-    weights = (parse_numbers(args.weights, "--weights", args.hosts) if args.weights
-               else [100] + [50] * (args.hosts - 1))
+    priorities = (
+        parse_numbers(args.priorities, "--priorities", args.hosts)
+        if args.priorities
+        else [10 * i for i in range(args.hosts)]
+    )
+    weights = parse_numbers(args.weights, "--weights", args.hosts) if args.weights else [100] + [50] * (args.hosts - 1)
     if (args.stop_host is None) != (args.at_client is None):
         raise UsageError("--stop-host K and --at-client M go together (kill host K before client M)")
     if args.stop_host is not None and args.stop_host > args.hosts:
@@ -93,8 +96,10 @@ def _short(name: str | None) -> str:
 
 def _outcome_line(outcome: Any) -> str:
     count = f"{outcome.count}/{outcome.threshold}" if outcome.count is not None else f"-/{outcome.threshold}"
-    text = (f"client {outcome.index:3d}  cmid {str(outcome.cmid)[:8]}  {_short(outcome.host):<6} count {count:>6}  "
-            f"{outcome.status:<9}").rstrip()
+    text = (
+        f"client {outcome.index:3d}  cmid {str(outcome.cmid)[:8]}  {_short(outcome.host):<6} count {count:>6}  "
+        f"{outcome.status:<9}"
+    ).rstrip()
     if outcome.failover:
         text += f"  failover from {', '.join(_short(n) for n in outcome.failed_over_from)}"
     elif outcome.status not in ("activated", "waiting"):
@@ -115,7 +120,7 @@ def _say(line: str) -> None:
 
 
 def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
-    from emu.sim.lab import LAB_DOMAIN, SUBNET4, SUBNET6, Lab, LabRules
+    from emu.lab.network import LAB_DOMAIN, SUBNET4, SUBNET6, Lab, LabRules
 
     priorities, weights = _settings(args)
     previous = {sig: signal.signal(sig, _raise_terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -126,16 +131,24 @@ def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
             for priority, weight in zip(priorities, weights):
                 lab.add_host(priority, weight)
             nets = SUBNET4 + ("" if args.no_ipv6 else f", {SUBNET6}")
-            out(f"emu lab {lab.id}: {len(lab.hosts)} KMS host(s), a DNS server and {args.clients} client(s) "
-                f"in network namespaces on a bridge ({nets})")
+            out(
+                f"emu lab {lab.id}: {len(lab.hosts)} KMS host(s), a DNS server and {args.clients} client(s) "
+                f"in network namespaces on a bridge ({nets})"
+            )
             lab.start()
-            out(f"  dns      {lab.dns_ns:<24} {lab.dns_address:<12} emu dns serve, zone {LAB_DOMAIN}, TSIG-signed updates")
+            out(
+                f"  dns      {lab.dns_ns:<24} {lab.dns_address:<12} emu dns serve, zone {LAB_DOMAIN}, TSIG-signed updates"
+            )
             for host in lab.hosts:
-                out(f"  kms{host.index:<5} {host.namespace:<24} {host.address:<12} SRV {host.priority} {host.weight} "
-                    f"{host.port} {host.name}.")
+                out(
+                    f"  kms{host.index:<5} {host.namespace:<24} {host.address:<12} SRV {host.priority} {host.weight} "
+                    f"{host.port} {host.name}."
+                )
             out(f"  clients  {lab.clients_ns:<24} {lab.clients_address:<12} emu client activate .{LAB_DOMAIN}")
-            out(f"  every SRV record visible after {lab.srv_visible_after or 0:.1f} s; product {lab.sku.name} "
-                f"(threshold {lab.threshold})")
+            out(
+                f"  every SRV record visible after {lab.srv_visible_after or 0:.1f} s; product {lab.sku.name} "
+                f"(threshold {lab.threshold})"
+            )
             out("")
             rules = LabRules([(h.name, h.priority) for h in lab.hosts], lab.threshold)
             ran = 0
@@ -159,8 +172,13 @@ def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
             out("host tables (emu host status --json):")
             for host in lab.hosts:
                 table = lab.host_table(host.index)
-                rows = "; ".join(f"{a['application']} {a['count']} client(s), capacity {a['capacity']}"
-                                 for a in table.applications) or "no client counted"
+                rows = (
+                    "; ".join(
+                        f"{a['application']} {a['count']} client(s), capacity {a['capacity']}"
+                        for a in table.applications
+                    )
+                    or "no client counted"
+                )
                 state = "killed" if host.index == args.stop_host and (args.at_client or 0) <= ran else "running"
                 out(f"  {_short(host.name):<6} ({state}) {rows}")
                 differs = rules.check_table(table, lab.sku.app_id)
@@ -171,8 +189,10 @@ def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
                 frames = lab.finish_capture()
                 kms = sum(1 for line in lab.capture_lines if " KMS " in line)
                 dns = sum(1 for line in lab.capture_lines if " DNS " in line)
-                out(f"capture: {args.capture}: {frames} frames on the bridge, {kms} KMS exchanges, {dns} DNS messages "
-                    f"(emu decode {args.capture})")
+                out(
+                    f"capture: {args.capture}: {frames} frames on the bridge, {kms} KMS exchanges, {dns} DNS messages "
+                    f"(emu decode {args.capture})"
+                )
             namespaces = lab.namespaces
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the with block has torn everything down
         out(f"interrupted ({exc or 'Ctrl-C'}): every namespace, process and file of the lab removed")
@@ -191,24 +211,31 @@ def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu lab`` and its ``run`` subcommand."""
     parser = subparsers.add_parser(
-        "lab", help="run a whole activation network in network namespaces (root)",
+        "lab",
+        help="run a whole activation network in network namespaces (root)",
         description="KMS hosts, a DNS server and clients, each in its own Linux network namespace, "
         "running the real emu commands and speaking the real protocols across a bridge.",
     )
     commands = parser.add_subparsers(dest="lab_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=show_help(parser))
     run = commands.add_parser(
-        "run", help="build the lab, activate the clients one after another, check the result, tear down",
+        "run",
+        help="build the lab, activate the clients one after another, check the result, tear down",
         description="Build the lab, wait until every host's SRV record is visible, run the clients one after "
         "another (each a distinct machine), print a timeline (host, count/threshold, activated or waiting, "
         "failover) and each host's table, compare all of it with the rules, and tear everything down.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = run.add_argument
     a("--hosts", type=positive_int, default=2, metavar="N", help="KMS hosts (default 2)")
     a("--clients", type=positive_int, default=30, metavar="N", help="clients, run one after another (default 30)")
-    a("--product", default="Windows 10/11 Enterprise", metavar="NAME",
-      help="the clients' product (default 'Windows 10/11 Enterprise', threshold 25; see emu client products)")
+    a(
+        "--product",
+        default="Windows 10/11 Enterprise",
+        metavar="NAME",
+        help="the clients' product (default 'Windows 10/11 Enterprise', threshold 25; see emu client products)",
+    )
     a("--priorities", metavar="P1,P2,..", help="SRV priority per host (default 0,10,20,..)")
     a("--weights", metavar="W1,W2,..", help="SRV weight per host (default 100,50,50,..)")
     a("--stop-host", type=positive_int, metavar="K", help="kill host K (SIGKILL) ...")
@@ -219,7 +246,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     a("--no-ipv6", action="store_true", help="IPv4 only")
     run.set_defaults(func=_run)
     clean = commands.add_parser(
-        "clean", help="delete labs left behind by a killed emu lab run (namespaces emu-lab-*)",
+        "clean",
+        help="delete labs left behind by a killed emu lab run (namespaces emu-lab-*)",
         description="A lab is always torn down, except when emu lab run itself is killed with SIGKILL. "
         "This deletes every network namespace whose name starts with emu-lab- and stops the processes "
         "inside them. Only emu's own lab namespaces are touched.",
@@ -228,7 +256,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     clean.set_defaults(func=_clean)
 
 
-#: Prefix of every namespace a lab creates (emu.sim.lab); nothing else is ever deleted by clean.
+#: Prefix of every namespace a lab creates (emu.lab.network); nothing else is ever deleted by clean.
 LAB_NAMESPACE_PREFIX = "emu-lab-"
 
 

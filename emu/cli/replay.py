@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu.errors import UsageError
 
 if TYPE_CHECKING:
-    from emu.net.replay import ReplayReport
+    from emu.pcap.replay import ReplayReport
 
 __all__ = ["register"]
 
@@ -40,7 +40,7 @@ def _target(text: str) -> tuple[str, int]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from emu.net.replay_server import CapturedHost, replay_server
+    from emu.pcap.replay_server import CapturedHost, replay_server
 
     server = replay_server(args.file, args.listen)
     await server.start()
@@ -48,7 +48,7 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"listening on {'[' + host + ']' if ':' in host else host}:{port}", flush=True)
     try:
         await asyncio.wait_for(server.serve_until_signal(), args.max_duration)  # None: until a signal
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await server.stop()
     recorded = server.host
     assert isinstance(recorded, CapturedHost)
@@ -66,7 +66,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emu.net.replay import ReplayOptions, replay_capture
+    from emu.pcap.replay import ReplayOptions, replay_capture
 
     if args.as_server:
         if args.listen is None:
@@ -75,25 +75,33 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--as-server answers clients; --target is for replaying against a host: use one")
         return asyncio.run(_serve(args))
     if args.target is None:
-        raise UsageError("--target HOST:PORT is required (the KMS host, or with --dns the DNS server, to replay against)")
+        raise UsageError(
+            "--target HOST:PORT is required (the KMS host, or with --dns the DNS server, to replay against)"
+        )
     if args.dns:
         return _print(_replay_dns(args), args)
     options = ReplayOptions(
-        target=args.target, same_host=args.same_host, rewrite_time=args.rewrite_time, renew_cmid=args.renew_cmid,
-        timeout=args.timeout, concurrency=args.concurrency, rate=args.rate, repeat=args.repeat,
+        target=args.target,
+        same_host=args.same_host,
+        rewrite_time=args.rewrite_time,
+        renew_cmid=args.renew_cmid,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        repeat=args.repeat,
         max_duration=300.0 if args.max_duration is None else args.max_duration,
     )
     return _print(asyncio.run(replay_capture(args.file, options)), args)
 
 
-def _replay_dns(args: argparse.Namespace) -> "ReplayReport":
+def _replay_dns(args: argparse.Namespace) -> ReplayReport:
     from emu.dns.tsig import parse_key_file
-    from emu.net.replay import DnsReplayOptions, replay_dns
+    from emu.pcap.replay import DnsReplayOptions, replay_dns
 
     key = None
     if args.tsig_key:
         try:
-            text = open(args.tsig_key, encoding="utf-8").read()
+            text = Path(args.tsig_key).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"--tsig-key {args.tsig_key}: {exc.strerror or exc}") from exc
         keys = parse_key_file(text, args.tsig_key)
@@ -104,7 +112,7 @@ def _replay_dns(args: argparse.Namespace) -> "ReplayReport":
     return asyncio.run(replay_dns(args.file, options))
 
 
-def _print(report: "ReplayReport", args: argparse.Namespace) -> int:
+def _print(report: ReplayReport, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
     else:
@@ -114,35 +122,58 @@ def _print(report: "ReplayReport", args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"note: {problem}")
         c = report.counts()
-        print(f"{report.capture}: {c['same']} same, {c['differs']} differ, {c['error']} errors in {report.elapsed:.2f} s")
+        print(
+            f"{report.capture}: {c['same']} same, {c['differs']} differ, {c['error']} errors in {report.elapsed:.2f} s"
+        )
     return 0 if report.ok else 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``emu replay`` to the command line."""
     parser = subparsers.add_parser(
-        "replay", help="replay captured conversations against a host, or answer clients as the captured host",
+        "replay",
+        help="replay captured conversations against a host, or answer clients as the captured host",
         description="Application-level replay: every KMS conversation of the capture is re-sent over a fresh "
         "TCP connection and each answer is compared field by field with the captured one.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="capture (pcap or pcapng)")
     parser.add_argument("--target", type=_target, help="KMS host under test, HOST:PORT")
     parser.add_argument("--as-server", action="store_true", help="answer KMS clients with the capture's responses")
-    parser.add_argument("--listen", type=_listen, help="with --as-server: ADDR:PORT to listen on (port 0: any free port)")
-    parser.add_argument("--dns", action="store_true",
-                        help="replay the capture's DNS queries and updates to --target (a DNS server) instead of KMS")
-    parser.add_argument("--tsig-key", metavar="FILE", help="with --dns: re-sign captured TSIG-signed messages with this key")
+    parser.add_argument(
+        "--listen", type=_listen, help="with --as-server: ADDR:PORT to listen on (port 0: any free port)"
+    )
+    parser.add_argument(
+        "--dns",
+        action="store_true",
+        help="replay the capture's DNS queries and updates to --target (a DNS server) instead of KMS",
+    )
+    parser.add_argument(
+        "--tsig-key", metavar="FILE", help="with --dns: re-sign captured TSIG-signed messages with this key"
+    )
     parser.add_argument("--tcp", action="store_true", help="with --dns: send every message over TCP")
     parser.add_argument("--dns-port", type=int, default=53, help="with --dns: the DNS port in the capture (default 53)")
-    parser.add_argument("--same-host", action="store_true", help="the target is the captured host: compare ePID and HwId too")
-    parser.add_argument("--rewrite-time", action="store_true", help="set each request's client time to now (hosts refuse stale requests)")
+    parser.add_argument(
+        "--same-host", action="store_true", help="the target is the captured host: compare ePID and HwId too"
+    )
+    parser.add_argument(
+        "--rewrite-time",
+        action="store_true",
+        help="set each request's client time to now (hosts refuse stale requests)",
+    )
     parser.add_argument("--renew-cmid", action="store_true", help="use a new CMID per replayed conversation")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
     parser.add_argument("--concurrency", type=int, default=1, help="conversations at once (default 1)")
-    parser.add_argument("--rate", type=float, default=0.0, help="conversations started per second at most (default: no limit)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="conversations started per second at most (default: no limit)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="replay the capture this many times (default 1)")
-    parser.add_argument("--max-duration", type=float, default=None,
-                        help="start no conversation after this many seconds (default 300); --as-server: stop serving after it")
+    parser.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        help="start no conversation after this many seconds (default 300); --as-server: stop serving after it",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object with every verdict")
     parser.set_defaults(func=_run)

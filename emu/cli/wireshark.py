@@ -17,7 +17,7 @@ from pathlib import Path
 
 from emu.errors import UsageError
 
-__all__ = ["register", "dissector_source", "personal_plugin_dir", "install"]
+__all__ = ["dissector_source", "install", "personal_plugin_dir", "register"]
 
 #: File name of the dissector, in the package and once installed.
 DISSECTOR_NAME = "kms.lua"
@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Install (or print the path of) the Lua dissector that shows KMS fields "
         "(kms.cmid, kms.count, kms.epid, ...) inside DCE/RPC, decrypting v5/v6.",
     )
-    parser.add_argument("action", choices=("install", "path"), help="install: copy into the plugin folder; path: print the packaged file")
+    parser.add_argument(
+        "action",
+        choices=("install", "path"),
+        help="install: copy into the plugin folder; path: print the packaged file",
+    )
     parser.add_argument("--dir", help="plugin folder to install into (default: ~/.local/lib/wireshark/plugins)")
     parser.set_defaults(func=_run)

@@ -17,7 +17,7 @@ Sans-IO: every call takes ``now`` (UTC Unix seconds, the resolver's time) and
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from dnslib import QTYPE, RD
 
@@ -61,7 +61,9 @@ class SrvAging:
         if max_age <= 0:
             raise UsageError(f"the SRV max age must be positive, not {max_age}")
         self.max_age = float(max_age)
-        self._static: set[_Key] = {(z.origin, name, rdata_key(_SRV, rdata)) for z in static for name, rdata in _aged_rrs(z)}
+        self._static: set[_Key] = {
+            (z.origin, name, rdata_key(_SRV, rdata)) for z in static for name, rdata in _aged_rrs(z)
+        }
         self._seen: dict[_Key, float] = {}
         for zone in zones:
             self._track(zone, now)
@@ -96,7 +98,11 @@ class SrvAging:
             if change.rtype != _SRV or not aged_owner(change.name):
                 continue
             present = {rdata_key(_SRV, r) for r in change.rrset.rdatas} if change.rrset is not None else set()
-            gone = {k for k in (*self._static, *self._seen) if k[0] == change.zone and k[1] == change.name and k[2] not in present}
+            gone = {
+                k
+                for k in (*self._static, *self._seen)
+                if k[0] == change.zone and k[1] == change.name and k[2] not in present
+            }
             self._static -= gone
             for key in gone:
                 self._seen.pop(key, None)

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
-from dnslib import DNSBuffer, DNSLabel, RD
+from dnslib import RD, DNSBuffer, DNSLabel
 
 from emu.dns.query import AnswerRRset
 from emu.dns.zone import Zone
 from emu.wire.dns import CLASS_IN, HEADER_LEN
 
-__all__ = ["SimpleQuery", "parse_simple_query", "ZoneWire", "pack_answer", "NotFast"]
+__all__ = ["NotFast", "SimpleQuery", "ZoneWire", "pack_answer", "parse_simple_query"]
 
 #: Labels the fast path takes as they are: what dnslib would neither escape nor refuse.
 _PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_*\-]{1,63}")
@@ -42,7 +42,7 @@ class NotFast(Exception):
 class SimpleQuery:
     """One question, no other records: the labels as received, the question's wire form."""
 
-    __slots__ = ("labels", "qname", "qtype", "qclass", "question")
+    __slots__ = ("labels", "qclass", "qname", "qtype", "question")
 
     def __init__(self, labels: tuple[bytes, ...], qtype: int, qclass: int, question: bytes) -> None:
         self.labels = labels
@@ -86,7 +86,7 @@ def _labels(name: str) -> tuple[bytes, ...]:
 
 
 class _RRsetWire:
-    __slots__ = ("owner", "ttl", "head", "rdatas")
+    __slots__ = ("head", "owner", "rdatas", "ttl")
 
     def __init__(self, entry: AnswerRRset) -> None:
         self.owner = _labels(entry.name)
@@ -137,7 +137,7 @@ def pack_answer(
     flags: int,
     query: SimpleQuery,
     sections: Sequence[Sequence[AnswerRRset]],
-    wire_of: "dict[str, ZoneWire]",
+    wire_of: dict[str, ZoneWire],
     limit: int,
     tc_flags: int,
 ) -> bytes:

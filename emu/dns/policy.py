@@ -13,8 +13,8 @@ Default: every update needs a known key, and any known key may change any data i
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from dnslib import QTYPE, RR, SRV
 
@@ -22,7 +22,7 @@ from emu.dns.zone import Zone, is_subdomain
 from emu.errors import UsageError
 from emu.wire.dns import canonical_name
 
-__all__ = ["Grant", "UpdatePolicy", "Requester", "parse_grant", "parse_type_list"]
+__all__ = ["Grant", "Requester", "UpdatePolicy", "parse_grant", "parse_type_list"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -73,10 +73,12 @@ class Grant:
             return False
         if not _name_matches(self.name, canonical_name(rr.rname), zone.origin):
             return False
-        if self.srv_targets and rr.rtype == QTYPE.SRV and isinstance(rr.rdata, SRV):
-            if canonical_name(rr.rdata.target) not in self.srv_targets:
-                return False
-        return True
+        return not (
+            self.srv_targets
+            and rr.rtype == QTYPE.SRV
+            and isinstance(rr.rdata, SRV)
+            and canonical_name(rr.rdata.target) not in self.srv_targets
+        )
 
 
 def _name_matches(pattern: str, name: str, origin: str) -> bool:
@@ -102,7 +104,7 @@ class UpdatePolicy:
         return any(grant.matches(requester, zone, rr) for grant in self.grants)
 
     @classmethod
-    def with_nonsecure(cls, networks: Iterable[str], grants: Iterable[Grant] | None = None) -> "UpdatePolicy":
+    def with_nonsecure(cls, networks: Iterable[str], grants: Iterable[Grant] | None = None) -> UpdatePolicy:
         """Add unsigned updates from ``networks``, limited to what a KMS host publishes: the
         ``_vlmcs._tcp`` SRV RRset and A/AAAA records (dns.md 2.4, "Nonsecure and secure").
 

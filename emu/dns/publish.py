@@ -14,20 +14,20 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dnslib import AAAA, A, DNSHeader, DNSQuestion, DNSRecord, QTYPE, RD, RR, SRV
+from dnslib import AAAA, QTYPE, RD, RR, SRV, A, DNSHeader, DNSQuestion, DNSRecord
 
 from emu.errors import UsageError
 from emu.wire.dns import CLASS_IN, CLASS_NONE, TYPE_SOA, Opcode, canonical_name
 
 __all__ = [
-    "SERVICE_LABEL",
     "KMS_PORT",
+    "SERVICE_LABEL",
     "Publication",
-    "srv_owner",
-    "build_publish",
     "build_addresses",
     "build_change",
+    "build_publish",
     "build_withdraw",
+    "srv_owner",
 ]
 
 #: The KMS service label (kms-behaviour.md 5; shown upper-case by Windows, names compare case-insensitively).
@@ -48,7 +48,12 @@ class Publication:
     ttl: int = 3600
 
     def __post_init__(self) -> None:
-        for field_name, value, high in (("port", self.port, 65535), ("priority", self.priority, 65535), ("weight", self.weight, 65535), ("ttl", self.ttl, 2**31 - 1)):
+        for field_name, value, high in (
+            ("port", self.port, 65535),
+            ("priority", self.priority, 65535),
+            ("weight", self.weight, 65535),
+            ("ttl", self.ttl, 2**31 - 1),
+        ):
             if not 0 <= value <= high:
                 raise UsageError(f"{field_name} {value} is outside 0..{high}")
 
@@ -108,7 +113,9 @@ def build_change(zone: str, old: Publication, new: Publication, message_id: int)
     return _pack(record)
 
 
-def build_withdraw(zone: str, publication: Publication | None, addresses: tuple[str, ...], host_name: str, message_id: int) -> bytes:
+def build_withdraw(
+    zone: str, publication: Publication | None, addresses: tuple[str, ...], host_name: str, message_id: int
+) -> bytes:
     """Delete exactly our SRV RR (if ``publication``) and our own A/AAAA RRs, class NONE."""
     record = _message(zone, message_id)
     if publication is not None:

@@ -14,16 +14,16 @@ them from wire forms prepared once per zone snapshot, the general path makes RRs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from dnslib import MX, NS, QTYPE, RD, RR, SRV, CNAME
+from dnslib import CNAME, MX, NS, QTYPE, RD, RR, SRV
 
 from emu.dns.update import find_zone
 from emu.dns.zone import Zone
 from emu.wire.dns import CLASS_ANY, CLASS_IN, TYPE_ANY, TYPE_SOA, Rcode, canonical_name
 
-__all__ = ["AnswerRRset", "QueryAnswer", "answer_query", "MAX_CNAME_CHAIN"]
+__all__ = ["MAX_CNAME_CHAIN", "AnswerRRset", "QueryAnswer", "answer_query"]
 
 #: Longest CNAME chain followed inside our zones (a loop guard; BIND uses 16).
 MAX_CNAME_CHAIN = 8
@@ -100,9 +100,7 @@ def _targets(entry: AnswerRRset) -> tuple[str, ...]:
     for rdata in entry.rdatas:
         if isinstance(rdata, SRV):
             target = rdata.target
-        elif isinstance(rdata, MX):
-            target = rdata.label
-        elif isinstance(rdata, NS) and entry.rtype == QTYPE.NS:
+        elif isinstance(rdata, MX) or (isinstance(rdata, NS) and entry.rtype == QTYPE.NS):
             target = rdata.label
         else:
             continue
@@ -115,7 +113,7 @@ def _additional(zones: Mapping[str, Zone], answers: list[AnswerRRset]) -> list[A
     for entry in answers:
         if entry.rtype not in _TARGET_TYPES:
             continue
-        for name in entry.zone.derived(("targets", entry.name, entry.rtype), lambda: _targets(entry)):
+        for name in entry.zone.derived(("targets", entry.name, entry.rtype), lambda: _targets(entry)):  # noqa: B023 (called at once)
             if name != "." and name not in targets:
                 targets.append(name)
     out: list[AnswerRRset] = []

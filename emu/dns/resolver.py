@@ -26,16 +26,24 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
-from dnslib import DNSHeader, DNSQuestion, DNSRecord, RR
+from dnslib import RR, DNSHeader, DNSQuestion, DNSRecord
 
 from emu.dns.aging import SrvAging
-from emu.dns.policy import Requester, UpdatePolicy
 from emu.dns.packing import NotFast, SimpleQuery, ZoneWire, pack_answer, parse_simple_query
+from emu.dns.policy import Requester, UpdatePolicy
 from emu.dns.query import AnswerRRset, answer_query
-from emu.dns.tsig import REPLAY_CACHE_SIZE, ReplayCache, TsigCheck, TsigKey, append_unsigned_tsig, sign_response, verify_request
+from emu.dns.tsig import (
+    REPLAY_CACHE_SIZE,
+    ReplayCache,
+    TsigCheck,
+    TsigKey,
+    append_unsigned_tsig,
+    sign_response,
+    verify_request,
+)
 from emu.dns.update import evaluate_update, remove_rrs
 from emu.dns.zone import Zone, ZoneChange
 from emu.errors import DecodeError, UsageError
@@ -55,7 +63,7 @@ from emu.wire.dns import (
     decode_message,
 )
 
-__all__ = ["Peer", "Resolver", "Journal", "MAX_UDP_PAYLOAD", "CLASSIC_UDP_LIMIT"]
+__all__ = ["CLASSIC_UDP_LIMIT", "MAX_UDP_PAYLOAD", "Journal", "Peer", "Resolver"]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +185,9 @@ class Resolver:
                 self._cache[key] = response[2:]
             return response
         except Exception:
-            log.exception("internal error answering %d bytes from %s:%s; sending SERVFAIL", len(data), peer.address, peer.port)
+            log.exception(
+                "internal error answering %d bytes from %s:%s; sending SERVFAIL", len(data), peer.address, peer.port
+            )
             return _header_only(header, Rcode.SERVFAIL)
 
     def _handle(self, header: DnsHeader, data: bytes, peer: Peer, now: int) -> tuple[bytes | None, bool]:
@@ -196,7 +206,14 @@ class Resolver:
                 return self._pack(message, Rcode.REFUSED, peer), False
             check = verify_request(message, self.keys, now)
             if not check.ok:
-                log.info("TSIG from %s:%s rejected: rcode %d, error %d (key %s)", peer.address, peer.port, check.rcode, check.error, message.tsig.key_name)
+                log.info(
+                    "TSIG from %s:%s rejected: rcode %d, error %d (key %s)",
+                    peer.address,
+                    peer.port,
+                    check.rcode,
+                    check.error,
+                    message.tsig.key_name,
+                )
                 if check.rcode == Rcode.FORMERR:
                     return self._pack(message, Rcode.FORMERR, peer), False
                 unsigned = self._pack(message, check.rcode, peer, reserve=0)
@@ -206,13 +223,22 @@ class Resolver:
             if header.opcode == Opcode.UPDATE and check.key is not None:
                 earlier = self.replays.earlier_answer(message.tsig, now)
                 if earlier is not None:
-                    log.info("repeated UPDATE from %s:%s (key %s): the first answer again, nothing re-applied",
-                             peer.address, peer.port, message.tsig.key_name)
+                    log.info(
+                        "repeated UPDATE from %s:%s (key %s): the first answer again, nothing re-applied",
+                        peer.address,
+                        peer.port,
+                        message.tsig.key_name,
+                    )
                     # Same MAC, maybe another ID (RFC 8945 lets the ID change: the MAC covers the
                     # original one): answer with the request's ID, the signature stays valid.
                     return header.id.to_bytes(2, "big") + earlier[2:], False
                 if not self.replays.admit(message.tsig, now):
-                    log.info("replayed UPDATE from %s:%s refused (key %s): NOTAUTH/BADTIME", peer.address, peer.port, message.tsig.key_name)
+                    log.info(
+                        "replayed UPDATE from %s:%s refused (key %s): NOTAUTH/BADTIME",
+                        peer.address,
+                        peer.port,
+                        message.tsig.key_name,
+                    )
                     unsigned = self._pack(message, Rcode.NOTAUTH, peer, reserve=0)
                     return sign_response(unsigned, check.key, message.tsig, now, Rcode.BADTIME), False
         if header.opcode == Opcode.UPDATE:
@@ -236,8 +262,15 @@ class Resolver:
         limit = CLASSIC_UDP_LIMIT if peer.transport == "udp" else 65535
         flags = _flags(header, answer.rcode, answer.authoritative)
         try:
-            return pack_answer(header.id, flags, query, (answer.answers, answer.authority, answer.additional), self._wire, limit,
-                               _flags(header, answer.rcode, answer.authoritative, tc=True))
+            return pack_answer(
+                header.id,
+                flags,
+                query,
+                (answer.answers, answer.authority, answer.additional),
+                self._wire,
+                limit,
+                _flags(header, answer.rcode, answer.authoritative, tc=True),
+            )
         except NotFast:
             return None
 
@@ -249,7 +282,16 @@ class Resolver:
             return self._pack(message, Rcode.REFUSED, peer)  # no zone transfers; no TKEY/GSS (dns.md 2.4)
         answer = answer_query(self._zones, str(question.qname), question.qtype, question.qclass)
         reserve = self._tsig_size(check)
-        return self._pack(message, answer.rcode, peer, aa=answer.authoritative, answers=_rrs(answer.answers), authority=_rrs(answer.authority), additional=_rrs(answer.additional), reserve=reserve)
+        return self._pack(
+            message,
+            answer.rcode,
+            peer,
+            aa=answer.authoritative,
+            answers=_rrs(answer.answers),
+            authority=_rrs(answer.authority),
+            additional=_rrs(answer.additional),
+            reserve=reserve,
+        )
 
     # --- update ------------------------------------------------------------------------------
 
@@ -262,9 +304,18 @@ class Resolver:
                 self.journal(outcome.changes)
             self._zones[outcome.zone_name] = outcome.zone
             self._cache.clear()
-            log.info("UPDATE %s from %s (%s): %s, serial %d", outcome.zone_name, peer.address, key_text, outcome.reason, outcome.zone.serial)
+            log.info(
+                "UPDATE %s from %s (%s): %s, serial %d",
+                outcome.zone_name,
+                peer.address,
+                key_text,
+                outcome.reason,
+                outcome.zone.serial,
+            )
         else:
-            log.info("UPDATE from %s (%s): rcode %s: %s", peer.address, key_text, Rcode(outcome.rcode).name, outcome.reason)
+            log.info(
+                "UPDATE from %s (%s): rcode %s: %s", peer.address, key_text, Rcode(outcome.rcode).name, outcome.reason
+            )
         if self.aging is not None and outcome.rcode == Rcode.NOERROR and outcome.zone_name is not None:
             self.aging.changed(outcome.changes, now)
             zone = self._zones[outcome.zone_name]
@@ -302,7 +353,12 @@ class Resolver:
             self._cache.clear()
             self.aging.changed(outcome.changes, now)
             removed += len(expired)
-            log.info("aging %s: removed %s, serial %d", origin, ", ".join(f"{name} SRV {rdata}" for name, rdata in expired), outcome.zone.serial)
+            log.info(
+                "aging %s: removed %s, serial %d",
+                origin,
+                ", ".join(f"{name} SRV {rdata}" for name, rdata in expired),
+                outcome.zone.serial,
+            )
         return removed
 
     # --- building responses ------------------------------------------------------------------
@@ -355,7 +411,19 @@ def _rrs(section: Sequence[AnswerRRset]) -> list[RR]:
     return [rr for entry in section for rr in entry.rrs()]
 
 
-def _build(header: DnsHeader, flags: int, questions: Sequence[DNSQuestion], answers: Sequence[RR], authority: Sequence[RR], additional: Sequence[RR]) -> bytes:
-    record = DNSRecord(DNSHeader(id=header.id, bitmap=flags), questions=list(questions), rr=list(answers), auth=list(authority), ar=list(additional))
+def _build(
+    header: DnsHeader,
+    flags: int,
+    questions: Sequence[DNSQuestion],
+    answers: Sequence[RR],
+    authority: Sequence[RR],
+    additional: Sequence[RR],
+) -> bytes:
+    record = DNSRecord(
+        DNSHeader(id=header.id, bitmap=flags),
+        questions=list(questions),
+        rr=list(answers),
+        auth=list(authority),
+        ar=list(additional),
+    )
     return bytes(record.pack())
-

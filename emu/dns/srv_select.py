@@ -5,8 +5,8 @@ The randomness is injected (:class:`emu.rng.Rng`), so a seeded run always picks 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from emu.rng import Rng
 

@@ -15,8 +15,8 @@ import heapq
 import hmac
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from emu.errors import DnsUpdateError, UsageError
 from emu.wire.dns import (
@@ -32,15 +32,15 @@ from emu.wire.dns import (
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_FUDGE",
-    "TsigKey",
-    "TsigCheck",
-    "ReplayCache",
     "REPLAY_CACHE_SIZE",
+    "ReplayCache",
+    "TsigCheck",
+    "TsigKey",
+    "append_unsigned_tsig",
     "parse_key_file",
-    "verify_request",
     "sign_request",
     "sign_response",
-    "append_unsigned_tsig",
+    "verify_request",
     "verify_response",
 ]
 
@@ -75,7 +75,7 @@ class TsigKey:
             raise UsageError(f"TSIG key {self.name}: unsupported algorithm {self.algorithm!r} (use hmac-sha256)")
 
     @classmethod
-    def make(cls, name: str, secret: bytes, algorithm: str = "hmac-sha256") -> "TsigKey":
+    def make(cls, name: str, secret: bytes, algorithm: str = "hmac-sha256") -> TsigKey:
         return cls(canonical_name(name), canonical_name(algorithm), secret)
 
     @property
@@ -203,7 +203,9 @@ def parse_key_file(text: str, source: str = "key file") -> list[TsigKey]:
             raise UsageError(f"{source}: key {name!r}: secret is not valid base64 ({exc})") from exc
         keys.append(TsigKey(canonical_name(name), canonical_name(algorithm.group(1)), raw))
     if not keys:
-        raise UsageError(f'{source}: no key "name" {{ algorithm ...; secret "..."; }}; block found (write one with tsig-keygen)')
+        raise UsageError(
+            f'{source}: no key "name" {{ algorithm ...; secret "..."; }}; block found (write one with tsig-keygen)'
+        )
     return keys
 
 
@@ -271,7 +273,9 @@ def sign_request(message: bytes, key: TsigKey, now: int, fudge: int = DEFAULT_FU
     return signed, mac
 
 
-def _with_mac(record: TsigRecord, mac: bytes, error: int | None = None, other: bytes | None = None, time_signed: int | None = None) -> TsigRecord:
+def _with_mac(
+    record: TsigRecord, mac: bytes, error: int | None = None, other: bytes | None = None, time_signed: int | None = None
+) -> TsigRecord:
     return TsigRecord(
         record.key_name,
         record.algorithm,
@@ -292,7 +296,16 @@ def sign_response(response: bytes, key: TsigKey, request: TsigRecord, now: int, 
     """
     response = bytes(response)
     if error == Rcode.BADTIME:
-        record = TsigRecord(key.name, key.algorithm, request.time_signed, request.fudge, b"", request.original_id, error, struct.pack("!HI", (now >> 32) & 0xFFFF, now & 0xFFFFFFFF))
+        record = TsigRecord(
+            key.name,
+            key.algorithm,
+            request.time_signed,
+            request.fudge,
+            b"",
+            request.original_id,
+            error,
+            struct.pack("!HI", (now >> 32) & 0xFFFF, now & 0xFFFFFFFF),
+        )
     else:
         record = TsigRecord(key.name, key.algorithm, int(now), request.fudge, b"", request.original_id, error, b"")
     unsigned = struct.pack("!H", request.original_id) + response[2:]
@@ -302,7 +315,9 @@ def sign_response(response: bytes, key: TsigKey, request: TsigRecord, now: int, 
 
 def append_unsigned_tsig(response: bytes, request: TsigRecord, error: int) -> bytes:
     """BADKEY/BADSIG answers: a TSIG RR with the error and an empty MAC (RFC 8945 5.3.2)."""
-    record = TsigRecord(request.key_name, request.algorithm, request.time_signed, request.fudge, b"", request.original_id, error, b"")
+    record = TsigRecord(
+        request.key_name, request.algorithm, request.time_signed, request.fudge, b"", request.original_id, error, b""
+    )
     return _append_rr(bytes(response), encode_tsig_rr(record))
 
 
@@ -315,17 +330,30 @@ def verify_response(message: DnsMessage, key: TsigKey, request_mac: bytes, now: 
     """
     record = message.tsig
     if record is None or message.tsig_offset is None:
-        raise DnsUpdateError(f"the response (rcode {message.header.flags & 0xF}) is not signed", wire_code=Rcode.NOTAUTH)
+        raise DnsUpdateError(
+            f"the response (rcode {message.header.flags & 0xF}) is not signed", wire_code=Rcode.NOTAUTH
+        )
     if record.error:
         raise DnsUpdateError(f"the server rejected our TSIG: {_error_name(record.error)}", wire_code=record.error)
     if record.key_name != key.name or record.algorithm != key.algorithm:
-        raise DnsUpdateError(f"the response is signed with key {record.key_name}, not {key.name}", wire_code=Rcode.BADKEY)
-    signed = struct.pack("!H", len(request_mac)) + request_mac + _strip_tsig(message.raw, message.tsig_offset, record.original_id) + _variables(record)
+        raise DnsUpdateError(
+            f"the response is signed with key {record.key_name}, not {key.name}", wire_code=Rcode.BADKEY
+        )
+    signed = (
+        struct.pack("!H", len(request_mac))
+        + request_mac
+        + _strip_tsig(message.raw, message.tsig_offset, record.original_id)
+        + _variables(record)
+    )
     expected = key.mac(signed)
-    if len(record.mac) < max(10, key.digest_size // 2) or not hmac.compare_digest(expected[: len(record.mac)], record.mac):
+    if len(record.mac) < max(10, key.digest_size // 2) or not hmac.compare_digest(
+        expected[: len(record.mac)], record.mac
+    ):
         raise DnsUpdateError("the response MAC does not verify", wire_code=Rcode.BADSIG)
     if abs(now - record.time_signed) > record.fudge:
-        raise DnsUpdateError(f"the response was signed {abs(now - record.time_signed)} s away from our clock", wire_code=Rcode.BADTIME)
+        raise DnsUpdateError(
+            f"the response was signed {abs(now - record.time_signed)} s away from our clock", wire_code=Rcode.BADTIME
+        )
 
 
 def _error_name(code: int) -> str:

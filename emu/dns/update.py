@@ -7,8 +7,8 @@ unless every check passes (RFC 2136 3.7). The order of checks is dns.md 2.1.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from dnslib import QTYPE, RD, RR, SOA
 
@@ -32,7 +32,7 @@ from emu.wire.dns import (
     is_empty_rdata,
 )
 
-__all__ = ["UpdateOutcome", "Authorizer", "evaluate_update", "remove_rrs", "find_zone"]
+__all__ = ["Authorizer", "UpdateOutcome", "evaluate_update", "find_zone", "remove_rrs"]
 
 #: Decides whether the requester may make one update RR in a zone (the policy's answer).
 Authorizer = Callable[[Zone, RR], bool]
@@ -86,7 +86,9 @@ def evaluate_update(zones: Mapping[str, Zone], message: DnsMessage, authorize: A
     # 3. Permission (RFC 2136 3.3).
     for rr in message.authority:
         if not authorize(zone, rr):
-            return _fail(Rcode.REFUSED, f"policy does not allow {QTYPE.get(rr.rtype)} at {canonical_name(rr.rname)}", zname)
+            return _fail(
+                Rcode.REFUSED, f"policy does not allow {QTYPE.get(rr.rtype)} at {canonical_name(rr.rname)}", zname
+            )
     # 4. Prescan (RFC 2136 3.4.1).
     for rr in message.authority:
         rcode = _prescan(zone, rr)
@@ -128,7 +130,9 @@ def remove_rrs(zone: Zone, rtype: int, rrs: list[tuple[str, RD]], reason: str) -
         return UpdateOutcome(Rcode.NOERROR, "no change", zone.origin)
     _bump_serial(editor, zone)
     changes = editor.changes
-    return UpdateOutcome(Rcode.NOERROR, f"{reason}: {len(changes)} RRset(s) changed", zone.origin, editor.commit(), tuple(changes))
+    return UpdateOutcome(
+        Rcode.NOERROR, f"{reason}: {len(changes)} RRset(s) changed", zone.origin, editor.commit(), tuple(changes)
+    )
 
 
 def _check_prerequisites(zone: Zone, prerequisites: tuple[RR, ...]) -> UpdateOutcome | None:
@@ -218,7 +222,9 @@ def _apply(editor: ZoneEditor, zone: Zone, rr: RR) -> None:
         key = rdata_key(rtype, rr.rdata)
         rdatas = existing.rdatas if existing else ()
         if any(rdata_key(rtype, r) == key for r in rdatas):  # a refresh: same place, so no change unless the TTL is new
-            editor.set_rrset(name, rtype, RRset(rr.ttl, tuple(rr.rdata if rdata_key(rtype, r) == key else r for r in rdatas)))
+            editor.set_rrset(
+                name, rtype, RRset(rr.ttl, tuple(rr.rdata if rdata_key(rtype, r) == key else r for r in rdatas))
+            )
         else:
             editor.set_rrset(name, rtype, RRset(rr.ttl, rdatas + (rr.rdata,)))
     elif rr.rclass == CLASS_ANY:

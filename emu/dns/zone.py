@@ -10,32 +10,35 @@ Names are keyed canonically: lower case, trailing dot (``"kms1.kms.test."``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterator, Mapping, TypeVar, cast
+from typing import TypeVar, cast
 
-from dnslib import CLASS, DNSBuffer, DNSLabel, QTYPE, RD, RDMAP, RR, SOA, SRV
+from dnslib import CLASS, QTYPE, RD, RDMAP, RR, SOA, SRV, DNSBuffer, DNSLabel
 
 from emu.errors import DecodeError, UsageError
 from emu.wire.dns import CLASS_IN, TYPE_SOA, canonical_name
 
 __all__ = [
+    "NAME_TYPES",
     "RRset",
     "Zone",
-    "ZoneEditor",
     "ZoneChange",
-    "NAME_TYPES",
-    "rdata_key",
-    "rdata_to_wire",
-    "rdata_from_wire",
-    "serial_gt",
-    "serial_next",
+    "ZoneEditor",
+    "dump_master_file",
     "is_subdomain",
     "load_master_file",
-    "dump_master_file",
+    "rdata_from_wire",
+    "rdata_key",
+    "rdata_to_wire",
+    "serial_gt",
+    "serial_next",
 ]
 
 #: Types whose RDATA holds domain names, compared case-insensitively (RFC 4034 6.2 list, subset dnslib knows).
-NAME_TYPES = frozenset({QTYPE.NS, QTYPE.CNAME, QTYPE.SOA, QTYPE.PTR, QTYPE.MX, QTYPE.SRV, QTYPE.DNAME, QTYPE.NAPTR, QTYPE.RP})
+NAME_TYPES = frozenset(
+    {QTYPE.NS, QTYPE.CNAME, QTYPE.SOA, QTYPE.PTR, QTYPE.MX, QTYPE.SRV, QTYPE.DNAME, QTYPE.NAPTR, QTYPE.RP}
+)
 
 #: TTL applied to records that name none and follow no $TTL (RFC 2308 4 asks for $TTL; BIND warns and uses the SOA minimum).
 DEFAULT_TTL = 3600
@@ -110,7 +113,7 @@ _T = TypeVar("_T")
 class Zone:
     """An immutable zone snapshot: origin, class IN, RRsets by name and type."""
 
-    __slots__ = ("origin", "_names", "_nonterminals", "_derived")
+    __slots__ = ("_derived", "_names", "_nonterminals", "origin")
 
     def __init__(self, origin: str, names: Mapping[str, Mapping[int, RRset]]) -> None:
         self.origin = canonical_name(origin)
@@ -177,6 +180,7 @@ class Zone:
 
     def records(self) -> Iterator[RR]:
         """Every RR, SOA first, then by name and type."""
+
         def order(name: str) -> tuple[int, list[str]]:
             return (0 if name == self.origin else 1, list(reversed(name.split("."))))
 
@@ -187,7 +191,7 @@ class Zone:
                 for rdata in rrset.rdatas:
                     yield RR(name, rtype, CLASS_IN, rrset.ttl, rdata)
 
-    def edit(self) -> "ZoneEditor":
+    def edit(self) -> ZoneEditor:
         return ZoneEditor(self)
 
     def _raw_names(self) -> Mapping[str, Mapping[int, RRset]]:
@@ -386,7 +390,9 @@ def load_master_file(text: str, origin: str, source: str = "zone file") -> Zone:
             if rtype == QTYPE.SRV:
                 if len(tokens) != 4:
                     raise ValueError("SRV needs priority, weight, port and target")
-                rdata: RD = SRV(int(tokens[0]), int(tokens[1]), int(tokens[2]), DNSLabel(_qualify(tokens[3], current_origin)))
+                rdata: RD = SRV(
+                    int(tokens[0]), int(tokens[1]), int(tokens[2]), DNSLabel(_qualify(tokens[3], current_origin))
+                )
             else:
                 rdata = RDMAP.get(QTYPE.get(rtype), RD).fromZone([_unquote(t) for t in tokens], current_origin)
         except Exception as exc:
@@ -426,7 +432,7 @@ def dump_master_file(zone: Zone) -> str:
     for rr in zone.records():
         if rr.rtype == QTYPE.TXT:
             text = " ".join(_character_string(part) for part in rr.rdata.data)
-            lines.append("%-23s %-7s %-7s %-7s %s" % (rr.rname, rr.ttl, CLASS.get(rr.rclass), "TXT", text))
+            lines.append(f"{rr.rname!s:<23} {rr.ttl!s:<7} {CLASS.get(rr.rclass)!s:<7} {'TXT':<7} {text}")
         else:
             lines.append(rr.toZone())
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["AcceleratedCipher", "load"]
 
@@ -47,7 +47,14 @@ class AcceleratedCipher:
         for fn in (self._encrypt, self._decrypt):
             fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]
             fn.restype = None
-        self._cbc.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self._cbc.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int,
+        ]
         self._cbc.restype = None
         self._enc_ref = ctypes.byref(self._enc)
         self._dec_ref = ctypes.byref(self._dec)
@@ -92,7 +99,9 @@ def _swap(word: int) -> int:
     return int.from_bytes(word.to_bytes(4, "big"), "little")
 
 
-def _word_order(lib: ctypes.CDLL, probe_key: bytes, enc_words: Sequence[int], dec_words: Sequence[int]) -> Callable[[int], int] | None:
+def _word_order(
+    lib: ctypes.CDLL, probe_key: bytes, enc_words: Sequence[int], dec_words: Sequence[int]
+) -> Callable[[int], int] | None:
     """How this OpenSSL stores round-key words: as read big-endian (C code) or little-endian (the
     x86-64 assembly). Found by letting OpenSSL expand ``probe_key`` (a standard AES-128 key whose
     schedule we know) and comparing; None when neither matches."""
@@ -100,10 +109,14 @@ def _word_order(lib: ctypes.CDLL, probe_key: bytes, enc_words: Sequence[int], de
     for fn in (lib.AES_set_encrypt_key, lib.AES_set_decrypt_key):
         fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
         fn.restype = ctypes.c_int
-    if lib.AES_set_encrypt_key(probe_key, 128, ctypes.byref(enc)) or lib.AES_set_decrypt_key(probe_key, 128, ctypes.byref(dec)):
+    if lib.AES_set_encrypt_key(probe_key, 128, ctypes.byref(enc)) or lib.AES_set_decrypt_key(
+        probe_key, 128, ctypes.byref(dec)
+    ):
         return None
     for order in (lambda w: w, _swap):
-        if list(enc.rd_key[:44]) == [order(w) for w in enc_words] and list(dec.rd_key[:44]) == [order(w) for w in dec_words]:
+        if list(enc.rd_key[:44]) == [order(w) for w in enc_words] and list(dec.rd_key[:44]) == [
+            order(w) for w in dec_words
+        ]:
             return order
     return None
 
@@ -132,7 +145,9 @@ def load(
         cipher = AcceleratedCipher(lib, [order(w) for w in enc_words], [order(w) for w in dec_words])
         probes = [bytes(16), bytes(range(16)), bytes([0xFF] * 16), bytes(range(0xA0, 0xB0))]
         for block in probes:
-            if cipher.encrypt_block(block) != reference_encrypt(block) or cipher.decrypt_block(block) != reference_decrypt(block):
+            if cipher.encrypt_block(block) != reference_encrypt(block) or cipher.decrypt_block(
+                block
+            ) != reference_decrypt(block):
                 return None
         iv, data = bytes(range(16, 32)), b"".join(probes)
         chained = cipher.cbc_encrypt(iv, data)

@@ -19,37 +19,36 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 from emu.errors import UsageError
 from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = [
-    "MINUTE",
-    "HOUR",
     "DAY",
+    "DEFAULT_BINDING_EXPIRATION",
+    "HOUR",
+    "MINUTE",
+    "Action",
+    "Activated",
+    "Answered",
+    "AttemptFailed",
+    "BelowThreshold",
+    "ClientEvent",
+    "ClientLifecycle",
     "ClientPolicy",
     "ClientState",
-    "HostAddress",
-    "Answered",
-    "HostError",
-    "Unreachable",
-    "VerificationFailed",
-    "Outcome",
     "Discover",
     "Exchange",
-    "Action",
-    "ClientEvent",
     "ExchangeAttempted",
-    "Activated",
-    "BelowThreshold",
-    "AttemptFailed",
-    "Failover",
-    "Rediscovery",
     "Expired",
-    "ClientLifecycle",
+    "Failover",
+    "HostAddress",
+    "HostError",
+    "Outcome",
+    "Rediscovery",
     "RequestTemplate",
-    "DEFAULT_BINDING_EXPIRATION",
+    "Unreachable",
+    "VerificationFailed",
 ]
 
 #: BindingExpiration of a client in its grace period: 30 days in minutes (spec 4.2, vlmcs ``-g``).
@@ -185,7 +184,7 @@ class Unreachable:
     reason: str
 
 
-Outcome = Union[Answered, HostError, VerificationFailed, Unreachable]
+Outcome = Answered | HostError | VerificationFailed | Unreachable
 
 # --- actions the state machine asks for ------------------------------------------------------
 
@@ -205,7 +204,7 @@ class Exchange:
     renewal: bool
 
 
-Action = Union[Discover, Exchange]
+Action = Discover | Exchange
 
 # --- events for scenarios and tests ----------------------------------------------------------
 
@@ -262,7 +261,7 @@ class Expired:
     at: float
 
 
-ClientEvent = Union[ExchangeAttempted, Activated, BelowThreshold, AttemptFailed, Failover, Rediscovery, Expired]
+ClientEvent = ExchangeAttempted | Activated | BelowThreshold | AttemptFailed | Failover | Rediscovery | Expired
 
 
 @dataclass(slots=True)

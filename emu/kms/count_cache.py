@@ -24,20 +24,20 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from emu.errors import UsageError
 
 __all__ = [
+    "CAPACITY_FACTOR",
     "DAY",
     "RECORD_LIFETIME",
-    "CAPACITY_FACTOR",
-    "CountPolicy",
-    "ClientRecord",
-    "Recorded",
     "AppStatus",
+    "ClientRecord",
     "CountCache",
+    "CountPolicy",
+    "Recorded",
 ]
 
 #: Seconds in a day.

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.kms import aes_accel
@@ -29,28 +30,28 @@ if TYPE_CHECKING:  # imported at run time only on first v5 use (see _v5_cipher)
     from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 __all__ = [
-    "KmsVersion",
     "BLOCK_SIZE",
     "KEY_V4",
     "KEY_V5",
     "KEY_V6",
-    "V6_KEY_TWEAKS",
     "TIME_C1",
     "TIME_C2",
     "TIME_C3",
+    "V6_KEY_TWEAKS",
+    "KmsVersion",
     "PaddingError",
-    "encrypt_block",
-    "decrypt_block",
-    "cbc_encrypt",
+    "accelerator_active",
     "cbc_decrypt",
+    "cbc_encrypt",
+    "decrypt_block",
+    "encrypt_block",
+    "expanded_key",
     "pkcs7_pad",
     "pkcs7_unpad",
-    "v4_mac",
-    "v6_hmac_key",
-    "v6_hmac",
-    "expanded_key",
     "use_accelerator",
-    "accelerator_active",
+    "v4_mac",
+    "v6_hmac",
+    "v6_hmac_key",
 ]
 
 #: Block size of every KMS cipher, bytes (spec 5.1: Rijndael with 128-bit blocks).
@@ -175,9 +176,7 @@ def _expand_key(key: bytes) -> list[int]:
 
 
 def _inv_mix_word(w: int) -> int:
-    return (
-        _TD0[_SBOX[w >> 24]] ^ _TD1[_SBOX[(w >> 16) & 255]] ^ _TD2[_SBOX[(w >> 8) & 255]] ^ _TD3[_SBOX[w & 255]]
-    )
+    return _TD0[_SBOX[w >> 24]] ^ _TD1[_SBOX[(w >> 16) & 255]] ^ _TD2[_SBOX[(w >> 8) & 255]] ^ _TD3[_SBOX[w & 255]]
 
 
 def _decryption_key(enc: list[int]) -> list[int]:
@@ -233,12 +232,24 @@ def _unrolled(name: str, rk: list[int], round_tables: str, last_tables: str, ord
 
 def _compile(name: str, source: str) -> Callable[[int, int, int, int], _Block4]:
     namespace: dict[str, object] = {
-        "T0": _TE0, "T1": _TE1, "T2": _TE2, "T3": _TE3,
-        "F0": _FE[0], "F1": _FE[1], "F2": _FE[2], "F3": _FE[3],
-        "D0": _TD0, "D1": _TD1, "D2": _TD2, "D3": _TD3,
-        "G0": _FD[0], "G1": _FD[1], "G2": _FD[2], "G3": _FD[3],
+        "T0": _TE0,
+        "T1": _TE1,
+        "T2": _TE2,
+        "T3": _TE3,
+        "F0": _FE[0],
+        "F1": _FE[1],
+        "F2": _FE[2],
+        "F3": _FE[3],
+        "D0": _TD0,
+        "D1": _TD1,
+        "D2": _TD2,
+        "D3": _TD3,
+        "G0": _FD[0],
+        "G1": _FD[1],
+        "G2": _FD[2],
+        "G3": _FD[3],
     }
-    exec(compile(source, f"<emu.kms.crypto {name}>", "exec"), namespace)  # noqa: S102 - generated above
+    exec(compile(source, f"<emu.kms.crypto {name}>", "exec"), namespace)
     return namespace[name]  # type: ignore[return-value]
 
 
@@ -274,7 +285,9 @@ def _v5_cipher(iv: bytes) -> Cipher[modes.CBC]:
     return Cipher(algorithms.AES(KEY_V5), modes.CBC(iv))
 
 
-def _pure(table: dict[KmsVersion, Callable[[int, int, int, int], _Block4]], version: KmsVersion) -> Callable[[bytes], bytes]:
+def _pure(
+    table: dict[KmsVersion, Callable[[int, int, int, int], _Block4]], version: KmsVersion
+) -> Callable[[bytes], bytes]:
     fn = table[version]
     return lambda block: _BLOCK.pack(*fn(*_BLOCK.unpack(block)))
 

@@ -20,23 +20,23 @@ from emu.kms.products import product_data
 from emu.rng import Rng
 
 __all__ = [
-    "HostBuild",
-    "Csvlk",
-    "Epid",
-    "HOST_BUILDS",
     "CSVLKS",
+    "DEFAULT_HWID",
+    "HOST_BUILDS",
     "KNOWN_GROUP_IDS",
     "VOLUME_CHANNEL",
-    "DEFAULT_HWID",
-    "host_build",
+    "Csvlk",
+    "Epid",
+    "HostBuild",
     "csvlk",
     "csvlk_for_kms_id",
-    "platform_id_for_build",
-    "ndr64_for_build",
+    "format_hwid",
     "generate_epid",
+    "host_build",
+    "ndr64_for_build",
     "parse_epid",
     "parse_hwid",
-    "format_hwid",
+    "platform_id_for_build",
 ]
 
 #: License channel field of every KMS ePID: volume (6.1).
@@ -115,18 +115,60 @@ class Csvlk:
 
 #: CSVLKs (6.3 table; Server 2022/2025 group ids from 6.1, their key ranges are unknown, spec 13 Q7).
 CSVLKS: tuple[Csvlk, ...] = (
-    Csvlk("Windows", 206, 551_000_000, 570_999_999, _dt.date(2018, 10, 2), 0,
-          "03612-00206-556-123727-03-1033-17763.0000-2972018"),
-    Csvlk("Office2010", 96, 199_000_000, 217_999_999, _dt.date(2010, 7, 15), 1,
-          "03612-00096-199-799188-03-1033-17763.0000-2972018"),
-    Csvlk("Office2013", 206, 234_000_000, 255_999_999, _dt.date(2013, 1, 29), 2,
-          "03612-00206-240-719639-03-1033-17763.0000-2972018"),
-    Csvlk("Office2016", 206, 437_000_000, 458_999_999, _dt.date(2015, 9, 22), 3,
-          "03612-00206-438-004532-03-1033-17763.0000-2972018"),
-    Csvlk("WinChinaGov", 3858, 15_000_000, 999_999_999, _dt.date(2017, 4, 5), 4,
-          "03612-03858-053-089516-03-1033-17763.0000-2972018"),
-    Csvlk("Office2019", 206, 666_000_000, 685_999_999, _dt.date(2018, 9, 24), 5,
-          "03612-00206-684-137669-03-1033-17763.0000-2972018"),
+    Csvlk(
+        "Windows",
+        206,
+        551_000_000,
+        570_999_999,
+        _dt.date(2018, 10, 2),
+        0,
+        "03612-00206-556-123727-03-1033-17763.0000-2972018",
+    ),
+    Csvlk(
+        "Office2010",
+        96,
+        199_000_000,
+        217_999_999,
+        _dt.date(2010, 7, 15),
+        1,
+        "03612-00096-199-799188-03-1033-17763.0000-2972018",
+    ),
+    Csvlk(
+        "Office2013",
+        206,
+        234_000_000,
+        255_999_999,
+        _dt.date(2013, 1, 29),
+        2,
+        "03612-00206-240-719639-03-1033-17763.0000-2972018",
+    ),
+    Csvlk(
+        "Office2016",
+        206,
+        437_000_000,
+        458_999_999,
+        _dt.date(2015, 9, 22),
+        3,
+        "03612-00206-438-004532-03-1033-17763.0000-2972018",
+    ),
+    Csvlk(
+        "WinChinaGov",
+        3858,
+        15_000_000,
+        999_999_999,
+        _dt.date(2017, 4, 5),
+        4,
+        "03612-03858-053-089516-03-1033-17763.0000-2972018",
+    ),
+    Csvlk(
+        "Office2019",
+        206,
+        666_000_000,
+        685_999_999,
+        _dt.date(2018, 9, 24),
+        5,
+        "03612-00206-684-137669-03-1033-17763.0000-2972018",
+    ),
     Csvlk("Server2022", 4573, None, None, None, None),
     Csvlk("Server2025", 4918, None, None, None, None),
 )
@@ -198,8 +240,7 @@ def generate_epid(
     entry = host_build(build) if isinstance(build, int) else build
     if key.min_key_id is None or key.max_key_id is None:
         raise UsageError(
-            f"the key-id range of CSVLK {key.name} (group {key.group_id}) is not known; "
-            "give the ePID explicitly"
+            f"the key-id range of CSVLK {key.name} (group {key.group_id}) is not known; give the ePID explicitly"
         )
     if not 1 <= lcid <= 0xFFFF:
         raise UsageError(f"LCID {lcid} is not a Windows language id (1-65535)")
@@ -312,9 +353,7 @@ def parse_epid(
         if group != key.group_id:
             problems.append(f"group id {group:05d} is not that of CSVLK {key.name} ({key.group_id:05d})")
         elif not key.contains(key_id):
-            problems.append(
-                f"key id {key_id} is outside CSVLK {key.name}'s range {key.min_key_id}-{key.max_key_id}"
-            )
+            problems.append(f"key id {key_id} is outside CSVLK {key.name}'s range {key.min_key_id}-{key.max_key_id}")
     if ndr64 is not None and ndr64 != ndr64_for_build(build):
         if ndr64:
             problems.append(f"ePID claims build {build} but NDR64 was negotiated (hosts before 9200 have no NDR64)")

@@ -22,19 +22,19 @@ from emu.kms.messages import OpenedRequest, build_response, open_request
 from emu.rng import Rng
 
 __all__ = [
-    "HostConfig",
-    "HostAnswer",
-    "KmsHost",
     "DEFAULT_ACTIVATION_INTERVAL",
-    "DEFAULT_RENEWAL_INTERVAL",
-    "MAX_TIME_SKEW",
-    "MAX_REQUIRED_CLIENT_COUNT",
     "DEFAULT_HOST_BUILD",
     "DEFAULT_LCID",
-    "HRESULT_NAMES",
+    "DEFAULT_RENEWAL_INTERVAL",
     "E_INVALID_DATA",
-    "E_KMS_ID_MISMATCH",
     "E_INVALID_TIMESTAMP",
+    "E_KMS_ID_MISMATCH",
+    "HRESULT_NAMES",
+    "MAX_REQUIRED_CLIENT_COUNT",
+    "MAX_TIME_SKEW",
+    "HostAnswer",
+    "HostConfig",
+    "KmsHost",
     "default_kms_ids",
     "resolve_kms_ids",
 ]
@@ -86,7 +86,9 @@ def default_kms_ids() -> frozenset[uuid.UUID]:
     )
 
 
-def resolve_kms_ids(kms_ids: list[str] | tuple[str, ...] = (), product_names: list[str] | tuple[str, ...] = ()) -> frozenset[uuid.UUID] | None:
+def resolve_kms_ids(
+    kms_ids: list[str] | tuple[str, ...] = (), product_names: list[str] | tuple[str, ...] = ()
+) -> frozenset[uuid.UUID] | None:
     """The coverage set given on a command line or in a config file (``None`` when both are empty).
 
     Args:
@@ -150,7 +152,9 @@ class HostConfig:
         for name, text in self.epids.items():
             _epid.csvlk(name)  # raises UsageError naming the known CSVLKs
             if not _epid.parse_epid(text).well_formed or len(text) > 63:
-                raise UsageError(f"ePID {text!r} for {name} is not in the PPPPP-GGGGG-KKK-KKKKKK-03-LLLL-BBBB.0000-DDDYYYY format")
+                raise UsageError(
+                    f"ePID {text!r} for {name} is not in the PPPPP-GGGGG-KKK-KKKKKK-03-LLLL-BBBB.0000-DDDYYYY format"
+                )
         if self.max_time_skew <= 0 or self.max_required_count < 1:
             raise UsageError("max_time_skew must be positive seconds and max_required_count at least 1")
 
@@ -229,12 +233,19 @@ class KmsHost:
         epids: ePIDs restored from the store, per CSVLK name.
     """
 
-    def __init__(self, config: HostConfig, rng: Rng, started: float, cache: CountCache | None = None, epids: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        rng: Rng,
+        started: float,
+        cache: CountCache | None = None,
+        epids: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.rng = rng
         self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
         self.cache = cache if cache is not None else CountCache(config.count_policy)
-        self._today = _dt.datetime.fromtimestamp(started, _dt.timezone.utc).date()
+        self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
         #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
         self.epids.update(dict(epids or {}))
@@ -291,7 +302,10 @@ class KmsHost:
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base
         if base.required_client_count > self.config.max_required_count:
-            return E_INVALID_DATA, f"required client count {base.required_client_count} > {self.config.max_required_count}"
+            return (
+                E_INVALID_DATA,
+                f"required client count {base.required_client_count} > {self.config.max_required_count}",
+            )
         if base.kms_id not in self.kms_ids:
             return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key"
         item = products.kms_item_or_none(base.kms_id)

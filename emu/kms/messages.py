@@ -55,21 +55,21 @@ from emu.wire.kms import (
 
 __all__ = [
     "E_INVALIDDATA",
-    "SUPPORTED_MAJOR_VERSIONS",
+    "HMAC_SLOT_OFFSETS",
+    "MAX_PID_SIZE",
     "REQUEST_V4_SIZE",
     "REQUEST_V5_SIZE",
-    "MAX_PID_SIZE",
-    "HMAC_SLOT_OFFSETS",
-    "OpenedRequest",
+    "SUPPORTED_MAJOR_VERSIONS",
     "Check",
+    "OpenedRequest",
     "VerifiedResponse",
     "build_request",
+    "build_response",
+    "expected_response_size",
     "message_layout",
     "open_request",
-    "build_response",
-    "verify_response",
     "open_response",
-    "expected_response_size",
+    "verify_response",
 ]
 
 #: HRESULT a host returns for a malformed request or unsupported version (spec 8.4, 10 "0x8007000D").
@@ -384,7 +384,12 @@ def _echo_checks(request: OpenedRequest, base: ResponseBase | None, outer: Versi
             "error",
             ", ".join(f"{k} {v}" for k, v in versions.items()),
         ),
-        Check("cmid_ok", base.cmid == request.base.cmid, "error", f"response CMID {base.cmid}, request {request.base.cmid}"),
+        Check(
+            "cmid_ok",
+            base.cmid == request.base.cmid,
+            "error",
+            f"response CMID {base.cmid}, request {request.base.cmid}",
+        ),
         Check(
             "client_time_ok",
             base.client_time == request.base.client_time,
@@ -440,7 +445,11 @@ def _verify_encrypted(request: OpenedRequest, response: bytes) -> VerifiedRespon
     plain = b""
     if env is not None:
         if not env.ciphertext or len(env.ciphertext) % BLOCK_SIZE:
-            checks.append(Check("decrypt_success", False, "error", f"ciphertext of {len(env.ciphertext)} bytes is not whole blocks"))
+            checks.append(
+                Check(
+                    "decrypt_success", False, "error", f"ciphertext of {len(env.ciphertext)} bytes is not whole blocks"
+                )
+            )
         else:
             plain = cbc_decrypt(major, env.iv, env.ciphertext)
             try:
@@ -486,7 +495,12 @@ def _verify_encrypted(request: OpenedRequest, response: bytes) -> VerifiedRespon
         else:
             ok = env.iv != request.iv
             checks.append(
-                Check("iv_not_suspicious", ok, "warning", "" if ok else "response IV equals the request IV (emulator sign)")
+                Check(
+                    "iv_not_suspicious",
+                    ok,
+                    "warning",
+                    "" if ok else "response IV equals the request IV (emulator sign)",
+                )
             )
         checks.append(_hmac_check(env.iv if env is not None else None, plain, msg))
 
@@ -494,7 +508,10 @@ def _verify_encrypted(request: OpenedRequest, response: bytes) -> VerifiedRespon
     checks += _echo_checks(request, base, None if env is None else env.version)
     checks.append(_size_check(major, response, base))
     return VerifiedResponse(
-        version=None if env is None else env.version, message=msg, checks=tuple(checks), iv=None if env is None else env.iv
+        version=None if env is None else env.version,
+        message=msg,
+        checks=tuple(checks),
+        iv=None if env is None else env.iv,
     )
 
 

@@ -21,25 +21,25 @@ from typing import Any
 from emu.errors import UsageError
 
 __all__ = [
-    "Application",
-    "KmsItem",
-    "Sku",
-    "ProductData",
     "GVLK_PATTERN",
-    "WINDOWS_APP_ID",
     "OFFICE2010_APP_ID",
     "OFFICE2013_APP_ID",
-    "product_data",
-    "lookup",
-    "sku_by_id",
+    "WINDOWS_APP_ID",
+    "Application",
+    "KmsItem",
+    "ProductData",
+    "Sku",
+    "all_applications",
+    "all_kms_items",
+    "all_skus",
+    "application",
+    "describe_kms_id",
     "kms_item",
     "kms_item_or_none",
-    "describe_kms_id",
-    "application",
-    "all_skus",
-    "all_kms_items",
-    "all_applications",
+    "lookup",
     "normalise_name",
+    "product_data",
+    "sku_by_id",
 ]
 
 #: The three application IDs of kms-wire-protocol.md 7.1.
@@ -123,18 +123,33 @@ class Sku:
 
 #: Abbreviations and spellings mapped to the token used in product names.
 _SYNONYMS: dict[str, tuple[str, ...]] = {
-    "w": ("windows",), "win": ("windows",), "windows": ("windows",),
-    "ent": ("enterprise",), "enterprise": ("enterprise",),
-    "pro": ("professional",), "professional": ("professional",),
-    "edu": ("education",), "education": ("education",),
-    "dc": ("datacenter",), "datacenter": ("datacenter",), "datacentre": ("datacenter",),
-    "std": ("standard",), "standard": ("standard",),
-    "srv": ("server",), "svr": ("server",), "server": ("server",),
-    "o": ("office",), "off": ("office",), "office": ("office",),
+    "w": ("windows",),
+    "win": ("windows",),
+    "windows": ("windows",),
+    "ent": ("enterprise",),
+    "enterprise": ("enterprise",),
+    "pro": ("professional",),
+    "professional": ("professional",),
+    "edu": ("education",),
+    "education": ("education",),
+    "dc": ("datacenter",),
+    "datacenter": ("datacenter",),
+    "datacentre": ("datacenter",),
+    "std": ("standard",),
+    "standard": ("standard",),
+    "srv": ("server",),
+    "svr": ("server",),
+    "server": ("server",),
+    "o": ("office",),
+    "off": ("office",),
+    "office": ("office",),
     "proplus": ("professional", "plus"),
-    "ltsc": ("ltsc",), "ltsb": ("ltsb",),
+    "ltsc": ("ltsc",),
+    "ltsb": ("ltsb",),
     "81": ("8", "1"),
-    "ws": ("windows", "server"), "workstation": ("workstations",), "workstations": ("workstations",),
+    "ws": ("windows", "server"),
+    "workstation": ("workstations",),
+    "workstations": ("workstations",),
 }
 #: Words that carry no meaning in a product name.
 _NOISE = {"for", "edition", "microsoft", "the"}
@@ -329,9 +344,7 @@ class ProductData:
             return winners[0]
         shown = [sku.name for _, sku in ranked[:12]]
         more = f" and {len(ranked) - 12} more" if len(ranked) > 12 else ""
-        raise UsageError(
-            f"product name {name_or_guid!r} is ambiguous; candidates: {', '.join(shown)}{more}"
-        )
+        raise UsageError(f"product name {name_or_guid!r} is ambiguous; candidates: {', '.join(shown)}{more}")
 
     def _close_matches(self, text: str) -> str:
         """A hint for an unknown name: correct each unknown word to the nearest known one."""
@@ -347,9 +360,7 @@ class ProductData:
                 break
             corrected.append(near[0])
         query = frozenset(corrected)
-        ranked = sorted(
-            {(len(e.tokens - query), e.sku.name) for e in self._index if query and query <= e.tokens}
-        )
+        ranked = sorted({(len(e.tokens - query), e.sku.name) for e in self._index if query and query <= e.tokens})
         names = list(dict.fromkeys(name for _, name in ranked))[:5]
         if not names:
             return "; give a SKU GUID or a name such as 'Windows 10 Enterprise' or 'Office Professional Plus 2019'"
@@ -380,7 +391,11 @@ def _spelled_out(names: tuple[str, ...]) -> list[str]:
 
 
 def _looks_like_guid(text: str) -> bool:
-    return bool(re.fullmatch(r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\}?", text.strip()))
+    return bool(
+        re.fullmatch(
+            r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\}?", text.strip()
+        )
+    )
 
 
 def _as_guid(value: uuid.UUID | str) -> uuid.UUID:
@@ -458,4 +473,3 @@ def all_kms_items() -> tuple[KmsItem, ...]:
 def all_applications() -> tuple[Application, ...]:
     """The three applications (Windows, Office 2010, Office 2013+)."""
     return product_data().applications()
-

@@ -1,1 +1,1 @@
-"""The edges: asyncio servers and clients, Scapy, pcaps, capture, replay and network namespaces."""
+"""Sockets and servers: the asyncio KMS host and client, the DNS server, publisher and discovery, the host's SQLite state, and network namespaces."""

@@ -11,7 +11,9 @@ from emu.errors import UsageError
 __all__ = ["parse_host_port"]
 
 
-def parse_host_port(text: str, default_port: int, *, default_host: str | None = None, min_port: int = 0) -> tuple[str, int]:
+def parse_host_port(
+    text: str, default_port: int, *, default_host: str | None = None, min_port: int = 0
+) -> tuple[str, int]:
     """(host, port) from ``text``.
 
     Args:

@@ -18,7 +18,7 @@ from emu.errors import DecodeError, DnsUpdateError, ScenarioError
 from emu.rng import Rng, system_rng
 from emu.wire.dns import DnsMessage, Opcode, Rcode, decode_message
 
-__all__ = ["exchange", "query", "send_update", "DEFAULT_TIMEOUT"]
+__all__ = ["DEFAULT_TIMEOUT", "exchange", "query", "send_update"]
 
 #: Seconds to wait for one answer before giving up (per try).
 DEFAULT_TIMEOUT = 2.0
@@ -49,10 +49,12 @@ async def _udp(wire: bytes, server: tuple[str, int], timeout: float) -> bytes:
             transport.sendto(wire)
             try:
                 return await asyncio.wait_for(asyncio.shield(protocol.answer), timeout * (attempt + 1) / UDP_TRIES)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             except OSError as exc:  # ICMP port unreachable and the like
-                raise ScenarioError(f"no answer from {server[0]} port {server[1]} over UDP: {exc.strerror or exc}") from exc
+                raise ScenarioError(
+                    f"no answer from {server[0]} port {server[1]} over UDP: {exc.strerror or exc}"
+                ) from exc
         raise ScenarioError(f"no answer from {server[0]} port {server[1]} over UDP within {timeout:.1f} s")
     finally:
         transport.close()
@@ -61,20 +63,22 @@ async def _udp(wire: bytes, server: tuple[str, int], timeout: float) -> bytes:
 async def _tcp(wire: bytes, server: tuple[str, int], timeout: float) -> bytes:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*server), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise ScenarioError(f"cannot connect to {server[0]} port {server[1]} over TCP: {exc}") from exc
     try:
         writer.write(struct.pack("!H", len(wire)) + wire)
         await writer.drain()
         length = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), timeout))[0]
         return await asyncio.wait_for(reader.readexactly(length), timeout)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+    except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
         raise ScenarioError(f"no answer from {server[0]} port {server[1]} over TCP: {exc!r}") from exc
     finally:
         writer.close()
 
 
-async def exchange(wire: bytes, server: tuple[str, int], *, timeout: float = DEFAULT_TIMEOUT, tcp: bool = False) -> DnsMessage:
+async def exchange(
+    wire: bytes, server: tuple[str, int], *, timeout: float = DEFAULT_TIMEOUT, tcp: bool = False
+) -> DnsMessage:
     """Send one message and return the decoded answer; over UDP, retry over TCP when TC is set.
 
     Raises:
@@ -104,7 +108,10 @@ async def query(
         ScenarioError: no answer. DecodeError: an undecodable answer.
     """
     rng = rng or system_rng()
-    record = DNSRecord(DNSHeader(id=rng.randint(0, 0xFFFF), bitmap=0), q=DNSQuestion(name, rtype if isinstance(rtype, int) else _qtype(rtype)))
+    record = DNSRecord(
+        DNSHeader(id=rng.randint(0, 0xFFFF), bitmap=0),
+        q=DNSQuestion(name, rtype if isinstance(rtype, int) else _qtype(rtype)),
+    )
     return await exchange(bytes(record.pack()), server, timeout=timeout, tcp=tcp)
 
 
@@ -155,7 +162,9 @@ def _rcode_name(code: int) -> str:
         return str(code)
 
 
-async def find_zone(name: str, server: tuple[str, int], *, rng: Rng | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
+async def find_zone(
+    name: str, server: tuple[str, int], *, rng: Rng | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> str:
     """The zone holding ``name``: the owner of the SOA in the answer or authority of an SOA
     query, as nsupdate and Windows clients find it (dns.md 2.1 point 10).
 
@@ -167,7 +176,10 @@ async def find_zone(name: str, server: tuple[str, int], *, rng: Rng | None = Non
     for rr in answer.answers + answer.authority:
         if rr.rtype == 6:
             return str(rr.rname).lower()
-    raise DnsUpdateError(f"{server[0]} port {server[1]} has no zone for {name} (rcode {answer.header.flags & 0xF})", wire_code=answer.header.flags & 0xF)
+    raise DnsUpdateError(
+        f"{server[0]} port {server[1]} has no zone for {name} (rcode {answer.header.flags & 0xF})",
+        wire_code=answer.header.flags & 0xF,
+    )
 
 
 __all__.append("find_zone")

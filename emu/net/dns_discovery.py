@@ -17,7 +17,7 @@ from emu.net.dns_client import DEFAULT_TIMEOUT, query
 from emu.rng import Rng
 from emu.wire.dns import canonical_name
 
-__all__ = ["KmsTarget", "discover_kms_targets", "discover_kms_hosts"]
+__all__ = ["KmsTarget", "discover_kms_hosts", "discover_kms_targets"]
 
 _A, _AAAA, _SRV = 1, 28, 33
 
@@ -33,7 +33,9 @@ class KmsTarget:
     addresses: tuple[str, ...]
 
 
-async def discover_kms_targets(domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT) -> list[KmsTarget]:
+async def discover_kms_targets(
+    domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[KmsTarget]:
     """The ``_vlmcs._tcp.<domain>`` targets in RFC 2782 order, with addresses resolved.
 
     Targets whose addresses cannot be found are kept with an empty ``addresses``.
@@ -67,10 +69,16 @@ async def discover_kms_targets(domain: str, dns_server: tuple[str, int], rng: Rn
     return targets
 
 
-async def discover_kms_hosts(domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT) -> list[tuple[str, int]]:
+async def discover_kms_hosts(
+    domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[tuple[str, int]]:
     """(address, port) pairs to try, in RFC 2782 order; each target's addresses in turn.
 
     Raises:
         ScenarioError / DecodeError as :func:`discover_kms_targets`.
     """
-    return [(address, target.port) for target in await discover_kms_targets(domain, dns_server, rng, timeout=timeout) for address in target.addresses]
+    return [
+        (address, target.port)
+        for target in await discover_kms_targets(domain, dns_server, rng, timeout=timeout)
+        for address in target.addresses
+    ]

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, Sequence
 
 from emu.clock import Clock, WallClock
-from emu.dns.publish import KMS_PORT, Publication, build_addresses, build_change, build_publish, build_withdraw, srv_owner
+from emu.dns.publish import (
+    KMS_PORT,
+    Publication,
+    build_addresses,
+    build_change,
+    build_publish,
+    build_withdraw,
+    srv_owner,
+)
 from emu.dns.tsig import TsigKey
 from emu.errors import EmuError, UsageError
 from emu.net.dns_client import DEFAULT_TIMEOUT, find_zone, send_update
 from emu.rng import Rng, system_rng
 from emu.wire.dns import canonical_name
 
-__all__ = ["PublishDomain", "Publisher", "DEFAULT_REFRESH_INTERVAL", "parse_publish_entry"]
+__all__ = ["DEFAULT_REFRESH_INTERVAL", "PublishDomain", "Publisher", "parse_publish_entry"]
 
 log = logging.getLogger(__name__)
 

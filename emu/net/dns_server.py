@@ -16,8 +16,9 @@ import errno
 import logging
 import sqlite3
 import struct
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from emu.clock import Clock, WallClock
 from emu.dns.aging import SrvAging
@@ -28,7 +29,7 @@ from emu.dns.zone import RRset, Zone, ZoneChange, apply_changes, rdata_from_wire
 from emu.errors import DecodeError, ScenarioError, UsageError
 from emu.net.address import parse_host_port
 
-__all__ = ["DnsServer", "SqliteJournal", "parse_address", "DEFAULT_TCP_IDLE_TIMEOUT", "MAX_TCP_CONNECTIONS"]
+__all__ = ["DEFAULT_TCP_IDLE_TIMEOUT", "MAX_TCP_CONNECTIONS", "DnsServer", "SqliteJournal", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,27 @@ class SqliteJournal:
         by_origin = {zone.origin: zone for zone in zones}
         pending: dict[str, list[ZoneChange]] = {origin: [] for origin in by_origin}
         skipped = 0
-        for seq, zone, name, rtype, ttl, blob in self._db.execute("SELECT seq, zone, name, rtype, ttl, rdatas FROM changes ORDER BY seq"):
+        for seq, zone, name, rtype, ttl, blob in self._db.execute(
+            "SELECT seq, zone, name, rtype, ttl, rdatas FROM changes ORDER BY seq"
+        ):
             if zone not in pending:
                 skipped += 1
                 continue
             try:
-                rrset = None if blob is None else RRset(int(ttl), tuple(rdata_from_wire(rtype, w) for w in _split(bytes(blob))))
+                rrset = (
+                    None
+                    if blob is None
+                    else RRset(int(ttl), tuple(rdata_from_wire(rtype, w) for w in _split(bytes(blob))))
+                )
             except DecodeError as exc:
                 raise UsageError(f"journal {self.path}, row {seq}: {exc}") from exc
             pending[zone].append(ZoneChange(zone, name, rtype, rrset))
         if skipped:
             log.warning("journal %s: %d change(s) for zones not loaded now were skipped", self.path, skipped)
-        return [apply_changes(by_origin[origin], pending[origin]) if pending[origin] else by_origin[origin] for origin in by_origin]
+        return [
+            apply_changes(by_origin[origin], pending[origin]) if pending[origin] else by_origin[origin]
+            for origin in by_origin
+        ]
 
     def close(self) -> None:
         self._db.close()
@@ -126,7 +136,7 @@ def _split(blob: bytes) -> list[bytes]:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "DnsServer") -> None:
+    def __init__(self, server: DnsServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -193,7 +203,7 @@ class DnsServer:
         self._connections: set[asyncio.Task[None]] = set()
         self.addresses: list[tuple[str, int]] = []
 
-    async def __aenter__(self) -> "DnsServer":
+    async def __aenter__(self) -> DnsServer:
         await self.start()
         return self
 
@@ -214,7 +224,11 @@ class DnsServer:
             raise
         if self.resolver.aging is not None:
             self._timer = asyncio.create_task(self._run_timer(self.resolver.aging.max_age))
-        log.info("DNS server listening on %s (UDP and TCP), zones %s", ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.addresses), ", ".join(self.resolver.zones))
+        log.info(
+            "DNS server listening on %s (UDP and TCP), zones %s",
+            ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.addresses),
+            ", ".join(self.resolver.zones),
+        )
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -293,7 +307,7 @@ class DnsServer:
                     prefix = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout)
                     length = struct.unpack("!H", prefix)[0]
                     data = await asyncio.wait_for(reader.readexactly(length), self.tcp_idle_timeout)
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
                 response = self.resolver.handle(data, peer, self.clock.wall())
                 if response is not None:
@@ -310,4 +324,3 @@ class DnsServer:
                 await writer.wait_closed()
             except (ConnectionError, OSError, asyncio.CancelledError):
                 pass
-

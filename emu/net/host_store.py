@@ -19,7 +19,7 @@ from pathlib import Path
 from emu.errors import UsageError
 from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy, Recorded
 
-__all__ = ["HostStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "HostStore"]
 
 SCHEMA_VERSION = 1
 
@@ -37,13 +37,11 @@ CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
 
 
 _UPSERT = (
-    "INSERT INTO clients VALUES (?, ?, ?) "
-    "ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request"
+    "INSERT INTO clients VALUES (?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request"
 )
 _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
 _CAPACITY = (
-    "INSERT INTO capacities VALUES (?, ?) "
-    "ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
+    "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
 
 
@@ -125,9 +123,13 @@ class HostStore:
         cache = CountCache(policy)
         records = [
             ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
-            for app, cmid, last in self._db.execute("SELECT app_id, cmid, last_request FROM clients ORDER BY last_request, rowid")
+            for app, cmid, last in self._db.execute(
+                "SELECT app_id, cmid, last_request FROM clients ORDER BY last_request, rowid"
+            )
         ]
-        capacities = {uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")}
+        capacities = {
+            uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")
+        }
         cache.load(records, capacities)
         return cache
 
@@ -137,7 +139,7 @@ class HostStore:
 
     def load_epids(self) -> dict[str, str]:
         """The ePIDs saved by :meth:`save_epids`, per CSVLK name."""
-        return {csvlk: epid for csvlk, epid in self._db.execute("SELECT csvlk, epid FROM epids")}
+        return dict(self._db.execute("SELECT csvlk, epid FROM epids"))
 
     def client_count(self) -> int:
         """Rows in the client table (all applications, expired ones included until dropped)."""

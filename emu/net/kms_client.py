@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
 from emu.clock import Clock, VirtualClock, unix_to_filetime
 from emu.errors import EmuError, RpcError, ScenarioError, UsageError
@@ -42,7 +42,6 @@ from emu.kms.client import (
 )
 from emu.kms.host import HRESULT_NAMES
 from emu.kms.messages import VerifiedResponse, build_request, verify_response
-from emu.net.kms_decode import FAULT_STATUS_NAMES
 from emu.rng import Rng
 from emu.rpc.client import (
     DEFAULT_MAX_FRAG,
@@ -56,24 +55,24 @@ from emu.rpc.client import (
 )
 from emu.wire.kms import RequestBase
 from emu.wire.ndr import TransferSyntax
-from emu.wire.rpc import HEADER_LENGTH, frag_length_of, split_pdus
+from emu.wire.rpc import FAULT_STATUS_NAMES, HEADER_LENGTH, frag_length_of, split_pdus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_REPLY_TIMEOUT",
     "MAX_LIFECYCLE_STEPS",
-    "RpcOptions",
-    "ExchangeStatus",
     "ExchangeResult",
+    "ExchangeStatus",
     "KmsClientSession",
-    "exchange",
     "LiveClient",
     "Resolver",
-    "static_resolver",
-    "dns_resolver",
-    "run_lifecycles",
-    "describe_hresult",
+    "RpcOptions",
     "describe_fault",
+    "describe_hresult",
+    "dns_resolver",
+    "exchange",
+    "run_lifecycles",
+    "static_resolver",
 ]
 
 log = logging.getLogger(__name__)
@@ -307,24 +306,42 @@ class KmsClientSession:
             event = await self._wait_for((Reply, FaultReceived), "the response")
         except _Failed as failure:
             await self.close()
-            return self._result(base, kms_request, failure.status, failure.detail, rpc_check=failure.rpc_check,
-                                new_connection=new_connection)
+            return self._result(
+                base,
+                kms_request,
+                failure.status,
+                failure.detail,
+                rpc_check=failure.rpc_check,
+                new_connection=new_connection,
+            )
         if isinstance(event, FaultReceived):
             await self.close()  # vlmcs gives up on the connection after a fault
-            return self._result(base, kms_request, ExchangeStatus.FAULT,
-                                f"the host answered with a DCE/RPC fault, status {describe_fault(event.status)}",
-                                fault_status=event.status, new_connection=new_connection)
+            return self._result(
+                base,
+                kms_request,
+                ExchangeStatus.FAULT,
+                f"the host answered with a DCE/RPC fault, status {describe_fault(event.status)}",
+                fault_status=event.status,
+                new_connection=new_connection,
+            )
         assert isinstance(event, Reply)
         if event.kms_response is None or event.hresult:
-            return self._result(base, kms_request, ExchangeStatus.HOST_ERROR,
-                                f"the host refused the request with HRESULT {describe_hresult(event.hresult)}",
-                                hresult=event.hresult, kms_response=event.kms_response, syntax=event.syntax,
-                                new_connection=new_connection)
+            return self._result(
+                base,
+                kms_request,
+                ExchangeStatus.HOST_ERROR,
+                f"the host refused the request with HRESULT {describe_hresult(event.hresult)}",
+                hresult=event.hresult,
+                kms_response=event.kms_response,
+                syntax=event.syntax,
+                new_connection=new_connection,
+            )
         verified = verify_response(kms_request, event.kms_response)
         if not verified.ok:
             failed = [c for c in verified.checks if not c.passed and c.severity == "error"]
             detail = "the response failed verification: " + "; ".join(
-                f"{c.name}" + (f" ({c.detail})" if c.detail else "") for c in failed)
+                f"{c.name}" + (f" ({c.detail})" if c.detail else "") for c in failed
+            )
             status = ExchangeStatus.VERIFICATION_FAILED
         else:
             count = verified.count or 0
@@ -333,33 +350,54 @@ class KmsClientSession:
                 status, detail = ExchangeStatus.ACTIVATED, f"activated: count {count} >= {needed}"
             else:
                 status, detail = ExchangeStatus.BELOW_THRESHOLD, f"count {count} is below the required {needed}"
-        return self._result(base, kms_request, status, detail, kms_response=event.kms_response, verified=verified,
-                            syntax=event.syntax, new_connection=new_connection)
+        return self._result(
+            base,
+            kms_request,
+            status,
+            detail,
+            kms_response=event.kms_response,
+            verified=verified,
+            syntax=event.syntax,
+            new_connection=new_connection,
+        )
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _result(self, base: RequestBase, kms_request: bytes, status: ExchangeStatus, detail: str,
-                **fields: object) -> ExchangeResult:
+    def _result(
+        self, base: RequestBase, kms_request: bytes, status: ExchangeStatus, detail: str, **fields: object
+    ) -> ExchangeResult:
         return ExchangeResult(
-            host=self.host, status=status, detail=detail, request=base, kms_request=kms_request,
-            warnings=tuple(self._warnings), sent=bytes(self._sent), received=bytes(self._received),
-            local=self._local, **fields,  # type: ignore[arg-type]
+            host=self.host,
+            status=status,
+            detail=detail,
+            request=base,
+            kms_request=kms_request,
+            warnings=tuple(self._warnings),
+            sent=bytes(self._sent),
+            received=bytes(self._received),
+            local=self._local,
+            **fields,  # type: ignore[arg-type]
         )
 
     async def _connect(self) -> None:
         opts = self.options
-        self._assoc = ClientAssociation(offer_ndr64=opts.offer_ndr64, offer_btfn=opts.offer_btfn,
-                                        multiplex=opts.multiplex, max_frag=opts.max_frag,
-                                        first_call_id=opts.first_call_id)
+        self._assoc = ClientAssociation(
+            offer_ndr64=opts.offer_ndr64,
+            offer_btfn=opts.offer_btfn,
+            multiplex=opts.multiplex,
+            max_frag=opts.max_frag,
+            first_call_id=opts.first_call_id,
+        )
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host.host, self.host.port, family=opts.family), opts.connect_timeout)
-        except asyncio.TimeoutError:
-            raise _Failed(ExchangeStatus.UNREACHABLE,
-                          f"no TCP connection to {self.host} within {opts.connect_timeout:g} s") from None
+                asyncio.open_connection(self.host.host, self.host.port, family=opts.family), opts.connect_timeout
+            )
+        except TimeoutError:
+            raise _Failed(
+                ExchangeStatus.UNREACHABLE, f"no TCP connection to {self.host} within {opts.connect_timeout:g} s"
+            ) from None
         except OSError as exc:
-            raise _Failed(ExchangeStatus.UNREACHABLE,
-                          f"cannot connect to {self.host}: {exc.strerror or exc}") from None
+            raise _Failed(ExchangeStatus.UNREACHABLE, f"cannot connect to {self.host}: {exc.strerror or exc}") from None
         self._reader, self._writer = reader, writer
         name = writer.get_extra_info("sockname")
         self._local = (name[0], name[1]) if name else None
@@ -378,8 +416,9 @@ class KmsClientSession:
             self._writer.write(data)
             await self._writer.drain()
         except OSError as exc:
-            raise _Failed(ExchangeStatus.UNREACHABLE, f"{self.host} dropped the connection while we sent: "
-                          f"{exc.strerror or exc}") from None
+            raise _Failed(
+                ExchangeStatus.UNREACHABLE, f"{self.host} dropped the connection while we sent: {exc.strerror or exc}"
+            ) from None
         self._sent += data
 
     async def _wait_for(self, wanted: tuple[type, ...], what: str) -> object:
@@ -392,32 +431,45 @@ class KmsClientSession:
             remaining = deadline - loop.time()
             try:
                 if remaining <= 0:
-                    raise asyncio.TimeoutError
+                    raise TimeoutError
                 data = await asyncio.wait_for(self._reader.read(_READ_SIZE), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 partial = _partial_pdu(bytes(self._received[start:]))
                 if partial is not None:
-                    raise _Failed(ExchangeStatus.PROTOCOL_ERROR,
-                                  f"truncated PDU: {partial[0]} of {partial[1]} bytes of {what} arrived, then nothing "
-                                  f"for {self.options.reply_timeout:g} s", "truncated") from None
-                raise _Failed(ExchangeStatus.UNREACHABLE,
-                              f"no answer from {self.host}: waited {self.options.reply_timeout:g} s for {what}") from None
+                    raise _Failed(
+                        ExchangeStatus.PROTOCOL_ERROR,
+                        f"truncated PDU: {partial[0]} of {partial[1]} bytes of {what} arrived, then nothing "
+                        f"for {self.options.reply_timeout:g} s",
+                        "truncated",
+                    ) from None
+                raise _Failed(
+                    ExchangeStatus.UNREACHABLE,
+                    f"no answer from {self.host}: waited {self.options.reply_timeout:g} s for {what}",
+                ) from None
             except OSError as exc:
-                raise _Failed(ExchangeStatus.UNREACHABLE,
-                              f"{self.host} reset the connection while we waited for {what}: {exc.strerror or exc}") from None
+                raise _Failed(
+                    ExchangeStatus.UNREACHABLE,
+                    f"{self.host} reset the connection while we waited for {what}: {exc.strerror or exc}",
+                ) from None
             if not data:
                 partial = _partial_pdu(bytes(self._received[start:]))
                 if partial is not None:
-                    raise _Failed(ExchangeStatus.PROTOCOL_ERROR,
-                                  f"truncated PDU: {self.host} closed the connection after {partial[0]} of "
-                                  f"{partial[1]} bytes of {what}", "truncated")
+                    raise _Failed(
+                        ExchangeStatus.PROTOCOL_ERROR,
+                        f"truncated PDU: {self.host} closed the connection after {partial[0]} of "
+                        f"{partial[1]} bytes of {what}",
+                        "truncated",
+                    )
                 raise _Failed(ExchangeStatus.UNREACHABLE, f"{self.host} closed the connection without sending {what}")
             self._received += data
             try:
                 events = self._assoc.receive_data(data)
             except RpcCheckFailed as exc:
-                raise _Failed(ExchangeStatus.PROTOCOL_ERROR,
-                              f"{self.host} broke the RPC protocol while we waited for {what}: {exc}", exc.check) from None
+                raise _Failed(
+                    ExchangeStatus.PROTOCOL_ERROR,
+                    f"{self.host} broke the RPC protocol while we waited for {what}: {exc}",
+                    exc.check,
+                ) from None
             except RpcError as exc:  # pragma: no cover - receive_data after a failure; we close first
                 raise _Failed(ExchangeStatus.PROTOCOL_ERROR, str(exc)) from None
             found = None
@@ -472,7 +524,9 @@ def dns_resolver(dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFA
     from emu.net.dns_discovery import discover_kms_hosts
 
     async def resolve(domain: str) -> list[HostAddress]:
-        return [HostAddress(host, port) for host, port in await discover_kms_hosts(domain, dns_server, rng, timeout=timeout)]
+        return [
+            HostAddress(host, port) for host, port in await discover_kms_hosts(domain, dns_server, rng, timeout=timeout)
+        ]
 
     return resolve
 

@@ -53,7 +53,9 @@ def grab_targets() -> list[tuple[str, products.KmsItem]]:
     return out
 
 
-async def grab_host(host: HostAddress, rng: Rng, *, options: RpcOptions | None = None, clock: Clock | None = None) -> list[GrabbedKey]:
+async def grab_host(
+    host: HostAddress, rng: Rng, *, options: RpcOptions | None = None, clock: Clock | None = None
+) -> list[GrabbedKey]:
     """Ask ``host`` once per CSVLK (falling back from v6 to v5 and v4) on one connection."""
     clock = clock or WallClock()
     grabbed: list[GrabbedKey] = []
@@ -82,8 +84,15 @@ async def grab_host(host: HostAddress, rng: Rng, *, options: RpcOptions | None =
             verified = last.verified
             epid = verified.epid if verified is not None and last.hresult == 0 and verified.ok else None
             grabbed.append(
-                GrabbedKey(name, item.name, last.request.version.major, epid,
-                           verified.hwid if verified is not None and epid else None, last, last.detail)
+                GrabbedKey(
+                    name,
+                    item.name,
+                    last.request.version.major,
+                    epid,
+                    verified.hwid if verified is not None and epid else None,
+                    last,
+                    last.detail,
+                )
             )
     return grabbed
 

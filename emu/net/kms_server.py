@@ -23,27 +23,28 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
 from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer
-from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
-from emu.rng import Rng, system_rng
 from emu.net.address import parse_host_port
+from emu.rng import Rng, system_rng
+from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
 
 __all__ = [
-    "ServerConfig",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PORT",
+    "SHUTDOWN_GRACE",
     "KmsServer",
+    "ServerConfig",
     "ServerStats",
     "Service",
     "parse_listen",
-    "DEFAULT_PORT",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_MAX_CONNECTIONS",
-    "SHUTDOWN_GRACE",
 ]
 
 log = logging.getLogger("emu.host")
@@ -117,7 +118,7 @@ class ServerStats:
 
 class ActivationHandler(Protocol):
     """What the server needs of a host: :class:`emu.kms.host.KmsHost`, or a recorded host
-    (:class:`emu.net.replay_server.CapturedHost`) answering with captured responses.
+    (:class:`emu.pcap.replay_server.CapturedHost`) answering with captured responses.
 
     The :class:`HostAnswer` is a response, an HRESULT error stub, or (``answer.fault`` set) a
     DCE/RPC fault with that status, which the server has the connection's association build."""
@@ -142,7 +143,7 @@ class Service(Protocol):
 class _Connection(asyncio.Protocol):
     """One TCP connection: bytes → association → host → bytes (see the module docstring)."""
 
-    __slots__ = ("server", "transport", "peer", "assoc", "last_seen", "timer", "held", "closing", "close_after_flush")
+    __slots__ = ("assoc", "close_after_flush", "closing", "held", "last_seen", "peer", "server", "timer", "transport")
 
     def __init__(self, server: KmsServer) -> None:
         self.server = server
@@ -166,7 +167,12 @@ class _Connection(asyncio.Protocol):
         self.peer = _peer_text(transport.get_extra_info("peername"))
         if len(server._connections) >= server.config.max_connections:
             server.stats.refused_connections += 1
-            log.warning("%s: refused: %d connections open (cap %d)", self.peer, len(server._connections), server.config.max_connections)
+            log.warning(
+                "%s: refused: %d connections open (cap %d)",
+                self.peer,
+                len(server._connections),
+                server.config.max_connections,
+            )
             transport.abort()
             return
         server._connections.add(self)
@@ -378,7 +384,9 @@ class KmsServer:
             base = ServerRpcConfig(ndr64=self.config.ndr64, btfn=self.config.btfn, secondary_address=str(local_port))
             self._rpc_configs[local_port] = base
         return ServerRpcConfig(
-            ndr64=base.ndr64, btfn=base.btfn, secondary_address=base.secondary_address,
+            ndr64=base.ndr64,
+            btfn=base.btfn,
+            secondary_address=base.secondary_address,
             assoc_group_id=next(self._assoc_group) & 0xFFFFFFFF,
         )
 
@@ -418,7 +426,9 @@ class KmsServer:
                 conn.write(conn.assoc.respond(action, None, E_INVALID_DATA))
                 self.stats.exchanges += 1
                 self.stats.refusals += 1
-                log.warning("%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA)
+                log.warning(
+                    "%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA
+                )
             elif isinstance(action, Close):
                 self.stats.closed_bad_input += 1
                 log.warning("%s: closing connection: %s", peer, action.reason)
@@ -454,7 +464,7 @@ class KmsServer:
             return
         record = {"peer": peer, **answer.log_fields()}
         if self.config.json_log:
-            stamp = _dt.datetime.fromtimestamp(self.clock.wall(), _dt.timezone.utc).isoformat(timespec="milliseconds")
+            stamp = _dt.datetime.fromtimestamp(self.clock.wall(), _dt.UTC).isoformat(timespec="milliseconds")
             log.info(json.dumps({"ts": stamp, "event": "exchange", **record}, sort_keys=True))
         else:
             log.info("exchange " + " ".join(f"{k}={v}" for k, v in record.items()))

@@ -29,29 +29,30 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from emu.errors import ScenarioError, UsageError
 
 __all__ = [
-    "PREFIX",
     "OFFLOAD_FEATURES",
-    "require_netns_support",
-    "random_name",
-    "exists",
+    "PREFIX",
+    "VethLink",
+    "add_address",
     "add_bridge",
+    "add_veth",
     "attach_to_bridge",
     "create",
     "delete",
-    "namespace",
-    "add_veth",
-    "add_address",
     "disable_offloads",
+    "exists",
+    "namespace",
     "offloads",
-    "run_in",
     "popen_in",
-    "VethLink",
+    "random_name",
+    "require_netns_support",
+    "run_in",
     "veth_link",
 ]
 
@@ -65,8 +66,16 @@ IP_TIMEOUT = 10.0
 KILL_GRACE = 3.0
 #: Features switched off by :func:`disable_offloads`, by their ``ethtool -k`` names.
 OFFLOAD_FEATURES = (
-    "tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6", "tx-checksum-sctp", "rx-checksum",
-    "tx-tcp-segmentation", "tx-tcp6-segmentation", "tx-generic-segmentation", "rx-gro", "tx-udp-segmentation",
+    "tx-checksum-ipv4",
+    "tx-checksum-ip-generic",
+    "tx-checksum-ipv6",
+    "tx-checksum-sctp",
+    "rx-checksum",
+    "tx-tcp-segmentation",
+    "tx-tcp6-segmentation",
+    "tx-generic-segmentation",
+    "rx-gro",
+    "tx-udp-segmentation",
 )
 _MAX_IFNAME = 15  # IFNAMSIZ - 1
 
@@ -272,6 +281,7 @@ def _ethtool_features(ifname: str) -> dict[str, bool]:
 
 def offloads(ns: str, ifname: str) -> dict[str, bool]:
     """The offload features of :data:`OFFLOAD_FEATURES` on ``ifname`` in ``ns`` and whether each is on."""
+
     def read() -> dict[str, bool]:
         from pyroute2.ethtool import Ethtool
 
@@ -292,9 +302,30 @@ def disable_offloads(ns: str, ifname: str) -> None:
         ScenarioError: a checksum offload is still on afterwards (the driver refuses to change it).
     """
     if shutil.which("ethtool"):
-        done = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off", "rx", "off",
-                               "tso", "off", "gso", "off", "gro", "off"], capture_output=True, text=True,
-                              timeout=IP_TIMEOUT)
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ethtool",
+                "-K",
+                ifname,
+                "tx",
+                "off",
+                "rx",
+                "off",
+                "tso",
+                "off",
+                "gso",
+                "off",
+                "gro",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=IP_TIMEOUT,
+        )
         if done.returncode != 0:
             raise ScenarioError(f"ethtool -K {ifname} in {ns} failed: {done.stderr.strip()}")
         state = offloads(ns, ifname)
@@ -302,7 +333,9 @@ def disable_offloads(ns: str, ifname: str) -> None:
         state = run_in(ns, _ethtool_features, ifname)
     still_on = [name for name, on in state.items() if on and "checksum" in name]
     if still_on:
-        raise ScenarioError(f"{ifname} in {ns}: cannot turn off {', '.join(still_on)}; captures would carry bad checksums")
+        raise ScenarioError(
+            f"{ifname} in {ns}: cannot turn off {', '.join(still_on)}; captures would carry bad checksums"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +357,9 @@ class VethLink:
 
 
 @contextlib.contextmanager
-def veth_link(subnet: str = "10.213.0.0/30", *, names: tuple[str, str] | None = None,
-              no_offloads: bool = True) -> Iterator[VethLink]:
+def veth_link(
+    subnet: str = "10.213.0.0/30", *, names: tuple[str, str] | None = None, no_offloads: bool = True
+) -> Iterator[VethLink]:
     """Two fresh namespaces joined by a veth pair on ``subnet`` (first two hosts), offloads off.
 
     Both namespaces (and with them the veths and every process left inside) are deleted on exit,

@@ -53,21 +53,21 @@ from emu.wire.rpc import (
 )
 
 __all__ = [
-    "MAX_FRAG_LENGTH",
-    "MIN_FRAG_LENGTH",
-    "MAX_CONTEXTS",
-    "MAX_STUB_LENGTH",
     "BTFN_SUPPORTED",
     "HRESULT_INVALID_DATA",
     "KMS_OPNUM",
-    "ServerRpcConfig",
-    "Send",
-    "Call",
-    "BadCall",
-    "Close",
+    "MAX_CONTEXTS",
+    "MAX_FRAG_LENGTH",
+    "MAX_STUB_LENGTH",
+    "MIN_FRAG_LENGTH",
     "Action",
     "AssociationState",
+    "BadCall",
+    "Call",
+    "Close",
+    "Send",
     "ServerAssociation",
+    "ServerRpcConfig",
 ]
 
 #: Largest PDU we accept and the max_xmit/recv we would advertise: the 5840 both clients propose
@@ -224,8 +224,20 @@ class ServerAssociation:
         frag = 24 + len(stub)
         if frag > 0xFFFF:
             raise UsageError(f"response of {frag} bytes does not fit in one PDU")
-        head = _RESP_HEAD.pack(req.rpc_vers, req.rpc_vers_minor, PType.RESPONSE, flags, req.drep, frag, 0,
-                               req.call_id, len(stub), req.p_cont_id, 0, 0)
+        head = _RESP_HEAD.pack(
+            req.rpc_vers,
+            req.rpc_vers_minor,
+            PType.RESPONSE,
+            flags,
+            req.drep,
+            frag,
+            0,
+            req.call_id,
+            len(stub),
+            req.p_cont_id,
+            0,
+            0,
+        )
         return head + stub
 
     def fault(self, call: Call | BadCall, status: int) -> bytes:
@@ -234,7 +246,7 @@ class ServerAssociation:
         The same 32-byte fault the association sends on its own for an unknown context or
         operation: flags 0x23, alloc_hint 32, p_cont_id 0, the request's call_id (checklist 12.3,
         not vlmcsd's counter, Q1). A recorded host that faulted a request uses it
-        (:class:`emu.net.replay_server.CapturedHost`). The association stays as it was: a fault
+        (:class:`emu.pcap.replay_server.CapturedHost`). The association stays as it was: a fault
         answers one call, it does not end the connection.
 
         Raises:
@@ -283,14 +295,19 @@ class ServerAssociation:
         results = self._negotiate(elements)
         is_bind = isinstance(pdu, Bind)
         common = dict(
-            rpc_vers=pdu.rpc_vers, rpc_vers_minor=pdu.rpc_vers_minor, drep=pdu.drep, call_id=pdu.call_id,
-            max_xmit_frag=pdu.max_xmit_frag, max_recv_frag=pdu.max_recv_frag,
-            assoc_group_id=self.config.assoc_group_id, results=results,
+            rpc_vers=pdu.rpc_vers,
+            rpc_vers_minor=pdu.rpc_vers_minor,
+            drep=pdu.drep,
+            call_id=pdu.call_id,
+            max_xmit_frag=pdu.max_xmit_frag,
+            max_recv_frag=pdu.max_recv_frag,
+            assoc_group_id=self.config.assoc_group_id,
+            results=results,
         )
         if is_bind:
             # bind_ack copies the bind's flags (Q15); alter_context_resp has FIRST|LAST (spec 2.1).
-            answer: BindAck | AlterContextResp = BindAck(
-                pfc_flags=pdu.pfc_flags, secondary_address=self._address, **common)  # type: ignore[arg-type]
+            ack_args = dict(common, pfc_flags=pdu.pfc_flags, secondary_address=self._address)
+            answer: BindAck | AlterContextResp = BindAck(**ack_args)  # type: ignore[arg-type]
         else:
             answer = AlterContextResp(pfc_flags=_FIRST_LAST, **common)  # type: ignore[arg-type]
         if self.contexts:
@@ -309,7 +326,9 @@ class ServerAssociation:
 
     def _answer(self, elem: ContextElement, ndr64_possible: bool) -> ResultEntry:
         kms = _is_kms(elem.abstract_syntax)
-        reason = RejectReason.PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED if kms else RejectReason.ABSTRACT_SYNTAX_NOT_SUPPORTED
+        reason = (
+            RejectReason.PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED if kms else RejectReason.ABSTRACT_SYNTAX_NOT_SUPPORTED
+        )
         offered = elem.transfer_syntaxes
         if kms and ndr64_possible and NDR64_SYNTAX in offered:
             self.contexts[elem.p_cont_id] = TransferSyntax.NDR64
@@ -327,8 +346,15 @@ class ServerAssociation:
 
     def _fault(self, request: Request, status: int) -> Send:
         # 32-byte fault as vlmcsd sends it (spec 2.8): flags 0x23, alloc_hint 32, p_cont_id 0.
-        fault = Fault(call_id=request.call_id, pfc_flags=_FAULT_FLAGS, alloc_hint=32, status=status,
-                      rpc_vers=request.rpc_vers, rpc_vers_minor=request.rpc_vers_minor, drep=request.drep)
+        fault = Fault(
+            call_id=request.call_id,
+            pfc_flags=_FAULT_FLAGS,
+            alloc_hint=32,
+            status=status,
+            rpc_vers=request.rpc_vers,
+            rpc_vers_minor=request.rpc_vers_minor,
+            drep=request.drep,
+        )
         return Send(encode_pdu(fault))
 
     def _request(self, req: Request) -> Action | None:

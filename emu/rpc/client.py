@@ -41,38 +41,38 @@ from emu.wire.rpc import (
 )
 
 __all__ = [
-    "CHECK_DECODE",
-    "CHECK_FRAG_LENGTH",
-    "CHECK_PTYPE",
-    "CHECK_DREP",
-    "CHECK_AUTH_LENGTH",
-    "CHECK_FRAGMENT_FLAGS",
-    "CHECK_VERSION",
-    "CHECK_CALL_ID",
-    "CHECK_CONC_MPX",
-    "CHECK_N_RESULTS",
-    "CHECK_REJECTED_ENTRY",
-    "CHECK_BTFN_ENTRY",
     "CHECK_ACCEPTED_SYNTAX",
-    "CHECK_NO_PROTSEQS",
-    "CHECK_CANCEL_COUNT",
-    "CHECK_P_CONT_ID",
-    "CHECK_NDR_DATA_LENGTH",
     "CHECK_ALLOC_HINT",
+    "CHECK_AUTH_LENGTH",
+    "CHECK_BTFN_ENTRY",
+    "CHECK_CALL_ID",
+    "CHECK_CANCEL_COUNT",
+    "CHECK_CONC_MPX",
+    "CHECK_DECODE",
+    "CHECK_DREP",
+    "CHECK_FRAGMENT_FLAGS",
+    "CHECK_FRAG_LENGTH",
+    "CHECK_NDR_DATA_LENGTH",
+    "CHECK_NO_PROTSEQS",
+    "CHECK_N_RESULTS",
     "CHECK_PAD",
-    "RPC_S_PROTOCOL_ERROR",
+    "CHECK_PTYPE",
+    "CHECK_P_CONT_ID",
+    "CHECK_REJECTED_ENTRY",
+    "CHECK_VERSION",
+    "DEFAULT_MAX_FRAG",
     "RPC_S_CANNOT_SUPPORT",
     "RPC_S_NO_PROTSEQS",
-    "DEFAULT_MAX_FRAG",
-    "RpcCheckFailed",
+    "RPC_S_PROTOCOL_ERROR",
     "BindAccepted",
-    "SendAlterContext",
-    "Reply",
-    "FaultReceived",
-    "RpcWarning",
+    "ClientAssociation",
     "ClientEvent",
     "ClientState",
-    "ClientAssociation",
+    "FaultReceived",
+    "Reply",
+    "RpcCheckFailed",
+    "RpcWarning",
+    "SendAlterContext",
 ]
 
 # Names of the vlmcs checks (spec 2.11).
@@ -217,8 +217,15 @@ class ClientAssociation:
             syntaxes.append(btfn_syntax(0x03))
         self._offers = tuple(ContextElement(i, KMS_INTERFACE, (s,)) for i, s in enumerate(syntaxes))
         self.state = ClientState.BINDING
-        return encode_pdu(Bind(call_id=self._call_id, pfc_flags=self._flags, max_xmit_frag=self.max_frag,
-                               max_recv_frag=self.max_frag, context_elements=self._offers))
+        return encode_pdu(
+            Bind(
+                call_id=self._call_id,
+                pfc_flags=self._flags,
+                max_xmit_frag=self.max_frag,
+                max_recv_frag=self.max_frag,
+                context_elements=self._offers,
+            )
+        )
 
     def request(self, kms_request: bytes, syntax: TransferSyntax | None = None) -> bytes:
         """A request PDU carrying ``kms_request`` (opnum 0).
@@ -241,8 +248,11 @@ class ClientAssociation:
         ctx = self.contexts[syntax]
         stub = encode_request_stub(kms_request, syntax)
         call_id = self._call_id
-        data = encode_pdu(Request(call_id=call_id, pfc_flags=_FIRST_LAST, alloc_hint=len(stub), p_cont_id=ctx,
-                                  opnum=0, stub_data=stub))
+        data = encode_pdu(
+            Request(
+                call_id=call_id, pfc_flags=_FIRST_LAST, alloc_hint=len(stub), p_cont_id=ctx, opnum=0, stub_data=stub
+            )
+        )
         self._outstanding[call_id] = (ctx, syntax)
         self._call_id += 1
         self._requests_sent += 1
@@ -309,8 +319,9 @@ class ClientAssociation:
         if pdu.auth_length:
             raise RpcCheckFailed(CHECK_AUTH_LENGTH, f"auth_length {pdu.auth_length} is not 0")
         if pdu.pfc_flags & _FIRST_LAST != _FIRST_LAST:
-            raise RpcCheckFailed(CHECK_FRAGMENT_FLAGS, f"pfc_flags {pdu.pfc_flags:#04x} lack FIRST_FRAG|LAST_FRAG",
-                                 RPC_S_CANNOT_SUPPORT)
+            raise RpcCheckFailed(
+                CHECK_FRAGMENT_FLAGS, f"pfc_flags {pdu.pfc_flags:#04x} lack FIRST_FRAG|LAST_FRAG", RPC_S_CANNOT_SUPPORT
+            )
         if (pdu.rpc_vers, pdu.rpc_vers_minor) != (5, 0):
             raise RpcCheckFailed(CHECK_VERSION, f"RPC version {pdu.rpc_vers}.{pdu.rpc_vers_minor} is not 5.0")
 
@@ -331,32 +342,55 @@ class ClientAssociation:
         if isinstance(pdu, BindAck) and pdu.pfc_flags & PfcFlag.CONC_MPX != self._flags & PfcFlag.CONC_MPX:
             events.append(RpcWarning(CHECK_CONC_MPX, "bind_ack CONC_MPX flag differs from the bind's"))
         if len(pdu.results) != len(self._offers):
-            raise RpcCheckFailed(CHECK_N_RESULTS, f"{len(pdu.results)} results for {len(self._offers)} offered contexts")
+            raise RpcCheckFailed(
+                CHECK_N_RESULTS, f"{len(pdu.results)} results for {len(self._offers)} offered contexts"
+            )
         for offer, result in zip(self._offers, pdu.results):
             offered = offer.transfer_syntaxes[0]
             ndr = TransferSyntax.of(offered)
             if ndr is None:  # the BTFN element
                 if (result.result, result.reason) != (ContextResult.NEGOTIATE_ACK, 3):
-                    events.append(RpcWarning(CHECK_BTFN_ENTRY, f"BTFN answered {int(result.result)}/{result.reason}, "
-                                             "expected 3/3"))
+                    events.append(
+                        RpcWarning(
+                            CHECK_BTFN_ENTRY, f"BTFN answered {int(result.result)}/{result.reason}, expected 3/3"
+                        )
+                    )
                 continue
             if result.result == ContextResult.ACCEPTANCE:
                 if result.transfer_syntax != offered or result.reason != 0:
-                    raise RpcCheckFailed(CHECK_ACCEPTED_SYNTAX, f"context {offer.p_cont_id} accepted with "
-                                         f"{result.transfer_syntax} reason {result.reason}, offered {offered}")
+                    raise RpcCheckFailed(
+                        CHECK_ACCEPTED_SYNTAX,
+                        f"context {offer.p_cont_id} accepted with "
+                        f"{result.transfer_syntax} reason {result.reason}, offered {offered}",
+                    )
                 self.contexts[ndr] = offer.p_cont_id
             elif result.transfer_syntax != _ZERO_SYNTAX or result.reason != 2:
-                events.append(RpcWarning(CHECK_REJECTED_ENTRY, f"context {offer.p_cont_id} rejected with reason "
-                                         f"{result.reason} and syntax {result.transfer_syntax}"))
+                events.append(
+                    RpcWarning(
+                        CHECK_REJECTED_ENTRY,
+                        f"context {offer.p_cont_id} rejected with reason "
+                        f"{result.reason} and syntax {result.transfer_syntax}",
+                    )
+                )
         if not self.contexts:
             raise RpcCheckFailed(CHECK_NO_PROTSEQS, "the server accepted neither NDR32 nor NDR64", RPC_S_NO_PROTSEQS)
         if isinstance(pdu, BindAck) and TransferSyntax.NDR32 not in self.contexts:
             # vlmcs wants NDR32 for its first request: re-offer it alone (spec 1.2, 2.5).
             self._offers = (ContextElement(0, KMS_INTERFACE, (TransferSyntax.NDR32.syntax_id,)),)
             self.state = ClientState.ALTERING
-            events.append(SendAlterContext(encode_pdu(AlterContext(
-                call_id=self._call_id, pfc_flags=self._flags, max_xmit_frag=self.max_frag,
-                max_recv_frag=self.max_frag, context_elements=self._offers))))
+            events.append(
+                SendAlterContext(
+                    encode_pdu(
+                        AlterContext(
+                            call_id=self._call_id,
+                            pfc_flags=self._flags,
+                            max_xmit_frag=self.max_frag,
+                            max_recv_frag=self.max_frag,
+                            context_elements=self._offers,
+                        )
+                    )
+                )
+            )
             return
         self.state = ClientState.BOUND
         events.append(BindAccepted(tuple(s for s in TransferSyntax if s in self.contexts)))
@@ -373,11 +407,15 @@ class ClientAssociation:
         except DecodeError as exc:
             raise RpcCheckFailed(CHECK_NDR_DATA_LENGTH, str(exc)) from exc
         if stub.kms_data is not None and stub.response_size != stub.max_count:
-            raise RpcCheckFailed(CHECK_NDR_DATA_LENGTH, f"response size {stub.response_size} differs from "
-                                 f"max_count {stub.max_count}")
+            raise RpcCheckFailed(
+                CHECK_NDR_DATA_LENGTH, f"response size {stub.response_size} differs from max_count {stub.max_count}"
+            )
         if pdu.alloc_hint != len(pdu.stub_data):
-            events.append(RpcWarning(CHECK_ALLOC_HINT, f"alloc_hint {pdu.alloc_hint} differs from the "
-                                     f"{len(pdu.stub_data)}-byte stub"))
+            events.append(
+                RpcWarning(
+                    CHECK_ALLOC_HINT, f"alloc_hint {pdu.alloc_hint} differs from the {len(pdu.stub_data)}-byte stub"
+                )
+            )
         if any(stub.pad) or stub.placement is Placement.SERVER:
             events.append(RpcWarning(CHECK_PAD, f"NDR pad bytes {stub.pad.hex()} are not zero before the HRESULT"))
         events.append(Reply(call_id, stub.kms_data, stub.hresult, syntax))

@@ -1,1 +1,1 @@
-"""Scenarios on a virtual clock: hosts, clients and DNS wired together."""
+"""Scenarios on a virtual clock in one process: hosts, clients and DNS wired together on loopback (the demo)."""

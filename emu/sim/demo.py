@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from emu.clock import VirtualClock
 from emu.dns.tsig import TsigKey
@@ -23,7 +23,7 @@ from emu.kms.client import Activated, BelowThreshold, ClientLifecycle, ClientSta
 from emu.kms.host import HostConfig, KmsHost
 from emu.net.dns_client import query
 from emu.net.dns_discovery import discover_kms_hosts
-from emu.net.dns_publisher import Publisher, PublishDomain
+from emu.net.dns_publisher import PublishDomain, Publisher
 from emu.net.dns_server import DnsServer
 from emu.net.host_store import HostStore
 from emu.net.kms_client import LiveClient, run_lifecycles
@@ -31,7 +31,7 @@ from emu.net.kms_server import KmsServer, ServerConfig
 from emu.rng import seeded
 from emu.wire.kms import Version
 
-__all__ = ["DemoSettings", "DemoReport", "run_demo", "DEMO_ZONE", "DEMO_KEY_NAME"]
+__all__ = ["DEMO_KEY_NAME", "DEMO_ZONE", "DemoReport", "DemoSettings", "run_demo"]
 
 #: The zone the demo's DNS server is authoritative for.
 DEMO_ZONE = "kms.test"
@@ -114,15 +114,26 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
     zone = load_master_file(_ZONE_TEXT, DEMO_ZONE)
 
     store = HostStore(settings.state)
-    host = KmsHost(HostConfig(), seeded(settings.seed + 2), clock.wall(), cache=store.load_cache(), epids=store.load_epids())
-    async with DnsServer([zone], listen=(("127.0.0.1", 0),), keys=[key], clock=clock) as dns, KmsServer(
-        host, ServerConfig(listen=(("127.0.0.1", 0),)), store=store, clock=clock, rng=seeded(settings.seed + 3)
-    ) as kms:
+    host = KmsHost(
+        HostConfig(), seeded(settings.seed + 2), clock.wall(), cache=store.load_cache(), epids=store.load_epids()
+    )
+    async with (
+        DnsServer([zone], listen=(("127.0.0.1", 0),), keys=[key], clock=clock) as dns,
+        KmsServer(
+            host, ServerConfig(listen=(("127.0.0.1", 0),)), store=store, clock=clock, rng=seeded(settings.seed + 3)
+        ) as kms,
+    ):
         report.dns_address = dns.addresses[0]
         report.kms_address = kms.addresses[0]
-        out(f"emu demo: a lab activation network on loopback (virtual clock starts {time.strftime('%Y-%m-%d', time.gmtime(clock.wall()))} UTC)")
-        out(f"  DNS server  {report.dns_address[0]}:{report.dns_address[1]}  authoritative for {DEMO_ZONE}, updates need TSIG key {DEMO_KEY_NAME.rstrip('.')}")
-        out(f"  KMS host    {report.kms_address[0]}:{report.kms_address[1]}  ({DEMO_HOST_NAME}; counts clients by CMID, threshold rules of kms-behaviour.md 3)")
+        out(
+            f"emu demo: a lab activation network on loopback (virtual clock starts {time.strftime('%Y-%m-%d', time.gmtime(clock.wall()))} UTC)"
+        )
+        out(
+            f"  DNS server  {report.dns_address[0]}:{report.dns_address[1]}  authoritative for {DEMO_ZONE}, updates need TSIG key {DEMO_KEY_NAME.rstrip('.')}"
+        )
+        out(
+            f"  KMS host    {report.kms_address[0]}:{report.kms_address[1]}  ({DEMO_HOST_NAME}; counts clients by CMID, threshold rules of kms-behaviour.md 3)"
+        )
         publisher = Publisher(
             DEMO_HOST_NAME,
             [PublishDomain(DEMO_ZONE, priority=0, weight=100)],
@@ -135,15 +146,22 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
             rng=seeded(settings.seed + 4),
         )
         await publisher.start()
-        report.publish_result = f"_vlmcs._tcp.{DEMO_ZONE} SRV 0 100 {report.kms_address[1]} {DEMO_HOST_NAME}. + A {report.kms_address[0]}"
+        report.publish_result = (
+            f"_vlmcs._tcp.{DEMO_ZONE} SRV 0 100 {report.kms_address[1]} {DEMO_HOST_NAME}. + A {report.kms_address[0]}"
+        )
         out(f"  published   {report.publish_result}  (RFC 2136 update, TSIG hmac-sha256: NOERROR)")
-        out(f"  clients     {settings.clients} x {sku.name} (protocol v{sku.protocol}, threshold {sku.threshold}), one every {settings.arrival:g} s, each discovers the host through SRV")
+        out(
+            f"  clients     {settings.clients} x {sku.name} (protocol v{sku.protocol}, threshold {sku.threshold}), one every {settings.arrival:g} s, each discovers the host through SRV"
+        )
         out("")
 
         discovery_rng = seeded(settings.seed + 5)
 
         async def resolve(domain: str) -> list[HostAddress]:
-            return [HostAddress(addr, port) for addr, port in await discover_kms_hosts(domain, report.dns_address, discovery_rng)]
+            return [
+                HostAddress(addr, port)
+                for addr, port in await discover_kms_hosts(domain, report.dns_address, discovery_rng)
+            ]
 
         template_version = Version(sku.protocol)
         clients = []
@@ -194,7 +212,9 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
     announced = False
     for at, name, text in report.timeline:
         if turning_point is not None and at >= turning_point and not announced:
-            out(f"---- {_clock_text(at)}: the count reaches the threshold ({sku.threshold}): from now on every client that asks is activated ----")
+            out(
+                f"---- {_clock_text(at)}: the count reaches the threshold ({sku.threshold}): from now on every client that asks is activated ----"
+            )
             announced = True
         out(f"{_clock_text(at)}  {name:<16} {text}")
     out("")

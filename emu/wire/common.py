@@ -6,21 +6,21 @@ Spec: kms-wire-protocol.md 0.3 (conventions) and 4.2 (WorkstationName, quirk Q3)
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import construct as cs
 
 from emu.errors import DecodeError
 
 __all__ = [
-    "Guid",
-    "FileTime",
-    "decode_guard",
-    "split_fixed_utf16",
-    "join_fixed_utf16",
-    "guid_bytes",
     "NULL_GUID",
+    "FileTime",
+    "Guid",
+    "decode_guard",
+    "guid_bytes",
+    "join_fixed_utf16",
+    "split_fixed_utf16",
 ]
 
 NULL_GUID = uuid.UUID(int=0)
@@ -101,7 +101,9 @@ def decode_guard(what: str) -> Iterator[None]:
     except cs.ConstructError as exc:
         path = getattr(exc, "path", "") or ""
         offset = _offset_of(exc)
-        raise DecodeError(f"malformed {what}: {_short(exc)}", offset=offset, path=path.replace("(parsing) -> ", "")) from exc
+        raise DecodeError(
+            f"malformed {what}: {_short(exc)}", offset=offset, path=path.replace("(parsing) -> ", "")
+        ) from exc
     except (UnicodeError, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
         raise DecodeError(f"malformed {what}: {exc}") from exc
 

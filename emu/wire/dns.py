@@ -21,34 +21,34 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from dnslib import DNSBuffer, DNSLabel, DNSQuestion, RD, RDMAP, QTYPE, RR
+from dnslib import QTYPE, RD, RDMAP, RR, DNSBuffer, DNSLabel, DNSQuestion
 
 from emu.errors import DecodeError
 
 __all__ = [
-    "Rcode",
-    "Opcode",
-    "TYPE_OPT",
-    "TYPE_TKEY",
-    "TYPE_TSIG",
-    "TYPE_AXFR",
-    "TYPE_IXFR",
-    "TYPE_MAILB",
-    "TYPE_MAILA",
-    "TYPE_ANY",
-    "TYPE_SOA",
+    "CLASS_ANY",
     "CLASS_IN",
     "CLASS_NONE",
-    "CLASS_ANY",
     "HEADER_LEN",
+    "TYPE_ANY",
+    "TYPE_AXFR",
+    "TYPE_IXFR",
+    "TYPE_MAILA",
+    "TYPE_MAILB",
+    "TYPE_OPT",
+    "TYPE_SOA",
+    "TYPE_TKEY",
+    "TYPE_TSIG",
     "DnsHeader",
     "DnsMessage",
+    "Opcode",
+    "Rcode",
     "TsigRecord",
+    "canonical_name",
+    "canonical_name_wire",
     "decode_header",
     "decode_message",
     "encode_tsig_rr",
-    "canonical_name",
-    "canonical_name_wire",
     "is_empty_rdata",
 ]
 
@@ -170,7 +170,9 @@ def decode_header(data: bytes) -> DnsHeader:
         DecodeError: fewer than 12 bytes.
     """
     if len(data) < HEADER_LEN:
-        raise DecodeError(f"DNS message of {len(data)} bytes is shorter than its 12-byte header", offset=0, path="header")
+        raise DecodeError(
+            f"DNS message of {len(data)} bytes is shorter than its 12-byte header", offset=0, path="header"
+        )
     return DnsHeader(*struct.unpack_from("!6H", data, 0))
 
 
@@ -220,7 +222,9 @@ def _read_rr(buf: DNSBuffer, where: str) -> tuple[RR, int, int]:
     else:
         rdata = RDMAP.get(QTYPE.get(rtype), RD).parse(buf, rdlength)
         if buf.offset != rdata_at + rdlength:
-            raise DecodeError(f"{where}: RDATA length {rdlength} does not match its content", offset=rdata_at, path=where)
+            raise DecodeError(
+                f"{where}: RDATA length {rdlength} does not match its content", offset=rdata_at, path=where
+            )
     return RR(name, rtype, rclass, ttl, rdata), start, rdata_at
 
 
@@ -275,7 +279,11 @@ def decode_message(data: bytes) -> DnsMessage:
             for position in range(count):
                 where = f"{section_name}[{position}]"
                 if tsig is not None:
-                    raise DecodeError("the TSIG RR must be the last record of the message (RFC 8945 5.1)", offset=buf.offset, path=where)
+                    raise DecodeError(
+                        "the TSIG RR must be the last record of the message (RFC 8945 5.1)",
+                        offset=buf.offset,
+                        path=where,
+                    )
                 rr, start, rdata_at = _read_rr(buf, where)
                 if rr.rtype == TYPE_TSIG:
                     if index != 2:
@@ -286,12 +294,18 @@ def decode_message(data: bytes) -> DnsMessage:
                     continue
                 if rr.rtype == TYPE_OPT:
                     if index != 2 or opt is not None:
-                        raise DecodeError("an OPT RR outside the additional section or twice (RFC 6891 6.1.1)", offset=start, path=where)
+                        raise DecodeError(
+                            "an OPT RR outside the additional section or twice (RFC 6891 6.1.1)",
+                            offset=start,
+                            path=where,
+                        )
                     opt = rr
                     continue
                 sections[index].append(rr)
         if buf.offset != len(raw):
-            raise DecodeError(f"{len(raw) - buf.offset} trailing bytes after the last record", offset=buf.offset, path="message")
+            raise DecodeError(
+                f"{len(raw) - buf.offset} trailing bytes after the last record", offset=buf.offset, path="message"
+            )
     except DecodeError:
         raise
     except Exception as exc:  # dnslib raises DNSError, BufferError, BimapError, DNSLabelError, struct.error...
@@ -313,7 +327,9 @@ def encode_tsig_rr(record: TsigRecord) -> bytes:
     """A TSIG RR in wire form: owner and algorithm uncompressed, class ANY, TTL 0 (RFC 8945 4.2)."""
     rdata = (
         canonical_name_wire(record.algorithm)
-        + struct.pack("!HIHH", (record.time_signed >> 32) & 0xFFFF, record.time_signed & 0xFFFFFFFF, record.fudge, len(record.mac))
+        + struct.pack(
+            "!HIHH", (record.time_signed >> 32) & 0xFFFF, record.time_signed & 0xFFFFFFFF, record.fudge, len(record.mac)
+        )
         + record.mac
         + struct.pack("!HHH", record.original_id, record.error, len(record.other))
         + record.other

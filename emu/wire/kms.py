@@ -22,45 +22,45 @@ from emu.errors import DecodeError
 from emu.wire.common import FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
 
 __all__ = [
-    "LicenseStatus",
-    "REQUEST_BASE_SIZE",
-    "WORKSTATION_NAME_SIZE",
-    "MAC_SIZE",
-    "IV_SIZE",
     "HASH_SIZE",
     "HWID_SIZE",
-    "VersionHeader",
-    "KmsRequestBase",
-    "KmsResponseBase",
-    "KmsRequestV4",
-    "KmsResponseV4",
+    "IV_SIZE",
+    "MAC_SIZE",
+    "REQUEST_BASE_SIZE",
+    "WORKSTATION_NAME_SIZE",
+    "EncryptedMessage",
     "KmsEncryptedMessage",
+    "KmsRequestBase",
+    "KmsRequestV4",
+    "KmsResponseBase",
+    "KmsResponseV4",
     "KmsResponseV5Plain",
     "KmsResponseV6Plain",
-    "Version",
+    "LicenseStatus",
     "RequestBase",
-    "ResponseBase",
     "RequestV4",
+    "ResponseBase",
     "ResponseV4",
-    "EncryptedMessage",
     "ResponseV5Plain",
     "ResponseV6Plain",
-    "decode_version",
-    "encode_version",
-    "decode_request_base",
-    "encode_request_base",
-    "decode_response_base",
-    "encode_response_base",
-    "decode_request_v4",
-    "encode_request_v4",
-    "decode_response_v4",
-    "encode_response_v4",
+    "Version",
+    "VersionHeader",
     "decode_encrypted_message",
-    "encode_encrypted_message",
+    "decode_request_base",
+    "decode_request_v4",
+    "decode_response_base",
+    "decode_response_v4",
     "decode_response_v5_plain",
-    "encode_response_v5_plain",
     "decode_response_v6_plain",
+    "decode_version",
+    "encode_encrypted_message",
+    "encode_request_base",
+    "encode_request_v4",
+    "encode_response_base",
+    "encode_response_v4",
+    "encode_response_v5_plain",
     "encode_response_v6_plain",
+    "encode_version",
 ]
 
 #: Request base size, bytes (spec 4.2).
@@ -336,8 +336,21 @@ _RESPONSE_TAIL_FAST = struct.Struct("<16sQIII")  # 4.3: cmid, client_time, count
 
 
 def _request_base_fast(data: bytes) -> RequestBase:
-    (minor, major, vm_info, status, expiration, app_id, sku_id, kms_id, cmid, required, client_time,
-     previous, name_raw) = _REQUEST_BASE_FAST.unpack(data)
+    (
+        minor,
+        major,
+        vm_info,
+        status,
+        expiration,
+        app_id,
+        sku_id,
+        kms_id,
+        cmid,
+        required,
+        client_time,
+        previous,
+        name_raw,
+    ) = _REQUEST_BASE_FAST.unpack(data)
     try:
         license_status = LicenseStatus(status)
     except ValueError:
@@ -406,9 +419,18 @@ def encode_request_base(base: RequestBase) -> bytes:
     """
     try:
         return _REQUEST_BASE_FAST.pack(
-            base.version.minor, base.version.major, base.vm_info, int(base.license_status), base.binding_expiration,
-            base.app_id.bytes_le, base.sku_id.bytes_le, base.kms_id.bytes_le, base.cmid.bytes_le,
-            base.required_client_count, base.client_time, base.previous_cmid.bytes_le,
+            base.version.minor,
+            base.version.major,
+            base.vm_info,
+            int(base.license_status),
+            base.binding_expiration,
+            base.app_id.bytes_le,
+            base.sku_id.bytes_le,
+            base.kms_id.bytes_le,
+            base.cmid.bytes_le,
+            base.required_client_count,
+            base.client_time,
+            base.previous_cmid.bytes_le,
             join_fixed_utf16(base.workstation_name, base.workstation_tail, WORKSTATION_NAME_SIZE),
         )
     except struct.error as exc:
@@ -449,7 +471,9 @@ def decode_request_v4(data: bytes) -> RequestV4:
     """
     size = REQUEST_BASE_SIZE + MAC_SIZE
     if len(data) != size:
-        raise DecodeError(f"a v4 request is {size} bytes, got {len(data)}", offset=min(len(data), size), path="v4 request")
+        raise DecodeError(
+            f"a v4 request is {size} bytes, got {len(data)}", offset=min(len(data), size), path="v4 request"
+        )
     data = bytes(data)
     return RequestV4(base=_request_base_fast(data[:REQUEST_BASE_SIZE]), mac=data[REQUEST_BASE_SIZE:])
 

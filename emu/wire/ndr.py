@@ -22,14 +22,14 @@ from emu.errors import DecodeError, UsageError
 from emu.wire.rpc import NDR32_SYNTAX, NDR64_SYNTAX, SyntaxId
 
 __all__ = [
-    "TransferSyntax",
-    "Placement",
     "REFERENT_ID",
+    "Placement",
     "RequestStub",
     "ResponseStub",
+    "TransferSyntax",
     "decode_request_stub",
-    "encode_request_stub",
     "decode_response_stub",
+    "encode_request_stub",
     "encode_response_stub",
     "reencode_stub",
 ]
@@ -133,15 +133,21 @@ def decode_request_stub(stub: bytes, syntax: TransferSyntax) -> RequestStub:
     stub = bytes(stub)
     w, fmt = _word(syntax)
     if len(stub) < 2 * w:
-        raise DecodeError(f"{syntax.name} request stub of {len(stub)} bytes lacks its size fields",
-                          offset=len(stub), path="request stub -> max_count")
+        raise DecodeError(
+            f"{syntax.name} request stub of {len(stub)} bytes lacks its size fields",
+            offset=len(stub),
+            path="request stub -> max_count",
+        )
     (size,) = struct.unpack_from(fmt, stub, 0)
     (count,) = struct.unpack_from(fmt, stub, w)
     end = 2 * w + count
     if end > len(stub):
-        raise DecodeError(f"max_count {count} runs past the {len(stub)}-byte {syntax.name} request stub",
-                          offset=w, path="request stub -> max_count")
-    return RequestStub(syntax, stub[2 * w:end], size, count, stub[end:])
+        raise DecodeError(
+            f"max_count {count} runs past the {len(stub)}-byte {syntax.name} request stub",
+            offset=w,
+            path="request stub -> max_count",
+        )
+    return RequestStub(syntax, stub[2 * w : end], size, count, stub[end:])
 
 
 def encode_request_stub(kms_data: bytes, syntax: TransferSyntax, *, trailer: bytes = b"") -> bytes:
@@ -162,27 +168,34 @@ def decode_response_stub(stub: bytes, syntax: TransferSyntax) -> ResponseStub:
     stub = bytes(stub)
     w, fmt = _word(syntax)
     if len(stub) < 2 * w + 4:
-        raise DecodeError(f"{syntax.name} response stub of {len(stub)} bytes is too short",
-                          offset=len(stub), path="response stub")
+        raise DecodeError(
+            f"{syntax.name} response stub of {len(stub)} bytes is too short", offset=len(stub), path="response stub"
+        )
     (size,) = struct.unpack_from(fmt, stub, 0)
     (referent,) = struct.unpack_from(fmt, stub, w)
     if referent == 0:
         (hresult,) = struct.unpack_from("<I", stub, 2 * w)
-        return ResponseStub(syntax, None, hresult, size, 0, trailer=stub[2 * w + 4:])
+        return ResponseStub(syntax, None, hresult, size, 0, trailer=stub[2 * w + 4 :])
     head = 3 * w
     if len(stub) < head:
-        raise DecodeError(f"{syntax.name} response stub of {len(stub)} bytes lacks max_count",
-                          offset=len(stub), path="response stub -> max_count")
+        raise DecodeError(
+            f"{syntax.name} response stub of {len(stub)} bytes lacks max_count",
+            offset=len(stub),
+            path="response stub -> max_count",
+        )
     (count,) = struct.unpack_from(fmt, stub, 2 * w)
     data_end = head + count
     pad_len = (-data_end) % 4
     end = data_end + pad_len + 4
     if end > len(stub):
-        raise DecodeError(f"max_count {count} runs past the {len(stub)}-byte {syntax.name} response stub",
-                          offset=2 * w, path="response stub -> max_count")
+        raise DecodeError(
+            f"max_count {count} runs past the {len(stub)}-byte {syntax.name} response stub",
+            offset=2 * w,
+            path="response stub -> max_count",
+        )
     data = stub[head:data_end]
-    ndr_pad, ndr_hr = stub[data_end:data_end + pad_len], stub[data_end + pad_len:end]
-    srv_hr, srv_pad = stub[data_end:data_end + 4], stub[data_end + 4:end]
+    ndr_pad, ndr_hr = stub[data_end : data_end + pad_len], stub[data_end + pad_len : end]
+    srv_hr, srv_pad = stub[data_end : data_end + 4], stub[data_end + 4 : end]
     if any(ndr_pad) and not any(srv_pad):
         placement, pad, hr = Placement.SERVER, srv_pad, srv_hr
     else:

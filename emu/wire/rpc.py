@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from functools import partial
-from typing import Any, Callable, TypedDict, Union
+from typing import Any, TypedDict
 
 import construct as cs
 from construct import this
@@ -31,55 +32,56 @@ from emu.errors import DecodeError, UsageError
 from emu.wire.common import Guid, decode_guard
 
 __all__ = [
-    "PType",
-    "PfcFlag",
-    "ContextResult",
-    "RejectReason",
-    "BindNakReason",
-    "SyntaxId",
-    "KMS_INTERFACE",
-    "NDR32_SYNTAX",
-    "NDR64_SYNTAX",
     "BTFN_PREFIX",
     "BTFN_VERSION",
-    "btfn_syntax",
-    "btfn_bitmask",
     "DREP_LE",
+    "FAULT_STATUS_NAMES",
     "HEADER_LENGTH",
-    "NCA_S_OP_RNG_ERROR",
-    "NCA_S_UNK_IF",
-    "NCA_S_PROTO_ERROR",
-    "NCA_S_UNSPEC_REJECT",
+    "KMS_INTERFACE",
     "NCA_S_FAULT_NDR",
-    "ContextElement",
-    "ResultEntry",
-    "Bind",
+    "NCA_S_OP_RNG_ERROR",
+    "NCA_S_PROTO_ERROR",
+    "NCA_S_UNK_IF",
+    "NCA_S_UNSPEC_REJECT",
+    "NDR32_SYNTAX",
+    "NDR64_SYNTAX",
     "AlterContext",
-    "BindAck",
     "AlterContextResp",
+    "Bind",
+    "BindAck",
     "BindNak",
+    "BindNakReason",
+    "ContextElement",
+    "ContextResult",
+    "Fault",
+    "PType",
+    "Pdu",
+    "PfcFlag",
+    "RejectReason",
     "Request",
     "Response",
-    "Fault",
-    "Pdu",
-    "decode_pdu",
-    "encode_pdu",
-    "decode_pdu_reference",
-    "encode_pdu_reference",
-    "frag_length_of",
-    "split_pdus",
-    "secondary_address_bytes",
-    "RpcHeader",
-    "RpcSyntaxId",
-    "RpcContextElement",
-    "RpcBindBody",
-    "RpcResultEntry",
+    "ResultEntry",
     "RpcBindAckBody",
+    "RpcBindBody",
     "RpcBindNakBody",
+    "RpcContextElement",
+    "RpcFaultBody",
+    "RpcHeader",
+    "RpcPdu",
     "RpcRequestBody",
     "RpcResponseBody",
-    "RpcFaultBody",
-    "RpcPdu",
+    "RpcResultEntry",
+    "RpcSyntaxId",
+    "SyntaxId",
+    "btfn_bitmask",
+    "btfn_syntax",
+    "decode_pdu",
+    "decode_pdu_reference",
+    "encode_pdu",
+    "encode_pdu_reference",
+    "frag_length_of",
+    "secondary_address_bytes",
+    "split_pdus",
 ]
 
 
@@ -146,6 +148,20 @@ NCA_S_UNK_IF = 0x1C010003  #: nca_s_unk_if: no such interface / context id on th
 NCA_S_PROTO_ERROR = 0x1C01000B  #: nca_s_proto_error: the PDU broke the protocol
 NCA_S_UNSPEC_REJECT = 0x1C000009  #: nca_s_unspec_reject: rejected for an unspecified reason
 NCA_S_FAULT_NDR = 0x000006F7  #: nca_s_fault_ndr (RPC_X_BAD_STUB_DATA): stub data cannot be unmarshalled
+
+#: NCA status codes of fault PDUs (C706 appendix E, [MS-RPCE] 3.1.1.5.5).
+FAULT_STATUS_NAMES: dict[int, str] = {
+    NCA_S_OP_RNG_ERROR: "nca_s_op_rng_error",
+    NCA_S_UNK_IF: "nca_s_unk_if",
+    NCA_S_PROTO_ERROR: "nca_s_proto_error",
+    NCA_S_UNSPEC_REJECT: "nca_s_unspec_reject",
+    NCA_S_FAULT_NDR: "nca_s_fault_ndr",
+    0x1C010001: "nca_s_comm_failure",
+    0x1C010013: "nca_s_server_too_busy",
+    0x1C000001: "nca_s_fault_int_div_by_zero",
+    0x00000005: "nca_s_fault_access_denied",
+    0x000006D8: "nca_s_fault_cant_perform",
+}
 
 #: packed_drep: little-endian integers, ASCII, IEEE floats (spec 0.3, 2.1).
 DREP_LE = b"\x10\x00\x00\x00"
@@ -457,7 +473,7 @@ class Fault(_Header):
     trailer: bytes = b""
 
 
-Pdu = Union[Bind, AlterContext, BindAck, AlterContextResp, BindNak, Request, Response, Fault]
+Pdu = Bind | AlterContext | BindAck | AlterContextResp | BindNak | Request | Response | Fault
 
 _PTYPE_OF: dict[type, PType] = {
     Request: PType.REQUEST,
@@ -554,10 +570,16 @@ def _decode_bind(cls: type[Bind] | type[AlterContext], data: bytes, hdr: _Header
             raw, ver = _SYN.unpack_from(data, pos)
             syntaxes.append(SyntaxId(uuid.UUID(bytes_le=raw), ver))
             pos += 20
-        elements.append(ContextElement(ctx_id, SyntaxId(uuid.UUID(bytes_le=abstract_raw), abstract_ver), tuple(syntaxes)))
+        elements.append(
+            ContextElement(ctx_id, SyntaxId(uuid.UUID(bytes_le=abstract_raw), abstract_ver), tuple(syntaxes))
+        )
     return cls(
-        max_xmit_frag=xmit, max_recv_frag=recv, assoc_group_id=group,
-        context_elements=tuple(elements), trailer=data[pos:], **hdr,
+        max_xmit_frag=xmit,
+        max_recv_frag=recv,
+        assoc_group_id=group,
+        context_elements=tuple(elements),
+        trailer=data[pos:],
+        **hdr,
     )
 
 
@@ -582,13 +604,22 @@ def _decode_bind_ack(cls: type[BindAck] | type[AlterContextResp], data: bytes, h
     for i in range(count):
         result, reason, raw, ver = _RESULT.unpack_from(data, pos)
         results.append(
-            ResultEntry(_result_of(result, f"body -> results -> {i} -> result", pos), reason,
-                        SyntaxId(uuid.UUID(bytes_le=raw), ver))
+            ResultEntry(
+                _result_of(result, f"body -> results -> {i} -> result", pos),
+                reason,
+                SyntaxId(uuid.UUID(bytes_le=raw), ver),
+            )
         )
         pos += 24
     return cls(
-        max_xmit_frag=xmit, max_recv_frag=recv, assoc_group_id=group, secondary_address=secondary,
-        pad=pad, results=tuple(results), trailer=data[pos:], **hdr,
+        max_xmit_frag=xmit,
+        max_recv_frag=recv,
+        assoc_group_id=group,
+        secondary_address=secondary,
+        pad=pad,
+        results=tuple(results),
+        trailer=data[pos:],
+        **hdr,
     )
 
 
@@ -626,8 +657,14 @@ def _decode_fault(data: bytes, hdr: _HeaderFields) -> Pdu:
     _need(data, 32, "body -> reserved2")
     alloc_hint, ctx_id, cancel, reserved, status, reserved2 = _FAULT_FIXED.unpack_from(data, 16)
     return Fault(
-        alloc_hint=alloc_hint, p_cont_id=ctx_id, cancel_count=cancel, reserved=reserved, status=status,
-        reserved2=reserved2, trailer=data[32:], **hdr,
+        alloc_hint=alloc_hint,
+        p_cont_id=ctx_id,
+        cancel_count=cancel,
+        reserved=reserved,
+        status=status,
+        reserved2=reserved2,
+        trailer=data[32:],
+        **hdr,
     )
 
 
@@ -678,15 +715,20 @@ def _encode_body(pdu: Pdu) -> bytes:
     if isinstance(pdu, Response):
         return _RESP_FIXED.pack(pdu.alloc_hint, pdu.p_cont_id, pdu.cancel_count, pdu.reserved) + pdu.stub_data
     if isinstance(pdu, Fault):
-        return _FAULT_FIXED.pack(
-            pdu.alloc_hint, pdu.p_cont_id, pdu.cancel_count, pdu.reserved, pdu.status, pdu.reserved2
-        ) + pdu.trailer
+        return (
+            _FAULT_FIXED.pack(pdu.alloc_hint, pdu.p_cont_id, pdu.cancel_count, pdu.reserved, pdu.status, pdu.reserved2)
+            + pdu.trailer
+        )
     if isinstance(pdu, (Bind, AlterContext)):
         parts = [_BIND_FIXED.pack(pdu.max_xmit_frag, pdu.max_recv_frag, pdu.assoc_group_id, len(pdu.context_elements))]
         for elem in pdu.context_elements:
             parts.append(
-                _ELEM_HEAD.pack(elem.p_cont_id, len(elem.transfer_syntaxes), elem.abstract_syntax.uuid.bytes_le,
-                                elem.abstract_syntax.version)
+                _ELEM_HEAD.pack(
+                    elem.p_cont_id,
+                    len(elem.transfer_syntaxes),
+                    elem.abstract_syntax.uuid.bytes_le,
+                    elem.abstract_syntax.version,
+                )
             )
             parts.extend(_syntax_bytes(s) for s in elem.transfer_syntaxes)
         parts.append(pdu.trailer)
@@ -698,8 +740,10 @@ def _encode_body(pdu: Pdu) -> bytes:
             _bind_ack_pad(pdu),
             struct.pack("<B3x", len(pdu.results)),
         ]
-        parts.extend(_RESULT.pack(r.result, r.reason, r.transfer_syntax.uuid.bytes_le, r.transfer_syntax.version)
-                     for r in pdu.results)
+        parts.extend(
+            _RESULT.pack(r.result, r.reason, r.transfer_syntax.uuid.bytes_le, r.transfer_syntax.version)
+            for r in pdu.results
+        )
         parts.append(pdu.trailer)
         return b"".join(parts)
     if isinstance(pdu, BindNak):
@@ -720,8 +764,16 @@ def encode_pdu(pdu: Pdu) -> bytes:
         frag = HEADER_LENGTH + len(body)
         if frag > _MAX_FRAG:
             raise UsageError(f"PDU of {frag} bytes exceeds the 65535-byte frag_length")
-        header = _HDR.pack(pdu.rpc_vers, pdu.rpc_vers_minor, _PTYPE_OF[type(pdu)], pdu.pfc_flags, pdu.drep, frag,
-                           pdu.auth_length, pdu.call_id)
+        header = _HDR.pack(
+            pdu.rpc_vers,
+            pdu.rpc_vers_minor,
+            _PTYPE_OF[type(pdu)],
+            pdu.pfc_flags,
+            pdu.drep,
+            frag,
+            pdu.auth_length,
+            pdu.call_id,
+        )
     except struct.error as exc:
         raise UsageError(f"cannot encode {type(pdu).__name__}: {exc}") from exc
     return header + body
@@ -750,43 +802,87 @@ def decode_pdu_reference(data: bytes) -> Pdu:
     if len(data) >= HEADER_LENGTH and data[2] not in _CLASS_OF:
         raise DecodeError(f"unsupported PTYPE {data[2]}", offset=2, path="header -> ptype")
     if len(data) >= HEADER_LENGTH and frag_length_of(data) != len(data):
-        raise DecodeError(f"frag_length {frag_length_of(data)} disagrees with the {len(data)} bytes of the PDU",
-                          offset=8, path="header -> frag_length")
+        raise DecodeError(
+            f"frag_length {frag_length_of(data)} disagrees with the {len(data)} bytes of the PDU",
+            offset=8,
+            path="header -> frag_length",
+        )
     with decode_guard("DCE/RPC PDU"):
         parsed = RpcPdu.parse(data)
     h, b = parsed.header, parsed.body
-    hdr = _HeaderFields(rpc_vers=h.rpc_vers, rpc_vers_minor=h.rpc_vers_minor, pfc_flags=h.pfc_flags, drep=h.drep,
-                        auth_length=h.auth_length, call_id=h.call_id)
+    hdr = _HeaderFields(
+        rpc_vers=h.rpc_vers,
+        rpc_vers_minor=h.rpc_vers_minor,
+        pfc_flags=h.pfc_flags,
+        drep=h.drep,
+        auth_length=h.auth_length,
+        call_id=h.call_id,
+    )
     ptype = h.ptype
     if ptype in (PType.BIND, PType.ALTER_CONTEXT):
         bind_cls: type[Bind] | type[AlterContext] = Bind if ptype == PType.BIND else AlterContext
         elems = tuple(
-            ContextElement(e.p_cont_id, _syntax_from(e.abstract_syntax), tuple(_syntax_from(t) for t in e.transfer_syntaxes))
+            ContextElement(
+                e.p_cont_id, _syntax_from(e.abstract_syntax), tuple(_syntax_from(t) for t in e.transfer_syntaxes)
+            )
             for e in b.context_elements
         )
-        return bind_cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
-                        context_elements=elems, trailer=b.trailer, **hdr)
+        return bind_cls(
+            max_xmit_frag=b.max_xmit_frag,
+            max_recv_frag=b.max_recv_frag,
+            assoc_group_id=b.assoc_group_id,
+            context_elements=elems,
+            trailer=b.trailer,
+            **hdr,
+        )
     if ptype in (PType.BIND_ACK, PType.ALTER_CONTEXT_RESP):
         ack_cls: type[BindAck] | type[AlterContextResp] = BindAck if ptype == PType.BIND_ACK else AlterContextResp
         results = tuple(
-            ResultEntry(_result_of(r.result, f"body -> results -> {i} -> result", 0), r.reason,
-                        _syntax_from(r.transfer_syntax))
+            ResultEntry(
+                _result_of(r.result, f"body -> results -> {i} -> result", 0), r.reason, _syntax_from(r.transfer_syntax)
+            )
             for i, r in enumerate(b.results)
         )
-        return ack_cls(max_xmit_frag=b.max_xmit_frag, max_recv_frag=b.max_recv_frag, assoc_group_id=b.assoc_group_id,
-                       secondary_address=b.secondary_address, pad=b.pad, results=results, trailer=b.trailer,
-                       **hdr)
+        return ack_cls(
+            max_xmit_frag=b.max_xmit_frag,
+            max_recv_frag=b.max_recv_frag,
+            assoc_group_id=b.assoc_group_id,
+            secondary_address=b.secondary_address,
+            pad=b.pad,
+            results=results,
+            trailer=b.trailer,
+            **hdr,
+        )
     if ptype == PType.BIND_NAK:
-        return BindNak(provider_reject_reason=b.provider_reject_reason,
-                       versions=tuple((v.major, v.minor) for v in b.versions), trailer=b.trailer, **hdr)
+        return BindNak(
+            provider_reject_reason=b.provider_reject_reason,
+            versions=tuple((v.major, v.minor) for v in b.versions),
+            trailer=b.trailer,
+            **hdr,
+        )
     if ptype == PType.REQUEST:
-        return Request(alloc_hint=b.alloc_hint, p_cont_id=b.p_cont_id, opnum=b.opnum, object=b.object,
-                       stub_data=b.stub_data, **hdr)
+        return Request(
+            alloc_hint=b.alloc_hint, p_cont_id=b.p_cont_id, opnum=b.opnum, object=b.object, stub_data=b.stub_data, **hdr
+        )
     if ptype == PType.RESPONSE:
-        return Response(alloc_hint=b.alloc_hint, p_cont_id=b.p_cont_id, cancel_count=b.cancel_count,
-                        reserved=b.reserved, stub_data=b.stub_data, **hdr)
-    return Fault(alloc_hint=b.alloc_hint, p_cont_id=b.p_cont_id, cancel_count=b.cancel_count, reserved=b.reserved,
-                 status=b.status, reserved2=b.reserved2, trailer=b.trailer, **hdr)
+        return Response(
+            alloc_hint=b.alloc_hint,
+            p_cont_id=b.p_cont_id,
+            cancel_count=b.cancel_count,
+            reserved=b.reserved,
+            stub_data=b.stub_data,
+            **hdr,
+        )
+    return Fault(
+        alloc_hint=b.alloc_hint,
+        p_cont_id=b.p_cont_id,
+        cancel_count=b.cancel_count,
+        reserved=b.reserved,
+        status=b.status,
+        reserved2=b.reserved2,
+        trailer=b.trailer,
+        **hdr,
+    )
 
 
 def encode_pdu_reference(pdu: Pdu) -> bytes:
@@ -797,39 +893,87 @@ def encode_pdu_reference(pdu: Pdu) -> bytes:
     """
     body: dict[str, Any]
     if isinstance(pdu, (Bind, AlterContext)):
-        body = dict(max_xmit_frag=pdu.max_xmit_frag, max_recv_frag=pdu.max_recv_frag,
-                    assoc_group_id=pdu.assoc_group_id, trailer=pdu.trailer,
-                    context_elements=[dict(p_cont_id=e.p_cont_id, abstract_syntax=_syntax_to(e.abstract_syntax),
-                                           transfer_syntaxes=[_syntax_to(t) for t in e.transfer_syntaxes])
-                                      for e in pdu.context_elements])
+        body = dict(
+            max_xmit_frag=pdu.max_xmit_frag,
+            max_recv_frag=pdu.max_recv_frag,
+            assoc_group_id=pdu.assoc_group_id,
+            trailer=pdu.trailer,
+            context_elements=[
+                dict(
+                    p_cont_id=e.p_cont_id,
+                    abstract_syntax=_syntax_to(e.abstract_syntax),
+                    transfer_syntaxes=[_syntax_to(t) for t in e.transfer_syntaxes],
+                )
+                for e in pdu.context_elements
+            ],
+        )
     elif isinstance(pdu, (BindAck, AlterContextResp)):
-        body = dict(max_xmit_frag=pdu.max_xmit_frag, max_recv_frag=pdu.max_recv_frag,
-                    assoc_group_id=pdu.assoc_group_id, secondary_address=pdu.secondary_address,
-                    pad=_bind_ack_pad(pdu), trailer=pdu.trailer,
-                    results=[dict(result=int(r.result), reason=r.reason, transfer_syntax=_syntax_to(r.transfer_syntax))
-                             for r in pdu.results])
+        body = dict(
+            max_xmit_frag=pdu.max_xmit_frag,
+            max_recv_frag=pdu.max_recv_frag,
+            assoc_group_id=pdu.assoc_group_id,
+            secondary_address=pdu.secondary_address,
+            pad=_bind_ack_pad(pdu),
+            trailer=pdu.trailer,
+            results=[
+                dict(result=int(r.result), reason=r.reason, transfer_syntax=_syntax_to(r.transfer_syntax))
+                for r in pdu.results
+            ],
+        )
     elif isinstance(pdu, BindNak):
-        body = dict(provider_reject_reason=pdu.provider_reject_reason, trailer=pdu.trailer,
-                    versions=[dict(major=a, minor=b) for a, b in pdu.versions])
+        body = dict(
+            provider_reject_reason=pdu.provider_reject_reason,
+            trailer=pdu.trailer,
+            versions=[dict(major=a, minor=b) for a, b in pdu.versions],
+        )
     elif isinstance(pdu, Request):
-        body = dict(alloc_hint=pdu.alloc_hint, p_cont_id=pdu.p_cont_id, opnum=pdu.opnum, object=pdu.object,
-                    stub_data=pdu.stub_data)
+        body = dict(
+            alloc_hint=pdu.alloc_hint,
+            p_cont_id=pdu.p_cont_id,
+            opnum=pdu.opnum,
+            object=pdu.object,
+            stub_data=pdu.stub_data,
+        )
     elif isinstance(pdu, Response):
-        body = dict(alloc_hint=pdu.alloc_hint, p_cont_id=pdu.p_cont_id, cancel_count=pdu.cancel_count,
-                    reserved=pdu.reserved, stub_data=pdu.stub_data)
+        body = dict(
+            alloc_hint=pdu.alloc_hint,
+            p_cont_id=pdu.p_cont_id,
+            cancel_count=pdu.cancel_count,
+            reserved=pdu.reserved,
+            stub_data=pdu.stub_data,
+        )
     elif isinstance(pdu, Fault):
-        body = dict(alloc_hint=pdu.alloc_hint, p_cont_id=pdu.p_cont_id, cancel_count=pdu.cancel_count,
-                    reserved=pdu.reserved, status=pdu.status, reserved2=pdu.reserved2, trailer=pdu.trailer)
+        body = dict(
+            alloc_hint=pdu.alloc_hint,
+            p_cont_id=pdu.p_cont_id,
+            cancel_count=pdu.cancel_count,
+            reserved=pdu.reserved,
+            status=pdu.status,
+            reserved2=pdu.reserved2,
+            trailer=pdu.trailer,
+        )
     else:
         raise UsageError(f"not a PDU: {type(pdu).__name__}")
     ptype = _PTYPE_OF[type(pdu)]
     # Build the body alone first: frag_length depends on its size.
-    header = dict(rpc_vers=pdu.rpc_vers, rpc_vers_minor=pdu.rpc_vers_minor, ptype=int(ptype),
-                  pfc_flags=pdu.pfc_flags, drep=pdu.drep, auth_length=pdu.auth_length, call_id=pdu.call_id)
+    header = dict(
+        rpc_vers=pdu.rpc_vers,
+        rpc_vers_minor=pdu.rpc_vers_minor,
+        ptype=int(ptype),
+        pfc_flags=pdu.pfc_flags,
+        drep=pdu.drep,
+        auth_length=pdu.auth_length,
+        call_id=pdu.call_id,
+    )
     sub = {
-        PType.REQUEST: RpcRequestBody, PType.RESPONSE: RpcResponseBody, PType.FAULT: RpcFaultBody,
-        PType.BIND: RpcBindBody, PType.ALTER_CONTEXT: RpcBindBody, PType.BIND_ACK: RpcBindAckBody,
-        PType.ALTER_CONTEXT_RESP: RpcBindAckBody, PType.BIND_NAK: RpcBindNakBody,
+        PType.REQUEST: RpcRequestBody,
+        PType.RESPONSE: RpcResponseBody,
+        PType.FAULT: RpcFaultBody,
+        PType.BIND: RpcBindBody,
+        PType.ALTER_CONTEXT: RpcBindBody,
+        PType.BIND_ACK: RpcBindAckBody,
+        PType.ALTER_CONTEXT_RESP: RpcBindAckBody,
+        PType.BIND_NAK: RpcBindNakBody,
     }[ptype]
     try:
         raw_body = sub.build(body, header=header)

@@ -29,7 +29,7 @@ def test_log_level_before_the_command_reaches_host_serve():
 def test_a_host_process_does_not_import_scapy_or_the_dns_server():
     code = (
         "import sys; from emu.cli import build_parser; build_parser(['host', 'serve']);"
-        "print(sorted(m for m in ('scapy', 'emu.net.dns_server', 'emu.net.kms_decode') if m in sys.modules))"
+        "print(sorted(m for m in ('scapy', 'emu.net.dns_server', 'emu.pcap.kms_decode') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -9,8 +9,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from emu_testing import require_tool
@@ -48,8 +49,9 @@ def loop_thread() -> Iterator[_LoopThread]:
 
 def _emu_host(loop_thread: _LoopThread, config: HostConfig | None = None, listen: str = "127.0.0.1") -> str:
     async def start() -> KmsServer:
-        server = KmsServer(KmsHost(config or HostConfig(), seeded(1), time.time()), ServerConfig(listen=((listen, 0),)),
-                           rng=seeded(2))
+        server = KmsServer(
+            KmsHost(config or HostConfig(), seeded(1), time.time()), ServerConfig(listen=((listen, 0),)), rng=seeded(2)
+        )
         await server.start()
         return server
 
@@ -70,15 +72,21 @@ def activate(*argv: str) -> int:
     return main(["client", "activate", "--seed", "7", *argv])
 
 
-FAMILIES = {"windows-client": "win10ent", "windows-server": "srv2019dc", "office-2010": "o2010", "office-2013+": "o2019"}
+FAMILIES = {
+    "windows-client": "win10ent",
+    "windows-server": "srv2019dc",
+    "office-2010": "o2010",
+    "office-2013+": "o2019",
+}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("btfn", ["--btfn", "--no-btfn"])
 @pytest.mark.parametrize("ndr", ["--ndr64", "--no-ndr64"])
 @pytest.mark.parametrize("protocol", ["4", "5", "6"])
-def test_activate_prints_one_line_per_request_and_exits_0(loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str],
-                                                          protocol: str, ndr: str, btfn: str, family: str) -> None:
+def test_activate_prints_one_line_per_request_and_exits_0(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str], protocol: str, ndr: str, btfn: str, family: str
+) -> None:
     target = _emu_host(loop_thread)
     code = activate(target, "--product", FAMILIES[family], "--protocol", protocol, ndr, btfn, "-n", "2", "-r", "1")
     lines = capsys.readouterr().out.splitlines()
@@ -90,13 +98,19 @@ def test_activate_prints_one_line_per_request_and_exits_0(loop_thread: _LoopThre
     assert all(line.endswith("activation 120 min, renewal 10080 min") for line in lines)
 
 
-def test_without_count_it_sends_until_the_threshold_is_met(loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_count_it_sends_until_the_threshold_is_met(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = _emu_host(loop_thread)
     assert activate(target, "--product", "srv2019dc") == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ", 1)[1].split(",")[0] for line in lines] == [
-        "below threshold: count 1/5", "below threshold: count 2/5", "below threshold: count 3/5",
-        "below threshold: count 4/5", "activated: count 5/5"]
+        "below threshold: count 1/5",
+        "below threshold: count 2/5",
+        "below threshold: count 3/5",
+        "below threshold: count 4/5",
+        "activated: count 5/5",
+    ]
 
 
 def test_below_threshold_exits_3(loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,21 +118,39 @@ def test_below_threshold_exits_3(loop_thread: _LoopThread, capsys: pytest.Captur
     assert "below threshold: count 1/25" in capsys.readouterr().out
 
 
-def test_fixed_cmid_sends_one_request_and_verbose_names_every_check(loop_thread: _LoopThread,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_fixed_cmid_sends_one_request_and_verbose_names_every_check(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     cmid = "11111111-2222-4333-8444-555555555555"
     assert activate(_emu_host(loop_thread), "-v", "--protocol", "6", "-c", cmid, "-r", "1", "-w", "pc1", "-m") == 0
     out = capsys.readouterr().out
     assert out.count(" request 1 of 1 ") == 1
-    for text in (f"Client machine ID           : {cmid}", "Workstation name            : pc1",
-                 "Client is a virtual machine : yes", "KMS host HwId               : 3A1C049600B60076"):
+    for text in (
+        f"Client machine ID           : {cmid}",
+        "Workstation name            : pc1",
+        "Client is a virtual machine : yes",
+        "KMS host HwId               : 3A1C049600B60076",
+    ):
         assert text in out
-    for check in ("decode_ok", "decrypt_success", "hash_ok", "ivs_ok", "iv_not_suspicious", "hmac_ok", "version_ok",
-                  "cmid_ok", "client_time_ok", "pid_length_ok", "size_ok"):
+    for check in (
+        "decode_ok",
+        "decrypt_success",
+        "hash_ok",
+        "ivs_ok",
+        "iv_not_suspicious",
+        "hmac_ok",
+        "version_ok",
+        "cmid_ok",
+        "client_time_ok",
+        "pid_length_ok",
+        "size_ok",
+    ):
         assert f"  {check:<28}: ok" in out
 
 
-def test_json_carries_every_field_and_the_exit_code(loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_carries_every_field_and_the_exit_code(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     sku = lookup("o2013")
     assert activate(_emu_host(loop_thread), "--json", "--product", "o2013", "-n", "1", "-r", "1") == 0
     doc = json.loads(capsys.readouterr().out)
@@ -130,11 +162,19 @@ def test_json_carries_every_field_and_the_exit_code(loop_thread: _LoopThread, ca
     assert all(c["passed"] for c in result["checks"])
 
 
-def test_guids_override_the_product_and_an_uncovered_kms_id_exits_4(loop_thread: _LoopThread,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_guids_override_the_product_and_an_uncovered_kms_id_exits_4(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = HostConfig(kms_ids=frozenset({lookup("o2019").kms_id}))
-    code = activate(_emu_host(loop_thread, config), "--product", "o2019", "--kms-id", str(lookup("win10ent").kms_id),
-                    "--app-id", str(lookup("win10ent").app_id))
+    code = activate(
+        _emu_host(loop_thread, config),
+        "--product",
+        "o2019",
+        "--kms-id",
+        str(lookup("win10ent").kms_id),
+        "--app-id",
+        str(lookup("win10ent").app_id),
+    )
     assert code == 4
     assert "host-error: the host refused the request with HRESULT 0xC004F042" in capsys.readouterr().out
 
@@ -184,15 +224,28 @@ async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     writer.close()
 
 
-@pytest.mark.parametrize("handler,code,report", [
-    (_garbage, 6, "protocol-error: {host} broke the RPC protocol while we waited for the bind_ack: [decode]"),
-    (_truncated, 6, "protocol-error: truncated PDU: {host} closed the connection after 20 of 84 bytes of the bind_ack"),
-    (_oversized, 6, "protocol-error: {host} broke the RPC protocol while we waited for the bind_ack: [frag_length] "
-                    "frag_length 65535 outside 16..5840"),
-    (_silent, 7, "unreachable: no answer from {host}: waited 0.2 s for the bind_ack"),
-], ids=["garbage", "truncated", "oversized", "nothing"])
-def test_bad_hosts_get_an_exact_report_and_exit_code(loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str],
-                                                     handler: Callable[..., Any], code: int, report: str) -> None:
+@pytest.mark.parametrize(
+    "handler,code,report",
+    [
+        (_garbage, 6, "protocol-error: {host} broke the RPC protocol while we waited for the bind_ack: [decode]"),
+        (
+            _truncated,
+            6,
+            "protocol-error: truncated PDU: {host} closed the connection after 20 of 84 bytes of the bind_ack",
+        ),
+        (
+            _oversized,
+            6,
+            "protocol-error: {host} broke the RPC protocol while we waited for the bind_ack: [frag_length] "
+            "frag_length 65535 outside 16..5840",
+        ),
+        (_silent, 7, "unreachable: no answer from {host}: waited 0.2 s for the bind_ack"),
+    ],
+    ids=["garbage", "truncated", "oversized", "nothing"],
+)
+def test_bad_hosts_get_an_exact_report_and_exit_code(
+    loop_thread: _LoopThread, capsys: pytest.CaptureFixture[str], handler: Callable[..., Any], code: int, report: str
+) -> None:
     target = _raw_host(loop_thread, handler)
     assert activate(target, "--timeout", "0.2") == code
     out, err = capsys.readouterr()
@@ -208,11 +261,14 @@ def test_no_host_reachable_exits_7(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"unreachable: cannot connect to 127.0.0.1:{port}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--product", "no such thing"], "no such thing"),
-    (["999.1.1.1:notaport"], "is not a number"),
-    (["-w", "x" * 64], "at most 63"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--product", "no such thing"], "no such thing"),
+        (["999.1.1.1:notaport"], "is not a number"),
+        (["-w", "x" * 64], "at most 63"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert activate(*argv) == 2
     err = capsys.readouterr().err
@@ -223,8 +279,14 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["client", "activate", "--help"])
     out = capsys.readouterr().out
-    for line in ("0  activated", "3  below threshold", "4  host error", "5  verification failed",
-                 "6  RPC protocol error", "7  no host reachable"):
+    for line in (
+        "0  activated",
+        "3  below threshold",
+        "4  host error",
+        "5  verification failed",
+        "6  RPC protocol error",
+        "7  no host reachable",
+    ):
         assert line in out
 
 
@@ -242,7 +304,9 @@ def test_domain_target_fails_over_in_srv_order(loop_thread: _LoopThread, capsys:
     zone = load_master_file(
         "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 127.0.0.1\n"
         "a IN A 127.0.0.1\nb IN A 127.0.0.1\n"
-        f"_vlmcs._tcp IN SRV 0 0 {dead} a\n_vlmcs._tcp IN SRV 10 0 {live.rsplit(':', 1)[1]} b\n", "kms.test")
+        f"_vlmcs._tcp IN SRV 0 0 {dead} a\n_vlmcs._tcp IN SRV 10 0 {live.rsplit(':', 1)[1]} b\n",
+        "kms.test",
+    )
 
     async def start() -> DnsServer:
         server = DnsServer([zone], listen=(("127.0.0.1", 0),))
@@ -253,8 +317,10 @@ def test_domain_target_fails_over_in_srv_order(loop_thread: _LoopThread, capsys:
     host, port = dns.addresses[0]
     assert activate(".kms.test", "--dns-server", f"{host}:{port}", "-n", "1", "-r", "1") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (f"127.0.0.1:{dead} request 1 of 1 (KMS V6.0): unreachable: cannot connect to "
-                        f"127.0.0.1:{dead}: Connect call failed ('127.0.0.1', {dead})")
+    assert lines[0] == (
+        f"127.0.0.1:{dead} request 1 of 1 (KMS V6.0): unreachable: cannot connect to "
+        f"127.0.0.1:{dead}: Connect call failed ('127.0.0.1', {dead})"
+    )
     assert lines[1].startswith(f"{live} request 1 of 1 (KMS V6.0, NDR32): activated")
 
 
@@ -272,26 +338,33 @@ def test_a_silent_dns_server_means_no_host_reachable(capsys: pytest.CaptureFixtu
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="sniffing needs root")
-def test_capture_writes_a_pcap_that_tshark_reads(loop_thread: _LoopThread, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_capture_writes_a_pcap_that_tshark_reads(
+    loop_thread: _LoopThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = _emu_host(loop_thread)
     pcap = tmp_path / "out.pcap"
     assert activate(target, "-n", "2", "-r", "1", "--capture", str(pcap)) == 0
     assert "wrote " in capsys.readouterr().out
-    from emu.net.pcap import read_conversations
+    from emu.pcap.reader import read_conversations
 
     conversations = read_conversations(pcap)
     assert len(conversations) == 1
     assert conversations[0].server_addr[1] == int(target.rsplit(":", 1)[1])
     tshark = require_tool("tshark")
     port = target.rsplit(":", 1)[1]
-    out = subprocess.run([tshark, "-r", str(pcap), "-d", f"tcp.port=={port},dcerpc", "-Y", "dcerpc"],
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [tshark, "-r", str(pcap), "-d", f"tcp.port=={port},dcerpc", "-Y", "dcerpc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert out.count("Request: call_id") == 2 and out.count("Response: call_id") == 2
     assert "Bind: call_id: 2" in out
 
 
-def test_capture_without_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_capture_without_root_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert activate("127.0.0.1:1", "--capture", "x.pcap") == 2
     assert "--capture sniffs packets and needs root" in capsys.readouterr().err
@@ -300,8 +373,9 @@ def test_capture_without_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, 
 # --- the - target: _vlmcs._tcp in the resolver's search list (vlmcs -) ----------------------------------
 
 
-def test_dash_target_tries_each_search_domain_in_order(loop_thread: _LoopThread, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_dash_target_tries_each_search_domain_in_order(
+    loop_thread: _LoopThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from emu.dns.zone import load_master_file
     from emu.net.dns_server import DnsServer
 
@@ -326,9 +400,12 @@ def test_dash_target_tries_each_search_domain_in_order(loop_thread: _LoopThread,
     assert capsys.readouterr().err == "no KMS host found: no _vlmcs._tcp SRV records for empty.test\n"
 
 
-@pytest.mark.parametrize("text", ["nameserver 127.0.0.1\n", "nameserver 127.0.0.1\nsearch .\n", None], ids=["none", "root", "missing"])
-def test_dash_target_without_a_domain_is_a_clear_usage_error(tmp_path: Path, text: str | None,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "text", ["nameserver 127.0.0.1\n", "nameserver 127.0.0.1\nsearch .\n", None], ids=["none", "root", "missing"]
+)
+def test_dash_target_without_a_domain_is_a_clear_usage_error(
+    tmp_path: Path, text: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
     resolv = tmp_path / "resolv.conf"
     if text is not None:
         resolv.write_text(text)

@@ -14,9 +14,29 @@ from emu.cli import main
 
 BASE = VECTORS_DIR / "pykms-vlmcsd-v6-windows10.pcap"
 PDU_KEYS = {
-    "record", "capture", "time", "conversation", "src", "dst", "direction", "offset", "size", "ptype", "call_id",
-    "pfc_flags", "p_cont_id", "opnum", "syntax", "syntax_guessed", "contexts", "results", "fault_status",
-    "fault_name", "request", "response", "error",
+    "record",
+    "capture",
+    "time",
+    "conversation",
+    "src",
+    "dst",
+    "direction",
+    "offset",
+    "size",
+    "ptype",
+    "call_id",
+    "pfc_flags",
+    "p_cont_id",
+    "opnum",
+    "syntax",
+    "syntax_guessed",
+    "contexts",
+    "results",
+    "fault_status",
+    "fault_name",
+    "request",
+    "response",
+    "error",
 }
 
 

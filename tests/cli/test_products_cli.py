@@ -10,7 +10,10 @@ from emu.cli import main
 def test_products_filter_by_words_shows_threshold_protocol_and_gvlk(capsys):
     assert main(["client", "products", "server", "2022"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split("  ")[0].strip() for line in out] == ["Windows Server 2022 Datacenter", "Windows Server 2022 Standard"]
+    assert [line.split("  ")[0].strip() for line in out] == [
+        "Windows Server 2022 Datacenter",
+        "Windows Server 2022 Standard",
+    ]
     assert all(" v6 " in line and "N=5" in line for line in out)
     assert "WX4NM-KYWYW-QJJR4-XV3QB-6VM33" in out[0]  # Microsoft's published GVLK
 
@@ -20,7 +23,10 @@ def test_products_json_lines_carry_the_guids(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     ent = next(r for r in rows if r["name"] == "Windows 10/11 Enterprise")
     assert (ent["sku_id"], ent["kms_id"], ent["threshold"]) == (
-        "73111121-5638-40f6-bc11-f1d7b0d64300", "58e2134f-8e11-4d17-9cb2-91069c151148", 25)
+        "73111121-5638-40f6-bc11-f1d7b0d64300",
+        "58e2134f-8e11-4d17-9cb2-91069c151148",
+        25,
+    )
 
 
 def test_products_with_no_match_says_so_and_exits_1(capsys):

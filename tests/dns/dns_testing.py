@@ -11,9 +11,9 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import pytest
+from emu_testing import require_tool  # noqa: F401  (re-exported for the interop tests)
 
 from emu.dns.resolver import Peer, Resolver
-from emu_testing import require_tool  # noqa: F401  (re-exported for the interop tests)
 from emu.dns.tsig import TsigKey
 from emu.dns.zone import load_master_file
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from dns_testing import PEER, ZONE_TEXT, make_update
 from dnslib import QTYPE
 
-from dns_testing import PEER, ZONE_TEXT, make_update
 from emu.clock import VirtualClock
 from emu.dns.aging import SrvAging
 from emu.dns.publish import Publication, build_publish, build_withdraw
@@ -44,7 +44,9 @@ def send(resolver, key, wire, now):
 
 
 def publish(resolver, key, host, now, message_id=1):
-    return send(resolver, key, build_publish("kms.test", Publication("kms.test", f"{host}.kms.test"), (), message_id), now)
+    return send(
+        resolver, key, build_publish("kms.test", Publication("kms.test", f"{host}.kms.test"), (), message_id), now
+    )
 
 
 def targets(resolver):
@@ -103,7 +105,12 @@ def test_other_records_never_age(key):
 def test_withdrawn_or_changed_records_stop_being_tracked(key):
     resolver = aging_resolver(key)
     publish(resolver, key, "kms2", T0)
-    send(resolver, key, build_withdraw("kms.test", Publication("kms.test", "kms2.kms.test"), (), "kms2.kms.test", 2), T0 + 1)
+    send(
+        resolver,
+        key,
+        build_withdraw("kms.test", Publication("kms.test", "kms2.kms.test"), (), "kms2.kms.test", 2),
+        T0 + 1,
+    )
     assert resolver.next_deadline() is None
 
 
@@ -127,7 +134,7 @@ def test_max_age_must_be_positive():
 
 
 def test_server_timer_removes_a_crashed_host_and_keeps_a_refreshing_one(key, tmp_path):
-    from emu.net.dns_publisher import Publisher, PublishDomain
+    from emu.net.dns_publisher import PublishDomain, Publisher
     from emu.net.dns_server import DnsServer
     from emu.rng import seeded
 
@@ -153,12 +160,23 @@ def test_server_timer_removes_a_crashed_host_and_keeps_a_refreshing_one(key, tmp
 
     async def main():
         zones = [load_master_file(ZONE_TEXT, "kms.test")]
-        async with DnsServer(zones, keys=[key], clock=clock, srv_max_age=MAX_AGE, sleep=timer_sleep,
-                             state=tmp_path / "dns.sqlite") as server:
+        async with DnsServer(
+            zones, keys=[key], clock=clock, srv_max_age=MAX_AGE, sleep=timer_sleep, state=tmp_path / "dns.sqlite"
+        ) as server:
             await slept.wait()
             assert sleeps == [MAX_AGE]  # nothing to age yet
-            hosts = [Publisher(f"{name}.kms.test", [PublishDomain("kms.test")], dns_server=server.addresses[0], key=key,
-                               clock=clock, rng=seeded(i), sleep=never) for i, name in enumerate(("kms2", "kms3"))]
+            hosts = [
+                Publisher(
+                    f"{name}.kms.test",
+                    [PublishDomain("kms.test")],
+                    dns_server=server.addresses[0],
+                    key=key,
+                    clock=clock,
+                    rng=seeded(i),
+                    sleep=never,
+                )
+                for i, name in enumerate(("kms2", "kms3"))
+            ]
             for publisher in hosts:
                 await publisher.start()
             await hosts[1].stop(withdraw=False)  # kms3 crashes: it never withdraws

@@ -7,8 +7,8 @@ import asyncio
 
 import dns.asyncquery
 import pytest
-
 from dns_testing import ZONE_TEXT, key_file_text, make_update
+
 from emu.cli.dns import load_keys, load_zones, register
 from emu.errors import UsageError
 

@@ -6,23 +6,41 @@ from __future__ import annotations
 import dns.message
 import dns.rdatatype
 import pytest
+from dns_testing import NOW, ZONE_TEXT
 from dnslib import TXT
 
-from dns_testing import NOW, ZONE_TEXT
 from emu.dns.packing import parse_simple_query
 from emu.dns.resolver import Peer, Resolver
 from emu.dns.zone import RRset, load_master_file
 
-NAMES = ["kms.test.", "ns1.kms.test.", "_vlmcs._tcp.kms.test.", "kms1.kms.test.", "www.kms.test.", "x.wild.kms.test.",
-         "a.b.wild.kms.test.", "wild.kms.test.", "sub.kms.test.", "host.sub.kms.test.", "ns.sub.kms.test.",
-         "_tcp.kms.test.", "missing.kms.test.", "example.com.", "notkms.test.", "big.kms.test.", "*.wild.kms.test."]
+NAMES = [
+    "kms.test.",
+    "ns1.kms.test.",
+    "_vlmcs._tcp.kms.test.",
+    "kms1.kms.test.",
+    "www.kms.test.",
+    "x.wild.kms.test.",
+    "a.b.wild.kms.test.",
+    "wild.kms.test.",
+    "sub.kms.test.",
+    "host.sub.kms.test.",
+    "ns.sub.kms.test.",
+    "_tcp.kms.test.",
+    "missing.kms.test.",
+    "example.com.",
+    "notkms.test.",
+    "big.kms.test.",
+    "*.wild.kms.test.",
+]
 TYPES = ["A", "AAAA", "SRV", "TXT", "NS", "SOA", "CNAME", "MX", "ANY", "DS", "PTR", "AXFR", "TKEY"]
 
 
 def _zone():
     zone = load_master_file(ZONE_TEXT + "kms1 MX 10 kms1\nkms1 PTR www\n", "kms.test")
     editor = zone.edit()
-    editor.set_rrset("big.kms.test.", dns.rdatatype.TXT, RRset(60, tuple(TXT(("x" * 200 + str(i)).encode()) for i in range(10))))
+    editor.set_rrset(
+        "big.kms.test.", dns.rdatatype.TXT, RRset(60, tuple(TXT(("x" * 200 + str(i)).encode()) for i in range(10)))
+    )
     return editor.commit()
 
 
@@ -66,17 +84,23 @@ def test_plain_queries_do_not_need_the_general_decoder(key, monkeypatch):
     assert resolver.handle(wire, Peer("127.0.0.1", 1), NOW) == expected
 
 
-@pytest.mark.parametrize("wire", [
-    dns.message.make_query("kms1.kms.test.", "A", use_edns=0).to_wire(),  # EDNS
-    b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00" + b"\x04kms1\x03kms\x04test\x00\x00\x01\x00\x01" * 2,
-    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01",  # a pointer
-    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03a.b\x00\x00\x01\x00\x01",  # a dot inside a label
-    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01\x00\x01\x00",  # a trailing byte
-    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01",  # cut short
-    b"\x12\x34\x29\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01\x00\x01",  # UPDATE opcode
-], ids=["edns", "two-questions", "pointer", "dot-in-label", "trailing", "short", "opcode"])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        dns.message.make_query("kms1.kms.test.", "A", use_edns=0).to_wire(),  # EDNS
+        b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00" + b"\x04kms1\x03kms\x04test\x00\x00\x01\x00\x01" * 2,
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01",  # a pointer
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03a.b\x00\x00\x01\x00\x01",  # a dot inside a label
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01\x00\x01\x00",  # a trailing byte
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01",  # cut short
+        b"\x12\x34\x29\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04kms1\x00\x00\x01\x00\x01",  # UPDATE opcode
+    ],
+    ids=["edns", "two-questions", "pointer", "dot-in-label", "trailing", "short", "opcode"],
+)
 def test_anything_else_goes_to_the_general_path(key, wire):
     assert parse_simple_query(wire) is None
     zone = _zone()
     peer = Peer("127.0.0.1", 1)
-    assert Resolver([zone], [key], cache_size=0).handle(wire, peer, NOW) == Resolver([zone], [key], cache_size=0, fast_path=False).handle(wire, peer, NOW)
+    assert Resolver([zone], [key], cache_size=0).handle(wire, peer, NOW) == Resolver(
+        [zone], [key], cache_size=0, fast_path=False
+    ).handle(wire, peer, NOW)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dns.message
 import dns.update
+from dns_testing import NOW, PEER, SECRET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dns_testing import NOW, PEER, SECRET
 from emu.errors import DecodeError
 from emu.wire.dns import decode_message
 
@@ -15,7 +15,11 @@ _SEEDS = [
     dns.message.make_query("_vlmcs._tcp.kms.test.", "SRV", use_edns=0).to_wire(),
     dns.message.make_query("kms1.kms.test.", "A").to_wire(),
 ]
-_update = dns.update.UpdateMessage("kms.test.", keyring={dns.name.from_text("kms1-key"): dns.tsig.Key("kms1-key", SECRET, dns.tsig.HMAC_SHA256)}, keyalgorithm=dns.tsig.HMAC_SHA256)
+_update = dns.update.UpdateMessage(
+    "kms.test.",
+    keyring={dns.name.from_text("kms1-key"): dns.tsig.Key("kms1-key", SECRET, dns.tsig.HMAC_SHA256)},
+    keyalgorithm=dns.tsig.HMAC_SHA256,
+)
 _update.present("kms1.kms.test.")
 _update.absent("kms2.kms.test.", "A")
 _update.delete("_vlmcs._tcp.kms.test.", "SRV", "0 0 1688 kms1.kms.test.")
@@ -41,7 +45,9 @@ def test_random_bytes_never_raise(resolver, data):
 
 
 @_FUZZ
-@given(seed=st.sampled_from(_SEEDS), flips=st.lists(st.integers(min_value=0, max_value=8 * 400), min_size=1, max_size=6))
+@given(
+    seed=st.sampled_from(_SEEDS), flips=st.lists(st.integers(min_value=0, max_value=8 * 400), min_size=1, max_size=6)
+)
 def test_bit_flipped_messages_never_raise(resolver, seed, flips):
     data = bytearray(seed)
     for bit in flips:

@@ -8,8 +8,8 @@ import subprocess
 import threading
 
 import pytest
-
 from dns_testing import KEY_NAME, SECRET, ZONE_TEXT, key_file_text, require_tool
+
 from emu.dns.zone import load_master_file
 from emu.net.dns_server import DnsServer
 
@@ -27,7 +27,7 @@ class ServerThread:
         self.server: DnsServer | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         self.server = DnsServer([load_master_file(ZONE_TEXT, "kms.test")], **self.kwargs)
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
@@ -102,18 +102,24 @@ def test_nsupdate_unsigned_is_refused(emu_server):
     assert "update failed: REFUSED" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("secret, name, expected", [(b"\x00" * 32, KEY_NAME, "BADSIG"), (SECRET, "unknown-key", "BADKEY")], ids=["badsig", "badkey"])
+@pytest.mark.parametrize(
+    "secret, name, expected",
+    [(b"\x00" * 32, KEY_NAME, "BADSIG"), (SECRET, "unknown-key", "BADKEY")],
+    ids=["badsig", "badkey"],
+)
 def test_nsupdate_with_wrong_key_gets_notauth_with_tsig_error(emu_server, tmp_path, secret, name, expected):
     path = tmp_path / "wrong.key"
     path.write_text(key_file_text(name, secret))
-    result = nsupdate(_server_line(emu_server) + "zone kms.test.\nupdate add a.kms.test. 60 A 10.0.0.1\nsend\n", "-k", str(path))
+    result = nsupdate(
+        _server_line(emu_server) + "zone kms.test.\nupdate add a.kms.test. 60 A 10.0.0.1\nsend\n", "-k", str(path)
+    )
     assert f"NOTAUTH({expected})" in result.stderr, result.stderr
 
 
 def test_nsupdate_replace_and_delete_forms(emu_server, key_path):
     script = (
         _server_line(emu_server)
-        + "update delete kms1.kms.test. AAAA\nupdate add kms1.kms.test. 60 TXT \"hello\"\nsend\n"
+        + 'update delete kms1.kms.test. AAAA\nupdate add kms1.kms.test. 60 TXT "hello"\nsend\n'
         + "update delete www.kms.test.\nsend\n"
     )
     result = nsupdate(script, "-k", str(key_path))
@@ -126,7 +132,9 @@ def test_nsupdate_replace_and_delete_forms(emu_server, key_path):
 def _dig(running, *args):
     tool = require_tool("dig")
     host, port = running.server.addresses[0]
-    return subprocess.run([tool, f"@{host}", "-p", str(port), "+norec", *args], capture_output=True, text=True, timeout=TOOL_TIMEOUT).stdout
+    return subprocess.run(
+        [tool, f"@{host}", "-p", str(port), "+norec", *args], capture_output=True, text=True, timeout=TOOL_TIMEOUT
+    ).stdout
 
 
 @pytest.mark.parametrize("transport", ["+notcp", "+tcp"])
@@ -154,7 +162,9 @@ def _ytext(name=KEY_NAME, secret=SECRET):
 def test_kdig_signed_query_verifies(emu_server):
     host, port = emu_server.server.addresses[0]
     result = _knot("kdig", emu_server, f"@{host}", "-p", str(port), "-y", _ytext(), "_vlmcs._tcp.kms.test.", "SRV")
-    assert "status: NOERROR" in result.stdout and "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "status: NOERROR" in result.stdout and "WARNING" not in result.stdout + result.stderr, (
+        result.stdout + result.stderr
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ import subprocess
 import time
 
 import pytest
-
 from dns_testing import KEY_NAME, SECRET, key_file_text, require_tool
+
 from emu.dns.tsig import TsigKey
 from emu.errors import DnsUpdateError, ScenarioError
 from emu.net.dns_client import query
 from emu.net.dns_discovery import discover_kms_hosts
-from emu.net.dns_publisher import Publisher, PublishDomain
+from emu.net.dns_publisher import PublishDomain, Publisher
 from emu.rng import seeded
 
 pytestmark = pytest.mark.interop
@@ -59,7 +59,9 @@ zone "kms.test" {{
 }};
 """
     )
-    process = subprocess.Popen([binary, "-g", "-c", str(tmp_path / "named.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [binary, "-g", "-c", str(tmp_path / "named.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
@@ -91,7 +93,14 @@ def test_named_accepts_emus_publish_change_and_withdraw(named):
     key = TsigKey.make(KEY_NAME, SECRET)
 
     async def publish():
-        publisher = Publisher("kms1.kms.test", [PublishDomain("kms.test")], dns_server=named, key=key, addresses=("10.0.0.1",), rng=seeded(4))
+        publisher = Publisher(
+            "kms1.kms.test",
+            [PublishDomain("kms.test")],
+            dns_server=named,
+            key=key,
+            addresses=("10.0.0.1",),
+            rng=seeded(4),
+        )
         await publisher.start()
         after_publish = await discover_kms_hosts("kms.test", named, seeded(1))
         await publisher.change(priority=5, weight=7)
@@ -101,7 +110,9 @@ def test_named_accepts_emus_publish_change_and_withdraw(named):
 
     after_publish, after_change = asyncio.run(asyncio.wait_for(publish(), 30))
     assert ("10.0.0.1", 1688) in after_publish and ("10.0.0.9", 1688) in after_publish
-    targets = sorted((str(rr.rdata.target), rr.rdata.priority, rr.rdata.weight) for rr in after_change.answers if rr.rtype == 33)
+    targets = sorted(
+        (str(rr.rdata.target), rr.rdata.priority, rr.rdata.weight) for rr in after_change.answers if rr.rtype == 33
+    )
     assert targets == [("kms1.kms.test.", 5, 7), ("other.kms.test.", 0, 0)]
     assert _srv(named) == [("other.kms.test.", 0, 0)]  # withdrawn; the other host's record is intact
 
@@ -110,7 +121,9 @@ def test_named_rejects_emus_update_signed_with_a_wrong_key(named):
     wrong = TsigKey.make(KEY_NAME, b"\x01" * 32)
 
     async def publish():
-        publisher = Publisher("kms1.kms.test", [PublishDomain("kms.test")], dns_server=named, key=wrong, rng=seeded(4), zone="kms.test")
+        publisher = Publisher(
+            "kms1.kms.test", [PublishDomain("kms.test")], dns_server=named, key=wrong, rng=seeded(4), zone="kms.test"
+        )
         with pytest.raises(DnsUpdateError) as info:
             await publisher.start()
         return info.value.wire_code

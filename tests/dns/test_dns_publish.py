@@ -7,14 +7,14 @@ import asyncio
 import dns.message
 import dns.rdataclass
 import pytest
+from dns_testing import ZONE_TEXT
 from dnslib import QTYPE
 
-from dns_testing import ZONE_TEXT
 from emu.dns.publish import Publication, build_change, build_publish, build_withdraw
 from emu.dns.zone import load_master_file
 from emu.errors import DnsUpdateError, UsageError
 from emu.net.dns_discovery import discover_kms_hosts, discover_kms_targets
-from emu.net.dns_publisher import Publisher, PublishDomain, parse_publish_entry
+from emu.net.dns_publisher import PublishDomain, Publisher, parse_publish_entry
 from emu.net.dns_server import DnsServer
 from emu.rng import seeded
 
@@ -50,7 +50,9 @@ def test_withdraw_message_only_names_our_own_rrs():
 
 
 def test_publish_message_adds_srv_and_addresses():
-    message = dns.message.from_wire(build_publish("kms.test", Publication("kms.test", "kms2.kms.test"), ("10.0.0.2", "fd00::2"), 1))
+    message = dns.message.from_wire(
+        build_publish("kms.test", Publication("kms.test", "kms2.kms.test"), ("10.0.0.2", "fd00::2"), 1)
+    )
     assert sorted(dns.rdatatype.to_text(r.rdtype) for r in message.update) == ["A", "AAAA", "SRV"]
 
 
@@ -97,10 +99,14 @@ def test_publish_change_refresh_and_withdraw_leave_other_hosts_alone(key):
             await refreshed.wait()  # the loop came back to sleep: one refresh happened
             refreshes = publisher.refreshes
             await publisher.stop()
-            withdrawn = (srv_targets(server), srv_targets(server, "corp.test"), server.resolver.zone("kms.test").node("kms2.kms.test."))
+            withdrawn = (
+                srv_targets(server),
+                srv_targets(server, "corp.test"),
+                server.resolver.zone("kms.test").node("kms2.kms.test."),
+            )
             return published, changed, serial, refreshes, withdrawn
 
-    published, changed, serial, refreshes, withdrawn = run(main())
+    published, changed, _serial, refreshes, withdrawn = run(main())
     assert published[0] == [("kms1.kms.test.", 0, 0), ("kms2.kms.test.", 0, 0)]
     assert ("kms2.kms.test.", 5, 1) in published[1]
     assert changed == [("kms1.kms.test.", 0, 0), ("kms2.kms.test.", 10, 3)]
@@ -112,7 +118,9 @@ def test_publish_change_refresh_and_withdraw_leave_other_hosts_alone(key):
 def test_publisher_without_key_is_refused(key):
     async def main():
         async with DnsServer(zones(), keys=[key]) as server:
-            publisher = Publisher("kms2.kms.test", [PublishDomain("kms.test")], dns_server=server.addresses[0], rng=seeded(1))
+            publisher = Publisher(
+                "kms2.kms.test", [PublishDomain("kms.test")], dns_server=server.addresses[0], rng=seeded(1)
+            )
             with pytest.raises(DnsUpdateError) as info:
                 await publisher.start()
             return info.value.wire_code
@@ -123,7 +131,14 @@ def test_publisher_without_key_is_refused(key):
 def test_discovery_orders_targets_and_resolves_addresses(key):
     async def main():
         async with DnsServer(zones(), keys=[key]) as server:
-            publisher = Publisher("kms2.kms.test", [PublishDomain("kms.test", 10, 0)], dns_server=server.addresses[0], key=key, addresses=("10.0.0.2",), rng=seeded(2))
+            publisher = Publisher(
+                "kms2.kms.test",
+                [PublishDomain("kms.test", 10, 0)],
+                dns_server=server.addresses[0],
+                key=key,
+                addresses=("10.0.0.2",),
+                rng=seeded(2),
+            )
             await publisher.start()
             hosts = await discover_kms_hosts("kms.test", server.addresses[0], seeded(3))
             targets = await discover_kms_targets("kms.test", server.addresses[0], seeded(3))

@@ -7,8 +7,8 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
-
 from dns_testing import NOW, PEER, ask
+
 from emu.dns.resolver import Peer
 
 
@@ -93,12 +93,15 @@ def test_edns_version_1_gets_badvers(resolver):
 
 
 def _big_zone_resolver(zone, key):
-    from emu.dns.resolver import Resolver
-    from emu.dns.zone import RRset
     from dnslib import TXT
 
+    from emu.dns.resolver import Resolver
+    from emu.dns.zone import RRset
+
     editor = zone.edit()
-    editor.set_rrset("big.kms.test.", dns.rdatatype.TXT, RRset(60, tuple(TXT(("x" * 200 + str(i)).encode()) for i in range(10))))
+    editor.set_rrset(
+        "big.kms.test.", dns.rdatatype.TXT, RRset(60, tuple(TXT(("x" * 200 + str(i)).encode()) for i in range(10)))
+    )
     return Resolver([editor.commit()], [key])
 
 

@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-
 from dns_testing import ZONE_TEXT, make_update
+
 from emu.dns.zone import load_master_file
 from emu.net.dns_server import DnsServer, parse_address
 
@@ -55,7 +55,9 @@ def test_ipv6_loopback_serves_udp_and_tcp(key):
         async with DnsServer([zone()], listen=[("::1", 0), ("127.0.0.1", 0)], keys=[key]) as server:
             host, port = server.addresses[0]
             query = dns.message.make_query("kms1.kms.test.", "AAAA")
-            return await dns.asyncquery.udp(query, host, port=port, timeout=TIMEOUT), await dns.asyncquery.tcp(query, host, port=port, timeout=TIMEOUT)
+            return await dns.asyncquery.udp(query, host, port=port, timeout=TIMEOUT), await dns.asyncquery.tcp(
+                query, host, port=port, timeout=TIMEOUT
+            )
 
     udp, tcp = run(main())
     assert str(udp.answer[0][0]) == "fd00::1" and udp.answer == tcp.answer
@@ -106,7 +108,9 @@ def test_garbage_datagram_gets_formerr_and_server_keeps_serving(key):
                 reply = await asyncio.wait_for(loop.sock_recv(sock, 512), TIMEOUT)
             finally:
                 sock.close()
-            after = await dns.asyncquery.udp(dns.message.make_query("kms1.kms.test.", "A"), host, port=port, timeout=TIMEOUT)
+            after = await dns.asyncquery.udp(
+                dns.message.make_query("kms1.kms.test.", "A"), host, port=port, timeout=TIMEOUT
+            )
             return reply, after
 
     reply, after = run(main())
@@ -143,9 +147,13 @@ def test_signed_update_is_journaled_and_replayed_after_restart(tmp_path, key, ke
     async def restart_and_ask():
         async with DnsServer([zone()], keys=[key], state=state) as server:
             host, port = server.addresses[0]
-            srv = await dns.asyncquery.udp(dns.message.make_query("_vlmcs._tcp.kms.test.", "SRV"), host, port=port, timeout=TIMEOUT)
+            srv = await dns.asyncquery.udp(
+                dns.message.make_query("_vlmcs._tcp.kms.test.", "SRV"), host, port=port, timeout=TIMEOUT
+            )
             soa = await dns.asyncquery.udp(dns.message.make_query("kms.test.", "SOA"), host, port=port, timeout=TIMEOUT)
-            aaaa = await dns.asyncquery.udp(dns.message.make_query("kms1.kms.test.", "AAAA"), host, port=port, timeout=TIMEOUT)
+            aaaa = await dns.asyncquery.udp(
+                dns.message.make_query("kms1.kms.test.", "AAAA"), host, port=port, timeout=TIMEOUT
+            )
             return srv, soa, aaaa
 
     assert run(update_then_stop()) == dns.rcode.NOERROR
@@ -169,7 +177,12 @@ def test_binding_a_taken_port_is_a_scenario_error(key):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("127.0.0.1:5353", ("127.0.0.1", 5353)), ("[::1]:5353", ("::1", 5353)), ("::1", ("::1", 53)), ("localhost", ("localhost", 53))],
+    [
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+        ("localhost", ("localhost", 53)),
+    ],
 )
 def test_parse_address_forms(text, expected):
     assert parse_address(text) == expected

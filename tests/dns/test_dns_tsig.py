@@ -6,8 +6,8 @@ import dns.message
 import dns.rcode
 import dns.tsig
 import pytest
-
 from dns_testing import NOW, PEER, SECRET, ask, key_file_text, make_update
+
 from emu.dns.resolver import Peer
 from emu.dns.tsig import TsigKey, parse_key_file, sign_request, verify_request
 from emu.errors import UsageError
@@ -86,7 +86,9 @@ def test_gss_tsig_is_refused(resolver):
     from emu.wire.dns import TsigRecord, encode_tsig_rr
 
     wire = make_update().to_wire()
-    gss = encode_tsig_rr(TsigRecord("kms1-key.", "gss-tsig.", NOW, 300, b"k" * 28, int.from_bytes(wire[:2], "big"), 0, b""))
+    gss = encode_tsig_rr(
+        TsigRecord("kms1-key.", "gss-tsig.", NOW, 300, b"k" * 28, int.from_bytes(wire[:2], "big"), 0, b"")
+    )
     wire = wire[:10] + b"\x00\x01" + wire[12:] + gss
     out = resolver.handle(wire, PEER, NOW)
     assert out[3] & 0xF == Rcode.REFUSED
@@ -115,7 +117,12 @@ def test_key_file_with_several_keys_and_comments():
 
 @pytest.mark.parametrize(
     "text",
-    ["", 'key "k" { algorithm hmac-sha256; };', 'key "k" { algorithm hmac-sha256; secret "!!"; };', 'key "k" { algorithm rot13; secret "AAAA"; };'],
+    [
+        "",
+        'key "k" { algorithm hmac-sha256; };',
+        'key "k" { algorithm hmac-sha256; secret "!!"; };',
+        'key "k" { algorithm rot13; secret "AAAA"; };',
+    ],
     ids=["empty", "no-secret", "bad-base64", "unknown-algorithm"],
 )
 def test_bad_key_files_are_usage_errors(text):

@@ -8,8 +8,8 @@ import dns.flags
 import dns.rcode
 import dns.rdatatype
 import pytest
-
 from dns_testing import NOW, PEER, ask, make_update
+
 from emu.dns.policy import Grant, UpdatePolicy
 from emu.dns.resolver import Peer, Resolver
 from emu.wire.dns import TYPE_SOA
@@ -143,7 +143,7 @@ def test_update_outside_zone_is_notzone_and_nothing_is_applied(resolver, keyring
 
 def _raw_update_rr(name: str, rtype: int, rclass: int, ttl: int, rdata: bytes):
     """A signed-by-nobody update message with one hand-made RR in the update section."""
-    from dnslib import DNSHeader, DNSQuestion, DNSRecord, RD, RR
+    from dnslib import RD, RR, DNSHeader, DNSQuestion, DNSRecord
 
     record = DNSRecord(DNSHeader(id=7, bitmap=5 << 11), questions=[DNSQuestion("kms.test", 6)])
     record.add_auth(RR(name, rtype, rclass, ttl, RD(rdata)))
@@ -285,7 +285,16 @@ def test_policy_refusal_comes_after_prerequisites(zone, key, keyring):
 
 
 def test_policy_srv_target_limits_a_key_to_its_own_records(zone, key, keyring):
-    policy = UpdatePolicy((Grant(key=key.name, name="_vlmcs._tcp", types=frozenset({dns.rdatatype.SRV}), srv_targets=frozenset({"kms2.kms.test."})),))
+    policy = UpdatePolicy(
+        (
+            Grant(
+                key=key.name,
+                name="_vlmcs._tcp",
+                types=frozenset({dns.rdatatype.SRV}),
+                srv_targets=frozenset({"kms2.kms.test."}),
+            ),
+        )
+    )
     resolver = Resolver([zone], [key], policy)
     other = signed(keyring)
     other.delete("_vlmcs._tcp.kms.test.", "SRV", "0 0 1688 kms1.kms.test.")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dns_testing import ZONE_TEXT
 from dnslib import QTYPE
 
-from dns_testing import ZONE_TEXT
 from emu.dns.zone import dump_master_file, load_master_file, serial_gt, serial_next
 from emu.errors import UsageError
 
@@ -55,8 +55,10 @@ def test_empty_non_terminals_exist(zone):
 
 
 def test_dump_escapes_txt_so_quotes_and_backslashes_read_back():
-    text = '$ORIGIN t.test.\n$TTL 60\n@ IN SOA ns1 host ( 1 3600 600 86400 300 )\n@ NS ns1\nns1 A 127.0.0.1\n' \
-           'q TXT "say \\"hi\\" there" "back\\\\slash"\n'
+    text = (
+        "$ORIGIN t.test.\n$TTL 60\n@ IN SOA ns1 host ( 1 3600 600 86400 300 )\n@ NS ns1\nns1 A 127.0.0.1\n"
+        'q TXT "say \\"hi\\" there" "back\\\\slash"\n'
+    )
     zone = load_master_file(text, "t.test")
     dumped = dump_master_file(zone)
     assert '"say \\"hi\\" there" "back\\\\slash"' in dumped
@@ -78,7 +80,16 @@ def test_dump_writes_binary_txt_bytes_as_decimal_escapes_bind_reads():
         node = names.setdefault(str(rr.rname), {})
         old = node.get(rr.rtype)
         node[rr.rtype] = RRset(rr.ttl, (old.rdatas if old else ()) + (rr.rdata,))
-    names["bin.kms.test."] = {int(QTYPE.TXT): RRset(60, (TXT([b"a\x07\xff", b'q"\\'],),))}
+    names["bin.kms.test."] = {
+        int(QTYPE.TXT): RRset(
+            60,
+            (
+                TXT(
+                    [b"a\x07\xff", b'q"\\'],
+                ),
+            ),
+        )
+    }
     dumped = dump_master_file(Zone("kms.test", names))
     assert '"a\\007\\255" "q\\"\\\\"' in dumped
     parsed = dns.zone.from_text(dumped, origin="kms.test.", check_origin=False)  # an independent reader

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -12,8 +12,8 @@ from emu.kms.client import (
     DAY,
     HOUR,
     Activated,
-    AttemptFailed,
     Answered,
+    AttemptFailed,
     BelowThreshold,
     ClientLifecycle,
     ClientPolicy,
@@ -34,7 +34,9 @@ H1, H2, H3 = HostAddress("kms1.test"), HostAddress("kms2.test"), HostAddress("km
 Behaviour = Callable[[HostAddress, float], object]
 
 
-def run(client: ClientLifecycle, until: float, behaviour: Behaviour, dns: Callable[[float], list[HostAddress]] | None = None) -> list:
+def run(
+    client: ClientLifecycle, until: float, behaviour: Behaviour, dns: Callable[[float], list[HostAddress]] | None = None
+) -> list:
     """Drive the client like a real driver would, jumping from deadline to deadline (bounded)."""
     exchanges = []
     for _ in range(10_000):

@@ -30,7 +30,11 @@ IV_2F = bytes(range(0x20, 0x30))
 
 @pytest.mark.parametrize(
     "version, expected",
-    [(4, "933030f10e2e7782b80915d5778a4957"), (5, "ec7c7e75b1923978eac4b2d2260235d5"), (6, "8ca59de0c483c04aa7026a22d6dd208e")],
+    [
+        (4, "933030f10e2e7782b80915d5778a4957"),
+        (5, "ec7c7e75b1923978eac4b2d2260235d5"),
+        (6, "8ca59de0c483c04aa7026a22d6dd208e"),
+    ],
 )
 def test_encrypt_zero_block_matches_spec_5_1(version, expected):
     assert encrypt_block(version, ZERO).hex() == expected
@@ -126,7 +130,15 @@ def test_pkcs7_pad_always_adds_one_to_sixteen_bytes():
 
 
 @pytest.mark.parametrize(
-    "data", [b"", bytes(15), bytes(15) + b"\x00", bytes(15) + b"\x11", bytes(14) + b"\x01\x02", bytes(16) + b"\x05" * 15 + b"\x04"]
+    "data",
+    [
+        b"",
+        bytes(15),
+        bytes(15) + b"\x00",
+        bytes(15) + b"\x11",
+        bytes(14) + b"\x01\x02",
+        bytes(16) + b"\x05" * 15 + b"\x04",
+    ],
 )
 def test_pkcs7_unpad_rejects_bad_padding(data):
     with pytest.raises(PaddingError):

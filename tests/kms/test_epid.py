@@ -100,8 +100,12 @@ def test_text_that_is_not_an_epid_is_reported_not_raised():
 
 
 def test_impossible_day_and_future_date_are_reported():
-    assert any("does not exist" in p for p in E.parse_epid("03612-00206-556-123727-03-1033-17763.0000-3662023").problems)
-    assert any("future" in p for p in E.parse_epid("03612-00206-556-123727-03-1033-17763.0000-0012030", today=TODAY).problems)
+    assert any(
+        "does not exist" in p for p in E.parse_epid("03612-00206-556-123727-03-1033-17763.0000-3662023").problems
+    )
+    assert any(
+        "future" in p for p in E.parse_epid("03612-00206-556-123727-03-1033-17763.0000-0012030", today=TODAY).problems
+    )
 
 
 # Generation ---------------------------------------------------------------------------------------
@@ -155,7 +159,15 @@ def test_unknown_build_and_csvlk_are_usage_errors():
 
 def test_platform_ids_and_ndr64_follow_the_build():
     assert [E.platform_id_for_build(b) for b in (6002, 7601, 9200, 9600, 14393, 17763, 20348, 26100, 22631)] == [
-        55041, 55041, 5426, 6401, 3612, 3612, 3612, 3612, 3612,
+        55041,
+        55041,
+        5426,
+        6401,
+        3612,
+        3612,
+        3612,
+        3612,
+        3612,
     ]
     assert [E.ndr64_for_build(b) for b in (6002, 7601, 9200, 17763)] == [False, False, True, True]
 
@@ -195,10 +207,12 @@ def test_unknown_kms_id_is_answered_by_the_windows_csvlk():
 
 
 def test_default_hwid_is_vlmcsds():
-    assert E.DEFAULT_HWID == bytes([0x3A, 0x1C, 0x04, 0x96, 0x00, 0xB6, 0x00, 0x76])
+    assert bytes([0x3A, 0x1C, 0x04, 0x96, 0x00, 0xB6, 0x00, 0x76]) == E.DEFAULT_HWID
 
 
-@pytest.mark.parametrize("text", ["3A1C049600B60076", "3a 1c 04 96 00 b6 00 76", "0x3A1C049600B60076", "3A:1C:04:96:00:B6:00:76"])
+@pytest.mark.parametrize(
+    "text", ["3A1C049600B60076", "3a 1c 04 96 00 b6 00 76", "0x3A1C049600B60076", "3A:1C:04:96:00:B6:00:76"]
+)
 def test_parse_hwid_accepts_the_usual_spellings(text: str):
     assert E.parse_hwid(text) == E.DEFAULT_HWID
     assert E.format_hwid(E.parse_hwid(text)) == "3A1C049600B60076"

@@ -42,14 +42,28 @@ class Lab:
         self.rng = seeded(seed)
         self.host = KmsHost(config or HostConfig(), seeded(seed + 1), self.clock.wall())
 
-    def request(self, sku=WIN10, cmid: uuid.UUID | None = None, *, major: int | None = None, required: int | None = None,
-                kms_id: uuid.UUID | None = None, skew: float = 0.0):
+    def request(
+        self,
+        sku=WIN10,
+        cmid: uuid.UUID | None = None,
+        *,
+        major: int | None = None,
+        required: int | None = None,
+        kms_id: uuid.UUID | None = None,
+        skew: float = 0.0,
+    ):
         base = RequestBase(
-            version=Version(major or sku.protocol), vm_info=0, license_status=LicenseStatus.OOB_GRACE,
-            binding_expiration=43200, app_id=sku.app_id, sku_id=sku.id, kms_id=kms_id or sku.kms_id,
+            version=Version(major or sku.protocol),
+            vm_info=0,
+            license_status=LicenseStatus.OOB_GRACE,
+            binding_expiration=43200,
+            app_id=sku.app_id,
+            sku_id=sku.id,
+            kms_id=kms_id or sku.kms_id,
             cmid=cmid or uuid.UUID(int=self.rng.randint(1, 2**128 - 1)),
             required_client_count=sku.threshold if required is None else required,
-            client_time=unix_to_filetime(self.clock.wall() + skew), previous_cmid=uuid.UUID(int=0),
+            client_time=unix_to_filetime(self.clock.wall() + skew),
+            previous_cmid=uuid.UUID(int=0),
             workstation_name="client.lab.test",
         )
         message = build_request(base, self.rng)
@@ -168,12 +182,15 @@ def test_a_clock_stepping_back_does_not_break_the_table():
 # --- refusals ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kms_id", [
-    uuid.UUID("e1c51358-fe3e-4203-a4a2-3b6b20c9734e"),  # Windows 10/11 retail
-    uuid.UUID("5f94a0bb-d5a0-4081-a685-5819418b2fe0"),  # Windows preview
-    uuid.UUID("7ba0bf23-d0f5-4072-91d9-d55af5a481b6"),  # China Government: its own CSVLK
-    uuid.UUID("01234567-89ab-cdef-0123-456789abcdef"),  # unknown
-])
+@pytest.mark.parametrize(
+    "kms_id",
+    [
+        uuid.UUID("e1c51358-fe3e-4203-a4a2-3b6b20c9734e"),  # Windows 10/11 retail
+        uuid.UUID("5f94a0bb-d5a0-4081-a685-5819418b2fe0"),  # Windows preview
+        uuid.UUID("7ba0bf23-d0f5-4072-91d9-d55af5a481b6"),  # China Government: its own CSVLK
+        uuid.UUID("01234567-89ab-cdef-0123-456789abcdef"),  # unknown
+    ],
+)
 def test_uncovered_kms_id_is_refused_with_C004F042(kms_id):
     lab = Lab()
     _, answer = lab.request(WIN10, kms_id=kms_id)
@@ -250,13 +267,19 @@ def test_every_answer_verifies_with_all_named_checks(major):
 def test_epids_are_stable_per_csvlk_and_consistent_with_build_and_lcid():
     lab = Lab(HostConfig(host_build=17763, lcid=1031))
     seen: dict[str, set[str]] = {}
-    for sku in (WIN10, SERVER2012R2, OFFICE2019, products.lookup("Office 2016 ProPlus"), products.lookup("Office 2010 ProPlus")):
+    for sku in (
+        WIN10,
+        SERVER2012R2,
+        OFFICE2019,
+        products.lookup("Office 2016 ProPlus"),
+        products.lookup("Office 2010 ProPlus"),
+    ):
         for _ in range(2):
             message, answer = lab.request(sku)
             epid = verify_response(message, answer.response).epid
             key = _epid.csvlk_for_kms_id(sku.kms_id)
             seen.setdefault(key.name, set()).add(epid)
-            today = _dt.datetime.fromtimestamp(lab.clock.wall(), _dt.timezone.utc).date()
+            today = _dt.datetime.fromtimestamp(lab.clock.wall(), _dt.UTC).date()
             parsed = _epid.parse_epid(epid, key=key, today=today)
             assert parsed.problems == (), parsed.problems
             assert (parsed.build, parsed.lcid) == (17763, 1031)
@@ -272,10 +295,17 @@ def test_restored_epids_are_kept_and_configured_ones_win():
     assert second.epids["Office2019"] == "03612-00206-684-137669-03-1033-17763.0000-2972018"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"host_build": 12345}, {"lcid": 0}, {"hwid": b"\x00" * 7}, {"activation_interval": 0},
-    {"epids": {"Nope": "03612-00206-684-137669-03-1033-17763.0000-2972018"}}, {"epids": {"Windows": "garbage"}},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"host_build": 12345},
+        {"lcid": 0},
+        {"hwid": b"\x00" * 7},
+        {"activation_interval": 0},
+        {"epids": {"Nope": "03612-00206-684-137669-03-1033-17763.0000-2972018"}},
+        {"epids": {"Windows": "garbage"}},
+    ],
+)
 def test_bad_host_settings_are_usage_errors(kwargs):
     with pytest.raises(UsageError):
         HostConfig(**kwargs)

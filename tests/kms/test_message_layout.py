@@ -9,19 +9,31 @@ import uuid
 import pytest
 
 from emu.kms import crypto, products
+from emu.kms.client import HostAddress
 from emu.kms.host import HostConfig, KmsHost
 from emu.kms.messages import build_request, message_layout
 from emu.net.kms_client import ExchangeStatus, exchange
 from emu.net.kms_server import KmsServer, ServerConfig
-from emu.kms.client import HostAddress
 from emu.rng import seeded
 from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 
 def _base(version: Version) -> RequestBase:
     sku = products.lookup("win10ent")
-    return RequestBase(version, 0, LicenseStatus.OOB_GRACE, 43200, sku.app_id, sku.id, sku.kms_id,
-                       uuid.UUID(int=1), 25, 133485408000000000, uuid.UUID(int=0), "TESTPC")
+    return RequestBase(
+        version,
+        0,
+        LicenseStatus.OOB_GRACE,
+        43200,
+        sku.app_id,
+        sku.id,
+        sku.kms_id,
+        uuid.UUID(int=1),
+        25,
+        133485408000000000,
+        uuid.UUID(int=0),
+        "TESTPC",
+    )
 
 
 @pytest.mark.parametrize("major,layout", [(0, 4), (3, 4), (4, 4), (5, 5), (6, 6), (7, 6), (255, 6)])

@@ -5,8 +5,25 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from emu_testing import requires_vectors, vector_exchanges
+from kms_stubs import request_kms, response_kms
+from kms_vectors import (
+    CMID,
+    EPID,
+    FILETIME,
+    HWID,
+    IV_REQ,
+    IV_RESP,
+    V4_REQUEST,
+    V4_RESPONSE,
+    V5_REQUEST,
+    V5_RESPONSE,
+    V6_REQUEST,
+    V6_RESPONSE,
+    R,
+    request_base,
+)
+
 from emu.errors import KmsError, UsageError, VerificationError
 from emu.kms.crypto import cbc_encrypt, pkcs7_pad, v4_mac
 from emu.kms.messages import (
@@ -20,37 +37,41 @@ from emu.kms.messages import (
 )
 from emu.rng import seeded
 from emu.wire.kms import ResponseV6Plain, Version, decode_version
-from kms_stubs import request_kms, response_kms
-from kms_vectors import (
-    CMID,
-    EPID,
-    FILETIME,
-    HWID,
-    IV_REQ,
-    IV_RESP,
-    R,
-    V4_REQUEST,
-    V4_RESPONSE,
-    V5_REQUEST,
-    V5_RESPONSE,
-    V6_REQUEST,
-    V6_RESPONSE,
-    request_base,
-)
 
 VECTORS = {4: (V4_REQUEST, V4_RESPONSE), 5: (V5_REQUEST, V5_RESPONSE), 6: (V6_REQUEST, V6_RESPONSE)}
 CHECKS = {
     4: {"decode_ok", "mac_ok", "version_ok", "cmid_ok", "client_time_ok", "pid_length_ok", "size_ok"},
-    5: {"decode_ok", "decrypt_success", "hash_ok", "ivs_ok", "version_ok", "cmid_ok", "client_time_ok",
-        "pid_length_ok", "size_ok"},
-    6: {"decode_ok", "decrypt_success", "hash_ok", "ivs_ok", "iv_not_suspicious", "hmac_ok", "version_ok",
-        "cmid_ok", "client_time_ok", "pid_length_ok", "size_ok"},
+    5: {
+        "decode_ok",
+        "decrypt_success",
+        "hash_ok",
+        "ivs_ok",
+        "version_ok",
+        "cmid_ok",
+        "client_time_ok",
+        "pid_length_ok",
+        "size_ok",
+    },
+    6: {
+        "decode_ok",
+        "decrypt_success",
+        "hash_ok",
+        "ivs_ok",
+        "iv_not_suspicious",
+        "hmac_ok",
+        "version_ok",
+        "cmid_ok",
+        "client_time_ok",
+        "pid_length_ok",
+        "size_ok",
+    },
 }
 
 
 def _respond(request: bytes, **kw) -> bytes:
-    args = dict(epid=EPID, count=50, activation_interval=120, renewal_interval=10080, hwid=HWID,
-                response_iv=IV_RESP, random_r=R)
+    args = dict(
+        epid=EPID, count=50, activation_interval=120, renewal_interval=10080, hwid=HWID, response_iv=IV_RESP, random_r=R
+    )
     args.update(kw)
     return build_response(open_request(request), **args)
 
@@ -114,8 +135,16 @@ def test_open_response_of_garbage_raises_verification_error():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x00\x00", b"\x00\x00\x07\x00" + bytes(256), b"\x00\x00\x03\x00" + bytes(248),
-     b"\x01\x00\x06\x00" + V6_REQUEST[4:], V6_REQUEST[:-16], V6_REQUEST + bytes(16), V4_REQUEST[:-1]],
+    [
+        b"",
+        b"\x00\x00",
+        b"\x00\x00\x07\x00" + bytes(256),
+        b"\x00\x00\x03\x00" + bytes(248),
+        b"\x01\x00\x06\x00" + V6_REQUEST[4:],
+        V6_REQUEST[:-16],
+        V6_REQUEST + bytes(16),
+        V4_REQUEST[:-1],
+    ],
     ids=["empty", "half-header", "v7", "v3", "minor-1", "v6-short", "v6-long", "v4-short"],
 )
 def test_bad_requests_are_refused_with_8007000d(data):
@@ -284,7 +313,7 @@ def _captured():
 @requires_vectors
 def test_every_captured_successful_response_passes_every_check():
     versions = set()
-    for capture, req, resp, hresult in _captured():
+    for capture, req, resp, _hresult in _captured():
         if resp is None:
             continue
         result = verify_response(req, resp)

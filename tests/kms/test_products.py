@@ -99,7 +99,9 @@ def test_packaged_data_loads_and_validates():
 def test_every_spec_kms_item_has_the_spec_protocol_threshold_and_flags():
     for kms_id, (protocol, threshold, retail, preview) in SPEC_KMS_ITEMS.items():
         item = products.kms_item(kms_id)
-        assert (item.protocol, item.threshold, item.retail, item.preview) == (protocol, threshold, retail, preview), item.name
+        assert (item.protocol, item.threshold, item.retail, item.preview) == (protocol, threshold, retail, preview), (
+            item.name
+        )
 
 
 @pytest.mark.parametrize("sku_id,kms_id", SPEC_SKUS.items())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from emu.clock import unix_to_filetime
 from emu.kms import products
@@ -21,12 +22,19 @@ WAIT = 5.0
 
 
 @contextlib.asynccontextmanager
-async def running_host(host_config: HostConfig | None = None, store: Any = None, seed: int = 1, **server_kwargs: Any) -> AsyncIterator[KmsServer]:
+async def running_host(
+    host_config: HostConfig | None = None, store: Any = None, seed: int = 1, **server_kwargs: Any
+) -> AsyncIterator[KmsServer]:
     """A KmsServer on 127.0.0.1 (a free port), stopped on exit."""
     import time
 
-    host = KmsHost(host_config or HostConfig(), seeded(seed), time.time(),
-                   store.load_cache() if store is not None else None, store.load_epids() if store is not None else None)
+    host = KmsHost(
+        host_config or HostConfig(),
+        seeded(seed),
+        time.time(),
+        store.load_cache() if store is not None else None,
+        store.load_epids() if store is not None else None,
+    )
     config = ServerConfig(**{"listen": (("127.0.0.1", 0),), **server_kwargs})
     server = KmsServer(host, config, store, rng=seeded(seed + 1))
     await server.start()
@@ -36,18 +44,30 @@ async def running_host(host_config: HostConfig | None = None, store: Any = None,
         await server.stop()
 
 
-def kms_request(rng: Rng, sku_name: str = "win10ent", major: int | None = None, cmid: uuid.UUID | None = None,
-                required: int | None = None) -> bytes:
+def kms_request(
+    rng: Rng,
+    sku_name: str = "win10ent",
+    major: int | None = None,
+    cmid: uuid.UUID | None = None,
+    required: int | None = None,
+) -> bytes:
     """A KMS request message of a client of ``sku_name`` stamped with the current time."""
     import time
 
     sku = products.lookup(sku_name)
     base = RequestBase(
-        version=Version(major or sku.protocol), vm_info=0, license_status=LicenseStatus.OOB_GRACE,
-        binding_expiration=43200, app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id,
+        version=Version(major or sku.protocol),
+        vm_info=0,
+        license_status=LicenseStatus.OOB_GRACE,
+        binding_expiration=43200,
+        app_id=sku.app_id,
+        sku_id=sku.id,
+        kms_id=sku.kms_id,
         cmid=cmid or uuid.UUID(int=rng.randint(1, 2**128 - 1)),
         required_client_count=sku.threshold if required is None else required,
-        client_time=unix_to_filetime(time.time()), previous_cmid=uuid.UUID(int=0), workstation_name="peer.lab.test",
+        client_time=unix_to_filetime(time.time()),
+        previous_cmid=uuid.UUID(int=0),
+        workstation_name="peer.lab.test",
     )
     return build_request(base, rng)
 
@@ -59,7 +79,9 @@ async def _read_events(client: ClientAssociation, reader: asyncio.StreamReader) 
     return client.receive_data(data)
 
 
-async def session(addr: tuple[str, int], messages: list[bytes], ndr64: bool = True, btfn: bool = True) -> list[Reply | FaultReceived]:
+async def session(
+    addr: tuple[str, int], messages: list[bytes], ndr64: bool = True, btfn: bool = True
+) -> list[Reply | FaultReceived]:
     """One connection, vlmcs style: bind (alter_context if asked), then each message in turn."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), WAIT)
     client = ClientAssociation(offer_ndr64=ndr64, offer_btfn=btfn)

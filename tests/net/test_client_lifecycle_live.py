@@ -7,6 +7,7 @@ real DCE/RPC conversation over TCP.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import uuid
 
@@ -45,15 +46,26 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 def _host(clock: VirtualClock, seed: int) -> KmsServer:
-    return KmsServer(KmsHost(HostConfig(), seeded(seed), clock.wall()), ServerConfig(listen=(("127.0.0.1", 0),)),
-                     clock=clock, rng=seeded(seed + 100))
+    return KmsServer(
+        KmsHost(HostConfig(), seeded(seed), clock.wall()),
+        ServerConfig(listen=(("127.0.0.1", 0),)),
+        clock=clock,
+        rng=seeded(seed + 100),
+    )
 
 
-def _client(n: int, clock: VirtualClock, *, host: HostAddress | None = None, domain: str | None = None,
-            threshold: int = SERVER.threshold) -> LiveClient:
+def _client(
+    n: int,
+    clock: VirtualClock,
+    *,
+    host: HostAddress | None = None,
+    domain: str | None = None,
+    threshold: int = SERVER.threshold,
+) -> LiveClient:
     template = RequestTemplate(Version(SERVER.protocol), SERVER.app_id, SERVER.id, SERVER.kms_id, threshold, f"srv{n}")
-    lifecycle = ClientLifecycle(threshold=threshold, now=clock.now(), cmid=uuid.UUID(int=n + 1), static_host=host,
-                                domain=domain)
+    lifecycle = ClientLifecycle(
+        threshold=threshold, now=clock.now(), cmid=uuid.UUID(int=n + 1), static_host=host, domain=domain
+    )
     return LiveClient(lifecycle, template, seeded(n), name=f"srv{n}")
 
 
@@ -87,7 +99,9 @@ def test_clients_wait_below_threshold_retry_after_two_hours_then_renew_every_sev
     for n in range(4):  # the retry 2 hours later finds the count at 5; renewals follow every 7 days
         assert activations[n] == [(2 * HOUR, 5, False), (2 * HOUR + 7 * DAY, 5, True), (2 * HOUR + 14 * DAY, 5, True)]
     assert all(c.lifecycle.state is ClientState.ACTIVATED for c in clients)
-    assert all(r.status in (ExchangeStatus.ACTIVATED, ExchangeStatus.BELOW_THRESHOLD) for c in clients for r in c.results)
+    assert all(
+        r.status in (ExchangeStatus.ACTIVATED, ExchangeStatus.BELOW_THRESHOLD) for c in clients for r in c.results
+    )
     assert clock.now() == 15 * DAY
 
 
@@ -112,7 +126,7 @@ def test_an_activation_expires_after_180_days_without_a_host() -> None:
     assert client.lifecycle.state is ClientState.EXPIRED
     failures = _events(client, AttemptFailed)
     assert failures[0].at == 7 * DAY  # the first renewal finds no host...
-    assert all(b.at - a.at == 2 * HOUR for a, b in zip(failures, failures[1:]))  # ...then every 2 hours
+    assert all(b.at - a.at == 2 * HOUR for a, b in itertools.pairwise(failures))  # ...then every 2 hours
     assert all(r.status is ExchangeStatus.UNREACHABLE for r in client.results[1:])
     assert "cannot connect to" in failures[0].reason
 
@@ -122,10 +136,15 @@ def test_failover_skips_a_dead_host_and_caches_the_one_that_answered() -> None:
 
     async def go() -> tuple[LiveClient, list[HostAddress]]:
         async with _host(clock, 3) as b, _host(clock, 4) as c:
-            hosts = [HostAddress("127.0.0.1", _closed_port()), HostAddress(*b.addresses[0]), HostAddress(*c.addresses[0])]
+            hosts = [
+                HostAddress("127.0.0.1", _closed_port()),
+                HostAddress(*b.addresses[0]),
+                HostAddress(*c.addresses[0]),
+            ]
             client = _client(0, clock, domain="kms.test", threshold=1)
-            await run_lifecycles([client], clock, until=1 * HOUR, resolver=static_resolver({"kms.test": hosts}),
-                                 options=OPTIONS)
+            await run_lifecycles(
+                [client], clock, until=1 * HOUR, resolver=static_resolver({"kms.test": hosts}), options=OPTIONS
+            )
             return client, hosts
 
     client, hosts = run(go())
@@ -159,7 +178,11 @@ def test_rediscovery_through_emus_dns_when_the_cached_host_dies() -> None:
         await b.start()
         await c.start()
         try:
-            hosts = [HostAddress("127.0.0.1", _closed_port()), HostAddress(*b.addresses[0]), HostAddress(*c.addresses[0])]
+            hosts = [
+                HostAddress("127.0.0.1", _closed_port()),
+                HostAddress(*b.addresses[0]),
+                HostAddress(*c.addresses[0]),
+            ]
             zone = load_master_file(ZONE.format(a=hosts[0].port, b=hosts[1].port, c=hosts[2].port), "kms.test")
             async with DnsServer([zone], listen=(("127.0.0.1", 0),)) as dns:
                 resolver = dns_resolver(dns.addresses[0], seeded(9))

@@ -21,9 +21,18 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["host", "serve", *argv])
 
 
-@pytest.mark.parametrize(("text", "minutes"), [
-    (120, 120), ("120", 120), ("90m", 90), ("2h", 120), ("7d", 10080), ("1w", 10080), ("3600s", 60),
-])
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        (120, 120),
+        ("120", 120),
+        ("90m", 90),
+        ("2h", 120),
+        ("7d", 10080),
+        ("1w", 10080),
+        ("3600s", 60),
+    ],
+)
 def test_durations_accept_minutes_and_units(text, minutes):
     assert parse_minutes(text, "--renewal-interval") == minutes
 
@@ -40,8 +49,18 @@ def test_flags_override_the_config_file(tmp_path):
         'listen = ["127.0.0.1:1700", "[::1]:1700"]\nidle_timeout = 5\nrenewal_interval = "1d"\nactivation_interval = 60\n'
         'products = ["win10ent"]\nndr64 = false\nlcid = 1031\n[epids]\nWindows = "03612-00206-556-123727-03-1031-26100.0000-0012025"\n'
     )
-    settings = load_settings(_args("--config", str(config), "--idle-timeout", "9", "--activation-interval", "2h",
-                                   "--epid", "office2019=03612-00206-684-137669-03-1033-17763.0000-2972018"))
+    settings = load_settings(
+        _args(
+            "--config",
+            str(config),
+            "--idle-timeout",
+            "9",
+            "--activation-interval",
+            "2h",
+            "--epid",
+            "office2019=03612-00206-684-137669-03-1033-17763.0000-2972018",
+        )
+    )
     server = build_server_config(settings)
     host = build_host_config(settings)
     assert server.listen == (("127.0.0.1", 1700), ("::1", 1700)) and server.idle_timeout == 9.0 and not server.ndr64
@@ -57,16 +76,19 @@ def test_defaults_without_config():
     assert (host.activation_interval, host.renewal_interval, host.kms_ids) == (120, 10080, None)
 
 
-@pytest.mark.parametrize(("argv", "words"), [
-    (["--listen", "127.0.0.1:99999"], "out of range"),
-    (["--max-connections", "lots"], "--max-connections"),
-    (["--hwid", "xyz"], "--hwid"),
-    (["--host-build", "1234"], "unknown host build"),
-    (["--product", "no such product at all"], ""),
-    (["--epid", "Windows"], "CSVLK=EPID"),
-    (["--kms-id", "nope"], "not a GUID"),
-    (["--log-level", "LOUD"], "--log-level"),
-])
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--listen", "127.0.0.1:99999"], "out of range"),
+        (["--max-connections", "lots"], "--max-connections"),
+        (["--hwid", "xyz"], "--hwid"),
+        (["--host-build", "1234"], "unknown host build"),
+        (["--product", "no such product at all"], ""),
+        (["--epid", "Windows"], "CSVLK=EPID"),
+        (["--kms-id", "nope"], "not a GUID"),
+        (["--log-level", "LOUD"], "--log-level"),
+    ],
+)
 def test_bad_values_are_one_line_and_exit_2(argv, words, capsys):
     assert main(["host", "serve", "--listen", "127.0.0.1:0", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -87,8 +109,13 @@ def test_port_in_use_is_one_line_exit_2():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "emu", "host", "serve", "--listen", f"127.0.0.1:{port}", "--log-level", "ERROR"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "emu", "host", "serve", "--listen", f"127.0.0.1:{port}", "--log-level", "ERROR"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"emu: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
 

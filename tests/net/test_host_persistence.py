@@ -37,8 +37,21 @@ MAX_SECONDS = 20.0
 
 def start_host(state: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emu", "host", "serve", "--listen", "127.0.0.1:0", "--state", str(state), "--log-level", "WARNING"],
-        stderr=subprocess.PIPE, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "emu",
+            "host",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            str(state),
+            "--log-level",
+            "WARNING",
+        ],
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
@@ -53,7 +66,9 @@ def start_host(state: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     pytest.fail(f"emu host serve did not start (exit {proc.poll()})")
 
 
-async def _load(addr: tuple[str, int], proc: subprocess.Popen[bytes], workers: int = 8) -> tuple[set[uuid.UUID], set[str]]:
+async def _load(
+    addr: tuple[str, int], proc: subprocess.Popen[bytes], workers: int = 8
+) -> tuple[set[uuid.UUID], set[str]]:
     """Concurrent one-request connections until the server dies; returns the answered CMIDs and ePIDs."""
     answered: set[uuid.UUID] = set()
     epids: set[str] = set()
@@ -71,7 +86,7 @@ async def _load(addr: tuple[str, int], proc: subprocess.Popen[bytes], workers: i
             message = kms_request(rng, cmid=cmid, required=REQUIRED)
             try:
                 (reply,) = await session(addr, [message], ndr64=False, btfn=False)
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ConnectionError):
                 failures += 1
                 continue
             assert isinstance(reply, Reply) and reply.hresult == 0
@@ -120,8 +135,13 @@ def test_kill_9_mid_load_loses_no_answered_activation_and_restart_resumes_counts
             proc.kill()
             proc.wait()
 
-    out = subprocess.run([sys.executable, "-m", "emu", "host", "status", "--state", str(state), "--json"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "emu", "host", "status", "--state", str(state), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     (windows,) = [a for a in status["applications"] if a["application"] == "Windows"]

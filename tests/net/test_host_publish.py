@@ -56,22 +56,64 @@ def test_host_publishes_itself_is_discovered_and_withdraws_only_its_records(tmp_
     dns_port, kms_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
     emu = [sys.executable, "-m", "emu"]
     dns_proc = subprocess.Popen(
-        emu + ["dns", "serve", "--listen", f"127.0.0.1:{dns_port}", "--zone", f"kms.test={tmp_path / 'kms.test.zone'}",
-               "--tsig-key", str(tmp_path / "kms.key")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        emu
+        + [
+            "dns",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{dns_port}",
+            "--zone",
+            f"kms.test={tmp_path / 'kms.test.zone'}",
+            "--tsig-key",
+            str(tmp_path / "kms.key"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     host_proc = None
     try:
         assert _wait_until(lambda: _srv(dns_port)), "DNS server did not come up"
         before = _srv(dns_port)
         host_proc = subprocess.Popen(
-            emu + ["host", "serve", "--listen", f"127.0.0.1:{kms_port}", "--publish", "kms.test,0,100",
-                   "--dns-server", f"127.0.0.1:{dns_port}", "--tsig-key", str(tmp_path / "kms.key"),
-                   "--host-name", "kms1.kms.test"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            emu
+            + [
+                "host",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{kms_port}",
+                "--publish",
+                "kms.test,0,100",
+                "--dns-server",
+                f"127.0.0.1:{dns_port}",
+                "--tsig-key",
+                str(tmp_path / "kms.key"),
+                "--host-name",
+                "kms1.kms.test",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         mine = f"0 100 {kms_port} kms1.kms.test."
         assert _wait_until(lambda: mine in _srv(dns_port)), "the host's SRV record never appeared"
         assert _srv(dns_port) == before | {mine}
         client = subprocess.run(
-            emu + ["client", "activate", ".kms.test", "--dns-server", f"127.0.0.1:{dns_port}", "-l", "srv2019 std", "-n", "1", "--json"],
-            capture_output=True, text=True, timeout=30)
+            emu
+            + [
+                "client",
+                "activate",
+                ".kms.test",
+                "--dns-server",
+                f"127.0.0.1:{dns_port}",
+                "-l",
+                "srv2019 std",
+                "-n",
+                "1",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert client.returncode == 3, client.stdout + client.stderr  # found via SRV (priority 0 first), count 1 < 5
         host_proc.send_signal(signal.SIGTERM)
         assert host_proc.wait(timeout=10) == 0

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from emu_testing import requires_vectors, vector_files, whole_pdus
@@ -19,7 +19,7 @@ from emu.kms.messages import open_request
 from emu.kms.products import lookup
 from emu.net.kms_client import ExchangeStatus, KmsClientSession, RpcOptions, exchange
 from emu.net.kms_server import KmsServer, ServerConfig
-from emu.net.pcap import read_conversations
+from emu.pcap.reader import read_conversations
 from emu.rng import seeded
 from emu.rpc.association import Call, Send, ServerAssociation, ServerRpcConfig
 from emu.wire.kms import Version
@@ -48,8 +48,9 @@ async def _read_pdu(reader: asyncio.StreamReader) -> bytes:
 
 def _template(sku_name: str = "win10ent", major: int | None = None, required: int | None = None) -> RequestTemplate:
     sku = lookup(sku_name)
-    return RequestTemplate(Version(major or sku.protocol), sku.app_id, sku.id, sku.kms_id,
-                           required or sku.threshold, "client1.lab.test")
+    return RequestTemplate(
+        Version(major or sku.protocol), sku.app_id, sku.id, sku.kms_id, required or sku.threshold, "client1.lab.test"
+    )
 
 
 def _base(template: RequestTemplate, cmid: uuid.UUID | None = None):  # type: ignore[no-untyped-def]
@@ -148,10 +149,9 @@ async def _replay(name: str, index: int, tamper: Callable[[bytes], bytes] | None
     opened = _captured_requests(client)
     server, host = await _serve(_replayer(server_pdus, tamper))
     results = []
-    async with server:
-        async with KmsClientSession(host, _options_of(client[0])) as session:
-            for req in opened:
-                results.append(await session.request(req.base, seeded(0), iv=req.iv))
+    async with server, KmsClientSession(host, _options_of(client[0])) as session:
+        for req in opened:
+            results.append(await session.request(req.base, seeded(0), iv=req.iv))
     return client, server_pdus, opened, results
 
 
@@ -179,8 +179,11 @@ def test_client_reproduces_the_captured_vlmcs_stream_and_accepts_the_captured_an
             assert isinstance(result.outcome, HostError)
         else:
             assert result.verified is not None and result.verified.ok, result.verified.failed
-            expected = (ExchangeStatus.ACTIVATED if (result.count or 0) >= req.base.required_client_count
-                        else ExchangeStatus.BELOW_THRESHOLD)
+            expected = (
+                ExchangeStatus.ACTIVATED
+                if (result.count or 0) >= req.base.required_client_count
+                else ExchangeStatus.BELOW_THRESHOLD
+            )
             assert result.status is expected
             assert isinstance(result.outcome, Answered)
 
@@ -225,7 +228,12 @@ def test_client_names_the_failed_check_of_a_tampered_captured_answer(major: int)
 
 # --- emu's own host -------------------------------------------------------------------------------------
 
-FAMILIES = {"windows-client": "win10ent", "windows-server": "srv2019dc", "office-2010": "o2010", "office-2013+": "o2019"}
+FAMILIES = {
+    "windows-client": "win10ent",
+    "windows-server": "srv2019dc",
+    "office-2010": "o2010",
+    "office-2013+": "o2019",
+}
 
 
 async def _against_emu_host(sku_name: str, major: int, ndr64: bool, btfn: bool):  # type: ignore[no-untyped-def]
@@ -259,7 +267,9 @@ def test_client_activates_against_emus_host(major: int, ndr64: bool, btfn: bool,
 
 def test_exchange_below_threshold_reports_the_count_and_the_lifecycle_outcome() -> None:
     async def go():  # type: ignore[no-untyped-def]
-        async with KmsServer(KmsHost(HostConfig(), seeded(1), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))) as s:
+        async with KmsServer(
+            KmsHost(HostConfig(), seeded(1), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))
+        ) as s:
             return await exchange(HostAddress(*s.addresses[0]), _base(_template("srv2019dc")), rng=seeded(2))
 
     result = run(go())
@@ -284,7 +294,7 @@ def test_exchange_reports_the_hosts_hresult_for_an_uncovered_product() -> None:
 def test_session_reconnects_when_the_host_closed_between_requests() -> None:
     async def go():  # type: ignore[no-untyped-def]
         host = KmsHost(HostConfig(), seeded(1), time.time())
-        async with KmsServer(host, ServerConfig(listen=(("127.0.0.1", 0),), idle_timeout=0.05)) as s:
+        async with KmsServer(host, ServerConfig(listen=(("127.0.0.1", 0),), idle_timeout=0.05)) as s:  # noqa: SIM117
             async with KmsClientSession(HostAddress(*s.addresses[0]), RpcOptions()) as session:
                 first = await session.request(_base(_template(required=1)), seeded(1))
                 for _ in range(500):  # bounded: until the host's idle timeout closed the connection
@@ -334,13 +344,22 @@ def _bind_then(reply: Callable[[Call, ServerAssociation], bytes | None]) -> Hand
 async def _against(handler: Handler, timeout: float = 5.0):  # type: ignore[no-untyped-def]
     server, host = await _serve(handler)
     async with server:
-        return await exchange(host, _base(_template(required=1)), rng=seeded(1),
-                              options=RpcOptions(reply_timeout=timeout))
+        return await exchange(
+            host, _base(_template(required=1)), rng=seeded(1), options=RpcOptions(reply_timeout=timeout)
+        )
 
 
 def _fault(call: Call, assoc: ServerAssociation) -> bytes:
-    return encode_pdu(Fault(call_id=call.call_id, pfc_flags=PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG, alloc_hint=0,
-                            p_cont_id=call.context_id, cancel_count=0, status=0x1C010002))
+    return encode_pdu(
+        Fault(
+            call_id=call.call_id,
+            pfc_flags=PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG,
+            alloc_hint=0,
+            p_cont_id=call.context_id,
+            cancel_count=0,
+            status=0x1C010002,
+        )
+    )
 
 
 def test_a_fault_is_reported_as_host_error_with_its_status() -> None:
@@ -425,4 +444,3 @@ def test_a_host_that_closes_without_answering_is_unreachable() -> None:
     result = run(_against(hang_up))
     assert result.status is ExchangeStatus.UNREACHABLE
     assert result.detail.endswith("closed the connection without sending the bind_ack")
-

@@ -45,7 +45,7 @@ def test_grab_ini_is_vlmcsd_format_and_toml_makes_a_host_with_the_same_identity(
     ini = to_ini(grabbed).splitlines()
     assert ini[0] == f"Windows = {host.epids['Windows']} / 01 23 45 67 89 AB CD EF"
     settings = tomllib.loads(to_toml(grabbed))["host"]
-    twin, regrabbed = asyncio.run(_grab_from(HostConfig(hwid=parse_hwid(settings["hwid"]), epids=settings["epids"])))
+    _twin, regrabbed = asyncio.run(_grab_from(HostConfig(hwid=parse_hwid(settings["hwid"]), epids=settings["epids"])))
     assert to_ini(regrabbed) == to_ini(grabbed)
 
 

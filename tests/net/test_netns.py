@@ -32,12 +32,11 @@ def _interfaces(ns: str) -> list[str]:
 
 def test_namespace_is_created_with_loopback_up_and_deleted_even_when_the_body_fails():
     name = netns.random_name()
-    with pytest.raises(RuntimeError):
-        with netns.namespace(name) as ns:
-            assert netns.exists(ns) and _interfaces(ns) == ["lo"]
-            state = subprocess.run(["ip", "-n", ns, "link", "show", "lo"], capture_output=True, text=True).stdout
-            assert "UP" in state
-            raise RuntimeError("body failed")
+    with pytest.raises(RuntimeError), netns.namespace(name) as ns:
+        assert netns.exists(ns) and _interfaces(ns) == ["lo"]
+        state = subprocess.run(["ip", "-n", ns, "link", "show", "lo"], capture_output=True, text=True).stdout
+        assert "UP" in state
+        raise RuntimeError("body failed")
     assert not netns.exists(name)
 
 
@@ -77,9 +76,8 @@ def test_deleting_a_namespace_stops_the_processes_started_inside_it():
 def test_bad_names_and_duplicate_namespaces_are_refused():
     with pytest.raises(UsageError):
         netns.create("a/b")
-    with netns.namespace() as ns:
-        with pytest.raises(ScenarioError, match="exists already"):
-            netns.create(ns)
+    with netns.namespace() as ns, pytest.raises(ScenarioError, match="exists already"):
+        netns.create(ns)
     with pytest.raises(ScenarioError, match="no network namespace"):
         netns.run_in(netns.random_name(), lambda: None)
 
@@ -108,20 +106,33 @@ def _all_checksums_valid(path: Path) -> tuple[int, list[str]]:
 def test_host_and_client_in_two_namespaces_captured_with_emu_capture_netns(tmp_path: Path):
     pcap = tmp_path / "host-side.pcap"
     with netns.veth_link("10.213.9.0/30") as link:
-        host = netns.popen_in(link.ns_a, [*EMU, "host", "serve", "--listen", f"{link.addr_a}:1688",
-                                          "--idle-timeout", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        sniffer = subprocess.Popen([*EMU, "capture", "--netns", link.ns_a, "-i", link.if_a, "-w", str(pcap),
-                                    "--duration", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        host = netns.popen_in(
+            link.ns_a,
+            [*EMU, "host", "serve", "--listen", f"{link.addr_a}:1688", "--idle-timeout", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        sniffer = subprocess.Popen(
+            [*EMU, "capture", "--netns", link.ns_a, "-i", link.if_a, "-w", str(pcap), "--duration", "20"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert "capturing on" in sniffer.stderr.readline()
             for _ in range(100):  # the host listens within a few seconds
-                probe = subprocess.run(["ip", "netns", "exec", link.ns_a, "ss", "-ltn", "sport = :1688"],
-                                       capture_output=True, text=True)
+                probe = subprocess.run(
+                    ["ip", "netns", "exec", link.ns_a, "ss", "-ltn", "sport = :1688"], capture_output=True, text=True
+                )
                 if link.addr_a in probe.stdout:
                     break
                 time.sleep(0.1)
-            client = netns.popen_in(link.ns_b, [*EMU, "client", "activate", f"{link.addr_a}:1688", "--count", "3",
-                                                "--json", "--seed", "7"], stdout=subprocess.PIPE, text=True)
+            client = netns.popen_in(
+                link.ns_b,
+                [*EMU, "client", "activate", f"{link.addr_a}:1688", "--count", "3", "--json", "--seed", "7"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             out, _ = client.communicate(timeout=30)
             report = json.loads(out)
             assert client.returncode in (0, 3), out  # 3 below threshold on a fresh host: still answered

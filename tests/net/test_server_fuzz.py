@@ -74,7 +74,6 @@ def _valid_stream() -> bytes:
     bind = client.bind()
     # Answer the bind locally so the client can build a request on NDR64's context as well.
     from emu.rpc.association import ServerAssociation
-
     from emu.rpc.client import SendAlterContext
 
     local = ServerAssociation()
@@ -102,12 +101,16 @@ def _poke(addr: tuple[str, int], data: bytes) -> None:
             while time.monotonic() < deadline:
                 if not sock.recv(65536):
                     return  # the host closed it
-        except (socket.timeout, ConnectionError):
+        except (TimeoutError, ConnectionError):
             return
 
 
-_FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+_FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @_FUZZ_SETTINGS
@@ -117,8 +120,10 @@ def test_random_bytes_cost_only_their_connection(host, data):
 
 
 @_FUZZ_SETTINGS
-@given(flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(1, 255)), min_size=1, max_size=6),
-       cut=st.integers(1, len(VALID)))
+@given(
+    flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(1, 255)), min_size=1, max_size=6),
+    cut=st.integers(1, len(VALID)),
+)
 def test_mutated_client_streams_cost_only_their_connection(host, flips, cut):
     data = bytearray(VALID)
     for index, xor in flips:

@@ -8,7 +8,7 @@ import pytest
 from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.errors import UsageError
-from emu.net.pcap import read_conversations
+from emu.pcap.reader import read_conversations
 from emu.rpc.association import (
     MAX_STUB_LENGTH,
     AssociationState,
@@ -53,8 +53,9 @@ def vlmcs_bind(ndr64: bool = True, btfn: int | None = 3, call_id: int = 2) -> by
 
 def request(ctx: int = 0, call_id: int = 2, opnum: int = 0, stub: bytes | None = None, flags: int = 0x03) -> bytes:
     stub = encode_request_stub(KMS_V4, TransferSyntax.NDR32) if stub is None else stub
-    return encode_pdu(Request(call_id=call_id, pfc_flags=flags, alloc_hint=len(stub), p_cont_id=ctx, opnum=opnum,
-                              stub_data=stub))
+    return encode_pdu(
+        Request(call_id=call_id, pfc_flags=flags, alloc_hint=len(stub), p_cont_id=ctx, opnum=opnum, stub_data=stub)
+    )
 
 
 def results_of(action) -> tuple[ResultEntry, ...]:
@@ -78,8 +79,9 @@ def test_server_replays_every_vlmcsd_conversation_byte_for_byte():
         first_ack = decode_pdu(server[0])
         assert isinstance(first_ack, BindAck)
         port = first_ack.secondary_address.rstrip(b"\0").decode()
-        config = ServerRpcConfig(ndr64=port != "17690", btfn=True, secondary_address=port,
-                                 assoc_group_id=first_ack.assoc_group_id)
+        config = ServerRpcConfig(
+            ndr64=port != "17690", btfn=True, secondary_address=port, assoc_group_id=first_ack.assoc_group_id
+        )
         assoc = ServerAssociation(config)
         answers = iter(server)
         for pdu in client:
@@ -102,7 +104,9 @@ def test_server_replays_every_vlmcsd_conversation_byte_for_byte():
 
 @requires_vectors
 def test_server_with_ndr64_off_accepts_ndr32_like_vlmcsd_n0():
-    name, conv = next((n, c) for n, c in vlmcsd_conversations() if n == "edge-vlmcs-vlmcsd-ndr64off-server-v6-win10ent.pcap")
+    _name, conv = next(
+        (n, c) for n, c in vlmcsd_conversations() if n == "edge-vlmcs-vlmcsd-ndr64off-server-v6-win10ent.pcap"
+    )
     bind = whole_pdus(conv.client.data)[0]
     results = results_of(ServerAssociation(ServerRpcConfig(ndr64=False)).receive_data(bind)[0])
     assert results == decode_pdu(whole_pdus(conv.server.data)[0]).results
@@ -136,8 +140,15 @@ def test_btfn_grants_the_requested_bits_it_supports(requested, granted):
 
 def test_wrong_interface_is_rejected_with_reason_1():
     other = SyntaxId(uuid.UUID("12345678-1234-1234-1234-123456789abc"), 1)
-    bind = encode_pdu(Bind(call_id=2, context_elements=(ContextElement(0, other, (NDR32_SYNTAX,)),
-                                                        ContextElement(1, KMS_INTERFACE, (NDR32_SYNTAX,)))))
+    bind = encode_pdu(
+        Bind(
+            call_id=2,
+            context_elements=(
+                ContextElement(0, other, (NDR32_SYNTAX,)),
+                ContextElement(1, KMS_INTERFACE, (NDR32_SYNTAX,)),
+            ),
+        )
+    )
     assoc = ServerAssociation()
     assert results_of(assoc.receive_data(bind)[0]) == (
         ResultEntry(ContextResult.PROVIDER_REJECTION, 1, ZERO),
@@ -147,7 +158,9 @@ def test_wrong_interface_is_rejected_with_reason_1():
 
 
 def test_element_with_two_transfer_syntaxes_gets_ndr64_when_enabled():
-    bind = encode_pdu(Bind(call_id=2, context_elements=(ContextElement(4, KMS_INTERFACE, (NDR32_SYNTAX, NDR64_SYNTAX)),)))
+    bind = encode_pdu(
+        Bind(call_id=2, context_elements=(ContextElement(4, KMS_INTERFACE, (NDR32_SYNTAX, NDR64_SYNTAX)),))
+    )
     assoc = ServerAssociation()
     assert results_of(assoc.receive_data(bind)[0]) == (ResultEntry(ContextResult.ACCEPTANCE, 0, NDR64_SYNTAX),)
     assert assoc.contexts == {4: TransferSyntax.NDR64}
@@ -164,8 +177,9 @@ def test_bind_ack_carries_config_echoes_and_zero_padding():
 def test_alter_context_resp_has_empty_secondary_address_and_accepts_ndr32():
     assoc = ServerAssociation()
     assoc.receive_data(vlmcs_bind())
-    alter = encode_pdu(AlterContext(call_id=2, pfc_flags=0x13,
-                                    context_elements=(ContextElement(0, KMS_INTERFACE, (NDR32_SYNTAX,)),)))
+    alter = encode_pdu(
+        AlterContext(call_id=2, pfc_flags=0x13, context_elements=(ContextElement(0, KMS_INTERFACE, (NDR32_SYNTAX,)),))
+    )
     data = assoc.receive_data(alter)[0].data
     resp = decode_pdu(data)
     assert isinstance(resp, AlterContextResp) and len(data) == 56
@@ -232,12 +246,14 @@ def test_a_call_can_be_answered_with_a_fault_and_the_association_goes_on():
 
 
 def test_pdus_fed_one_byte_at_a_time_give_the_same_actions():
-    whole = ServerAssociation().receive_data(vlmcs_bind() + request(ctx=1, stub=encode_request_stub(KMS_V4, TransferSyntax.NDR64)))
+    whole = ServerAssociation().receive_data(
+        vlmcs_bind() + request(ctx=1, stub=encode_request_stub(KMS_V4, TransferSyntax.NDR64))
+    )
     assoc = ServerAssociation()
     stream = vlmcs_bind() + request(ctx=1, stub=encode_request_stub(KMS_V4, TransferSyntax.NDR64))
     actions = []
     for i in range(len(stream)):
-        actions += assoc.receive_data(stream[i:i + 1])
+        actions += assoc.receive_data(stream[i : i + 1])
     assert actions == whole
     assert [type(a) for a in actions] == [Send, Call]
 
@@ -253,8 +269,11 @@ def test_fragmented_request_is_reassembled():
     assoc = ServerAssociation(ServerRpcConfig(ndr64=False))
     assoc.receive_data(vlmcs_bind())
     stub = encode_request_stub(KMS_V4, TransferSyntax.NDR32)
-    parts = [request(stub=stub[:100], flags=0x01), request(stub=stub[100:200], flags=0x00),
-             request(stub=stub[200:], flags=0x02)]
+    parts = [
+        request(stub=stub[:100], flags=0x01),
+        request(stub=stub[100:200], flags=0x00),
+        request(stub=stub[200:], flags=0x02),
+    ]
     assert assoc.receive_data(parts[0]) == [] and assoc.receive_data(parts[1]) == []
     (call,) = assoc.receive_data(parts[2])
     assert isinstance(call, Call) and call.kms_request == KMS_V4 and call.request.pfc_flags == 0x03

@@ -8,7 +8,7 @@ import pytest
 from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.errors import RpcError, UsageError
-from emu.net.pcap import read_conversations
+from emu.pcap.reader import read_conversations
 from emu.rpc.association import Call, ServerAssociation, ServerRpcConfig
 from emu.rpc.client import (
     CHECK_ACCEPTED_SYNTAX,
@@ -80,9 +80,12 @@ def test_client_reproduces_every_vlmcs_conversation():
             sent, received = whole_pdus(conv.client.data), whole_pdus(conv.server.data)
             bind = decode_pdu(sent[0])
             offered = [e.transfer_syntaxes[0] for e in bind.context_elements]
-            client = ClientAssociation(offer_ndr64=NDR64.syntax_id in offered,
-                                       offer_btfn=TransferSyntax.of(offered[-1]) is None,
-                                       multiplex=bool(bind.pfc_flags & 0x10), first_call_id=bind.call_id)
+            client = ClientAssociation(
+                offer_ndr64=NDR64.syntax_id in offered,
+                offer_btfn=TransferSyntax.of(offered[-1]) is None,
+                multiplex=bool(bind.pfc_flags & 0x10),
+                first_call_id=bind.call_id,
+            )
             assert client.bind() == sent[0], path.name
             events = client.receive_data(received[0])
             step = 1
@@ -116,7 +119,7 @@ def test_bind_is_vlmcs_style():
 
 
 def test_ndr32_rejected_leads_to_alter_context_then_ndr32_first_ndr64_later():
-    client, server, events = pair()
+    client, _server, events = pair()
     assert [type(e) for e in events] == [SendAlterContext, BindAccepted]
     assert events[-1].syntaxes == (NDR32, NDR64)
     first, second = client.request(KMS), client.request(KMS)
@@ -132,7 +135,7 @@ def test_reply_carries_the_kms_response_and_error_hresults():
 
 
 def test_forced_syntax_must_have_been_negotiated():
-    client, server, _ = pair(ServerRpcConfig(ndr64=False))
+    client, _server, _ = pair(ServerRpcConfig(ndr64=False))
     with pytest.raises(UsageError, match="NDR64 was not negotiated"):
         client.request(KMS, NDR64)
 
@@ -143,7 +146,7 @@ def test_request_before_bind_is_a_usage_error():
 
 
 def test_fault_is_reported_with_its_status():
-    client, server, _ = pair(ServerRpcConfig(ndr64=False))
+    client, _server, _ = pair(ServerRpcConfig(ndr64=False))
     client.request(KMS)
     fault = encode_pdu(Fault(call_id=2, pfc_flags=0x23, alloc_hint=32, status=NCA_S_UNK_IF))
     assert client.receive_data(fault) == [FaultReceived(2, NCA_S_UNK_IF)]
@@ -174,7 +177,10 @@ def _bound_reply(mutate) -> bytes:
         (lambda p: encode_pdu(Response(**{**_fields(p), "rpc_vers_minor": 1})), CHECK_VERSION),
         (lambda p: encode_pdu(Response(**{**_fields(p), "cancel_count": 1})), CHECK_CANCEL_COUNT),
         (lambda p: encode_pdu(Response(**{**_fields(p), "p_cont_id": 1})), CHECK_P_CONT_ID),
-        (lambda p: encode_pdu(Response(**{**_fields(p), "stub_data": b"\x9d" + p.stub_data[1:]})), CHECK_NDR_DATA_LENGTH),
+        (
+            lambda p: encode_pdu(Response(**{**_fields(p), "stub_data": b"\x9d" + p.stub_data[1:]})),
+            CHECK_NDR_DATA_LENGTH,
+        ),
         (lambda p: encode_pdu(BindAck(call_id=2)), CHECK_PTYPE),
         (lambda p: b"\x05\x00\x10\x03" + encode_pdu(p)[4:], CHECK_DECODE),
     ],
@@ -197,7 +203,9 @@ def test_alloc_hint_and_pad_mismatches_are_warnings():
     client, data = _bound_reply(lambda p: encode_pdu(Response(**{**_fields(p), "alloc_hint": 1})))
     events = client.receive_data(data)
     assert [e.check for e in events if isinstance(e, RpcWarning)] == [CHECK_ALLOC_HINT]
-    client, data = _bound_reply(lambda p: encode_pdu(Response(**{**_fields(p), "stub_data": p.stub_data[:-6] + b"\1\1" + bytes(4)})))
+    client, data = _bound_reply(
+        lambda p: encode_pdu(Response(**{**_fields(p), "stub_data": p.stub_data[:-6] + b"\1\1" + bytes(4)}))
+    )
     events = client.receive_data(data)
     assert [e.check for e in events if isinstance(e, RpcWarning)] == ["pad"]
 
@@ -215,9 +223,22 @@ BTFN_OK = ResultEntry(ContextResult.NEGOTIATE_ACK, 3, ZERO)
 def test_bind_ack_warnings_are_named():
     client = ClientAssociation()
     client.bind()
-    events = client.receive_data(_ack(client, [ACCEPT32, ResultEntry(ContextResult.PROVIDER_REJECTION, 1, ZERO),
-                                               ResultEntry(ContextResult.NEGOTIATE_ACK, 1, ZERO)], flags=0x03))
-    assert [e.check for e in events if isinstance(e, RpcWarning)] == [CHECK_CONC_MPX, CHECK_REJECTED_ENTRY, CHECK_BTFN_ENTRY]
+    events = client.receive_data(
+        _ack(
+            client,
+            [
+                ACCEPT32,
+                ResultEntry(ContextResult.PROVIDER_REJECTION, 1, ZERO),
+                ResultEntry(ContextResult.NEGOTIATE_ACK, 1, ZERO),
+            ],
+            flags=0x03,
+        )
+    )
+    assert [e.check for e in events if isinstance(e, RpcWarning)] == [
+        CHECK_CONC_MPX,
+        CHECK_REJECTED_ENTRY,
+        CHECK_BTFN_ENTRY,
+    ]
     assert events[-1] == BindAccepted((NDR32,))
 
 
@@ -243,7 +264,7 @@ def test_replies_split_into_single_bytes_give_the_same_events():
     data = server.respond(call, KMS)
     events = []
     for i in range(len(data)):
-        events += client.receive_data(data[i:i + 1])
+        events += client.receive_data(data[i : i + 1])
     assert events == [Reply(2, KMS, 0, NDR32)]
 
 

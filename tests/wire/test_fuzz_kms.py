@@ -10,11 +10,11 @@ import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kms_vectors import V4_REQUEST, V4_RESPONSE, V5_REQUEST, V5_RESPONSE, V6_PLAIN, V6_REQUEST, V6_RESPONSE
 
 from emu.errors import DecodeError, KmsError
 from emu.kms.messages import open_request, verify_response
 from emu.wire import kms as w
-from kms_vectors import V4_REQUEST, V4_RESPONSE, V5_REQUEST, V5_RESPONSE, V6_PLAIN, V6_REQUEST, V6_RESPONSE
 
 DECODERS = [
     (w.decode_version, w.encode_version),

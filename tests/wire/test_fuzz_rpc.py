@@ -31,13 +31,24 @@ from emu.wire.rpc import (
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-BIND = encode_pdu(Bind(call_id=2, pfc_flags=0x13, context_elements=tuple(
-    ContextElement(i, KMS_INTERFACE, (s,)) for i, s in enumerate((NDR32_SYNTAX, NDR64_SYNTAX, btfn_syntax(3))))))
-REQUEST = encode_pdu(Request(call_id=2, alloc_hint=276, p_cont_id=1,
-                             stub_data=encode_request_stub(bytes(260), TransferSyntax.NDR64)))
+BIND = encode_pdu(
+    Bind(
+        call_id=2,
+        pfc_flags=0x13,
+        context_elements=tuple(
+            ContextElement(i, KMS_INTERFACE, (s,)) for i, s in enumerate((NDR32_SYNTAX, NDR64_SYNTAX, btfn_syntax(3)))
+        ),
+    )
+)
+REQUEST = encode_pdu(
+    Request(call_id=2, alloc_hint=276, p_cont_id=1, stub_data=encode_request_stub(bytes(260), TransferSyntax.NDR64))
+)
 BIND_ACK = ServerAssociation(ServerRpcConfig(ndr64=False)).receive_data(BIND)[0].data
-RESPONSE = encode_pdu(Response(call_id=2, pfc_flags=0x03, alloc_hint=276,
-                               stub_data=encode_response_stub(bytes(260), 0, TransferSyntax.NDR32)))
+RESPONSE = encode_pdu(
+    Response(
+        call_id=2, pfc_flags=0x03, alloc_hint=276, stub_data=encode_response_stub(bytes(260), 0, TransferSyntax.NDR32)
+    )
+)
 SEEDS = st.sampled_from([BIND, REQUEST, BIND + REQUEST, BIND_ACK, RESPONSE])
 
 
@@ -96,7 +107,7 @@ def test_server_association_survives_anything(data, chunk, ndr64):
     assoc = ServerAssociation(ServerRpcConfig(ndr64=ndr64))
     actions = []
     for i in range(0, len(data), chunk):
-        actions += assoc.receive_data(data[i:i + chunk])
+        actions += assoc.receive_data(data[i : i + chunk])
     assert all(not isinstance(a, Close) for a in actions[:-1])
 
 
@@ -116,6 +127,6 @@ def test_client_association_raises_only_rpc_error(data, chunk):
             if client.state is ClientState.BOUND and not requested:
                 client.request(bytes(260))
                 requested = True
-            client.receive_data(data[i:i + chunk])
+            client.receive_data(data[i : i + chunk])
     except RpcError:
         pass

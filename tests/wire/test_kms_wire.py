@@ -6,14 +6,13 @@ import dataclasses
 import uuid
 
 import pytest
-
 from emu_testing import requires_vectors, vector_exchanges
-from emu.errors import DecodeError
-from emu.kms.crypto import cbc_decrypt
-from emu.wire import kms as w
 from kms_stubs import request_kms, response_kms
 from kms_vectors import CMID, EPID, FILETIME, V4_REQUEST, V4_RESPONSE, V6_PLAIN, request_base
 
+from emu.errors import DecodeError
+from emu.kms.crypto import cbc_decrypt
+from emu.wire import kms as w
 
 # --- field-grouped vectors (spec 5.7) ----------------------------------------------------------
 
@@ -40,8 +39,13 @@ def test_request_base_field_offsets_follow_spec_4_2():
 def test_v4_response_vector_fields_decode_to_spec_values():
     msg = w.decode_response_v4(V4_RESPONSE)
     assert msg.base == w.ResponseBase(
-        version=w.Version(4), epid=EPID, cmid=CMID, client_time=FILETIME, count=50,
-        activation_interval=120, renewal_interval=10080,
+        version=w.Version(4),
+        epid=EPID,
+        cmid=CMID,
+        client_time=FILETIME,
+        count=50,
+        activation_interval=120,
+        renewal_interval=10080,
     )
     assert V4_RESPONSE[4:8] == (98).to_bytes(4, "little")  # PIDSize includes the NUL
     assert w.encode_response_v4(msg) == V4_RESPONSE

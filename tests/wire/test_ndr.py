@@ -28,7 +28,8 @@ def captured_stubs() -> list[tuple[str, str, TransferSyntax, bytes]]:
     convs: dict[tuple[str, int], dict[str, list]] = {}
     for item in vector_pdus():
         convs.setdefault((item.capture, item.conversation), {"C->S": [], "S->C": []})[item.direction].append(
-            decode_pdu(item.data))
+            decode_pdu(item.data)
+        )
     out = []
     for (capture, _), sides in convs.items():
         offers = [p for p in sides["C->S"] if isinstance(p, (Bind, AlterContext))]
@@ -68,16 +69,22 @@ def test_every_captured_stub_reencodes_byte_identical():
 
 @requires_vectors
 def test_pykms_client_v4_request_keeps_its_four_extra_pad_bytes():
-    v4 = [decode_request_stub(raw, syntax) for capture, kind, syntax, raw in captured_stubs()
-          if kind == "request" and capture.startswith("pykms-") and "-v4-" in capture]
+    v4 = [
+        decode_request_stub(raw, syntax)
+        for capture, kind, syntax, raw in captured_stubs()
+        if kind == "request" and capture.startswith("pykms-") and "-v4-" in capture
+    ]
     assert v4 and all(s.trailer == bytes(4) and len(s.kms_data) == 252 for s in v4)
     assert all(encode_request_stub(s.kms_data, s.syntax, trailer=s.trailer) == reencode_stub(s) for s in v4)
 
 
 @requires_vectors
 def test_ndr64_error_stub_from_the_reject_capture_is_20_bytes():
-    errors = [(syntax, raw) for capture, kind, syntax, raw in captured_stubs()
-              if capture == "edge-vlmcs-vlmcsd-v6-reject-ncount1001-ndr64-8007000D.pcap" and kind == "response"]
+    errors = [
+        (syntax, raw)
+        for capture, kind, syntax, raw in captured_stubs()
+        if capture == "edge-vlmcs-vlmcsd-v6-reject-ncount1001-ndr64-8007000D.pcap" and kind == "response"
+    ]
     assert sorted(len(raw) for _, raw in errors) == [12, 20]
     for syntax, raw in errors:
         stub = decode_response_stub(raw, syntax)

@@ -90,7 +90,11 @@ d0 16 d0 16 d8 2c ce 6c                           # frags, assoc_group
 def test_annotated_bind_decodes_to_three_kms_contexts():
     pdu = decode_pdu(BIND_160)
     assert pdu == Bind(
-        call_id=2, pfc_flags=0x13, max_xmit_frag=5840, max_recv_frag=5840, assoc_group_id=0,
+        call_id=2,
+        pfc_flags=0x13,
+        max_xmit_frag=5840,
+        max_recv_frag=5840,
+        assoc_group_id=0,
         context_elements=(
             ContextElement(0, KMS_INTERFACE, (NDR32_SYNTAX,)),
             ContextElement(1, KMS_INTERFACE, (NDR64_SYNTAX,)),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emu.errors import UsageError
 
-__all__ = ["Segment", "TcpStream", "Conversation", "SegmentLog", "reassemble", "read_conversations"]
+__all__ = ["Conversation", "Segment", "SegmentLog", "TcpStream", "read_conversations", "reassemble"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,11 @@ def reassemble(direction: SegmentLog) -> TcpStream:
     stream = TcpStream(direction.src, direction.dst)
     if not direction.segments:
         return stream
-    base = direction.isn + 1 if direction.isn is not None and direction.syn_seen else min(s for s, _, _ in direction.segments)
+    base = (
+        direction.isn + 1
+        if direction.isn is not None and direction.syn_seen
+        else min(s for s, _, _ in direction.segments)
+    )
     pieces: dict[int, tuple[bytes, float]] = {}
     for seq, payload, when in direction.segments:
         rel = (seq - base) % (1 << 32)
@@ -118,7 +122,9 @@ def reassemble(direction: SegmentLog) -> TcpStream:
         payload, when = pieces[rel]
         end = rel + len(payload)
         if rel > len(buf):
-            stream.problems.append(f"gap of {rel - len(buf)} bytes at stream offset {len(buf)} (segment missing from the capture)")
+            stream.problems.append(
+                f"gap of {rel - len(buf)} bytes at stream offset {len(buf)} (segment missing from the capture)"
+            )
             break
         if end <= len(buf):
             continue  # retransmission of bytes already placed

@@ -15,12 +15,13 @@ import asyncio
 import ipaddress
 import os
 import threading
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from emu.errors import ScenarioError, UsageError
 from emu.kms.client import HostAddress
 
-__all__ = ["TcpCapture", "interface_for", "SNIFF_START_TIMEOUT", "DRAIN_TIMEOUT"]
+__all__ = ["DRAIN_TIMEOUT", "SNIFF_START_TIMEOUT", "TcpCapture", "interface_for"]
 
 #: Seconds to wait for the sniffer thread to be listening before the first packet is sent.
 SNIFF_START_TIMEOUT = 5.0
@@ -62,8 +63,10 @@ class TcpCapture:
             ScenarioError: not root, or the sniffer could not start.
         """
         if os.geteuid() != 0:
-            raise ScenarioError("--capture sniffs packets and needs root (CAP_NET_RAW): run emu as root, "
-                                "or drop --capture and record with tcpdump")
+            raise ScenarioError(
+                "--capture sniffs packets and needs root (CAP_NET_RAW): run emu as root, "
+                "or drop --capture and record with tcpdump"
+            )
         if not hosts:
             return
         from scapy.all import AsyncSniffer, conf
@@ -73,8 +76,7 @@ class TcpCapture:
         ports = sorted({h.port for h in hosts})
         bpf = "tcp and (" + " or ".join(f"port {p}" for p in ports) + ")"
         started = threading.Event()
-        self._sniffer = AsyncSniffer(iface=iface, filter=bpf, prn=self._keep, store=False,
-                                     started_callback=started.set)
+        self._sniffer = AsyncSniffer(iface=iface, filter=bpf, prn=self._keep, store=False, started_callback=started.set)
         try:
             self._sniffer.start()
         except (OSError, PermissionError) as exc:
@@ -158,4 +160,3 @@ class TcpCapture:
         except OSError as exc:
             raise UsageError(f"--capture: cannot write {path}: {exc.strerror or exc}") from exc
         return len(out)
-

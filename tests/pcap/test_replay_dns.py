@@ -7,13 +7,13 @@ import base64
 import json
 
 import pytest
+from emu_testing import ROOT
 
 from emu.cli import main
 from emu.dns.tsig import TsigKey
 from emu.dns.zone import load_master_file
 from emu.net.dns_server import DnsServer
-from emu.net.replay import DnsReplayOptions, replay_dns
-from emu_testing import ROOT
+from emu.pcap.replay import DnsReplayOptions, replay_dns
 
 PCAPS = ROOT / "pcaps"
 #: The zone and key scripts/make-pcaps used for the emu-dns-* captures.
@@ -46,7 +46,9 @@ def test_re_signed_update_then_srv_query_get_the_captured_answers(tcp: bool):
 def test_discovery_before_publication_differs_in_the_answer_section():
     async def run():
         async with _server() as srv:
-            return await replay_dns(PCAPS / "emu-dns-discovery.pcap", DnsReplayOptions(target=srv.addresses[0], timeout=3.0))
+            return await replay_dns(
+                PCAPS / "emu-dns-discovery.pcap", DnsReplayOptions(target=srv.addresses[0], timeout=3.0)
+            )
 
     [verdict] = asyncio.run(run()).verdicts
     assert verdict.verdict == "differs"
@@ -63,13 +65,17 @@ def test_stale_signature_without_a_key_is_named_in_the_verdict():
 
 
 def test_unreachable_dns_target_is_an_error_verdict():
-    report = asyncio.run(replay_dns(PCAPS / "emu-dns-discovery.pcap", DnsReplayOptions(target=("127.0.0.1", 9), timeout=0.5)))
+    report = asyncio.run(
+        replay_dns(PCAPS / "emu-dns-discovery.pcap", DnsReplayOptions(target=("127.0.0.1", 9), timeout=0.5))
+    )
     assert [v.verdict for v in report.verdicts] == ["error"]
 
 
 def test_cli_replay_dns_with_a_key_file(tmp_path, capsys):
     key_file = tmp_path / "key.conf"
-    key_file.write_text(f'key "emu-test-key" {{\n algorithm hmac-sha256;\n secret "{base64.b64encode(KEY.secret).decode()}";\n}};\n')
+    key_file.write_text(
+        f'key "emu-test-key" {{\n algorithm hmac-sha256;\n secret "{base64.b64encode(KEY.secret).decode()}";\n}};\n'
+    )
     codes: list[int] = []
 
     async def run():

@@ -43,10 +43,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from emu.errors import EmuError, ScenarioError, UsageError
 from emu.kms import products
@@ -54,19 +55,19 @@ from emu.net import netns
 from emu.rng import seeded
 
 __all__ = [
+    "CLIENT_TIMEOUT",
     "LAB_DOMAIN",
     "LAB_KEY_NAME",
+    "MAX_CLIENTS",
+    "MAX_HOSTS",
+    "SRV_WAIT",
     "SUBNET4",
     "SUBNET6",
-    "MAX_HOSTS",
-    "MAX_CLIENTS",
-    "SRV_WAIT",
-    "CLIENT_TIMEOUT",
-    "LabHost",
     "ClientOutcome",
     "HostTable",
-    "LabRules",
     "Lab",
+    "LabHost",
+    "LabRules",
     "client_cmid",
 ]
 
@@ -250,8 +251,10 @@ class LabRules:
             why = outcome.detail or f"exit {outcome.exit_code}"
             return [f"no host answered ({outcome.status}: {why}); expected one of {', '.join(allowed)}"]
         if outcome.host not in allowed:
-            problems.append(f"answered by {outcome.host} (priority {self.priority.get(outcome.host)}); "
-                            f"the rules choose among {', '.join(allowed)} (priority {best})")
+            problems.append(
+                f"answered by {outcome.host} (priority {self.priority.get(outcome.host)}); "
+                f"the rules choose among {', '.join(allowed)} (priority {best})"
+            )
         for name in outcome.failed_over_from:
             if name not in self.stopped:
                 problems.append(f"{name} is running but did not answer")
@@ -266,7 +269,9 @@ class LabRules:
                 problems.append(f"{outcome.host} returned count {outcome.count}; the rules give {want}")
             status = "activated" if want >= self.threshold else "waiting"
             if outcome.status != status:
-                problems.append(f"status {outcome.status} with count {outcome.count}/{self.threshold}; expected {status}")
+                problems.append(
+                    f"status {outcome.status} with count {outcome.count}/{self.threshold}; expected {status}"
+                )
         return problems
 
     def check_table(self, table: HostTable, app_id: uuid.UUID) -> list[str]:
@@ -302,8 +307,15 @@ class Lab:
         UsageError: an unknown product.
     """
 
-    def __init__(self, product: str = "Windows 10/11 Enterprise", *, seed: int = 2026, capture: Path | str | None = None,
-                 ipv6: bool = True, on_line: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        product: str = "Windows 10/11 Enterprise",
+        *,
+        seed: int = 2026,
+        capture: Path | str | None = None,
+        ipv6: bool = True,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.sku = products.lookup(product)
         self.seed = seed
         self.capture_path = Path(capture) if capture is not None else None
@@ -353,14 +365,17 @@ class Lab:
             self._new_namespace(self.switch)
             netns.add_bridge(self.switch, _BRIDGE)
             self._attach(self.dns_ns, "dns", self.dns_address, self.dns_address6)
-            self._attach(self.clients_ns, "cl", self.clients_address,
-                         _address(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None)
+            self._attach(
+                self.clients_ns, "cl", self.clients_address, _address(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None
+            )
         except BaseException:
             self.close()
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close(quiet=exc is not None)
 
     def _new_namespace(self, name: str) -> None:
@@ -393,7 +408,9 @@ class Lab:
         if len(self.hosts) >= MAX_HOSTS:
             raise UsageError(f"a lab holds at most {MAX_HOSTS} hosts")
         if not (0 <= priority <= 0xFFFF and 0 <= weight <= 0xFFFF and 0 < port <= 0xFFFF):
-            raise UsageError(f"SRV priority and weight are 0..65535 and the port 1..65535, not {priority}, {weight}, {port}")
+            raise UsageError(
+                f"SRV priority and weight are 0..65535 and the port 1..65535, not {priority}, {weight}, {port}"
+            )
         index = len(self.hosts) + 1
         host = LabHost(
             index=index,
@@ -414,7 +431,7 @@ class Lab:
 
     def _spawn(self, key: str, ns: str, argv: list[str]) -> subprocess.Popen[bytes]:
         assert self.workdir is not None
-        logfile = open(self.workdir / f"{key}.log", "wb")
+        logfile = open(self.workdir / f"{key}.log", "wb")  # noqa: SIM115 (closed in stop())
         self._logs[key] = logfile
         proc = netns.popen_in(ns, [*_EMU, *argv], stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
         self._procs[key] = proc
@@ -458,21 +475,50 @@ class Lab:
         if self.capture_path is not None:
             self._start_capture(self.capture_path)
         listen = [f"{self.dns_address}:53"] + ([f"[{self.dns_address6}]:53"] if self.dns_address6 else [])
-        self._spawn("dns", self.dns_ns, ["dns", "serve", *(a for addr in listen for a in ("--listen", addr)),
-                                          "--zone", f"{LAB_DOMAIN}={zone}", "--tsig-key", str(key)])
+        self._spawn(
+            "dns",
+            self.dns_ns,
+            [
+                "dns",
+                "serve",
+                *(a for addr in listen for a in ("--listen", addr)),
+                "--zone",
+                f"{LAB_DOMAIN}={zone}",
+                "--tsig-key",
+                str(key),
+            ],
+        )
         started = time.monotonic()
         self._wait_for(lambda: self._query_srv() is not None, "the DNS server to answer", ["dns"])
         for host in self.hosts:
             listen = [f"{host.address}:{host.port}"] + ([f"[{host.address6}]:{host.port}"] if host.address6 else [])
-            self._spawn(f"kms{host.index}", host.namespace, [
-                "host", "serve", *(a for addr in listen for a in ("--listen", addr)),
-                "--state", str(host.state), "--product", self.sku.name,
-                "--publish", f"{LAB_DOMAIN},{host.priority},{host.weight}",
-                "--dns-server", f"{self.dns_address}:53", "--tsig-key", str(key), "--host-name", host.name,
-            ])
+            self._spawn(
+                f"kms{host.index}",
+                host.namespace,
+                [
+                    "host",
+                    "serve",
+                    *(a for addr in listen for a in ("--listen", addr)),
+                    "--state",
+                    str(host.state),
+                    "--product",
+                    self.sku.name,
+                    "--publish",
+                    f"{LAB_DOMAIN},{host.priority},{host.weight}",
+                    "--dns-server",
+                    f"{self.dns_address}:53",
+                    "--tsig-key",
+                    str(key),
+                    "--host-name",
+                    host.name,
+                ],
+            )
         wanted = {h.name for h in self.hosts}
-        self._wait_for(lambda: wanted <= (self._query_srv() or set()), "every host's SRV record",
-                       [f"kms{h.index}" for h in self.hosts])
+        self._wait_for(
+            lambda: wanted <= (self._query_srv() or set()),
+            "every host's SRV record",
+            [f"kms{h.index}" for h in self.hosts],
+        )
         self.srv_visible_after = time.monotonic() - started
 
     def _wait_for(self, ready: Callable[[], bool], what: str, keys: list[str]) -> None:
@@ -482,7 +528,9 @@ class Lab:
             for key in keys:
                 code = self._procs[key].poll()
                 if code is not None:
-                    raise ScenarioError(f"{key} exited with status {code} while waiting for {what}: {self.log_tail(key)}")
+                    raise ScenarioError(
+                        f"{key} exited with status {code} while waiting for {what}: {self.log_tail(key)}"
+                    )
             if ready():
                 return
             if time.monotonic() >= deadline:
@@ -497,8 +545,9 @@ class Lab:
 
         def ask() -> set[str] | None:
             try:
-                answer = asyncio.run(query(f"_vlmcs._tcp.{LAB_DOMAIN}", "SRV", (self.dns_address, 53),
-                                           rng=seeded(0), timeout=0.5))
+                answer = asyncio.run(
+                    query(f"_vlmcs._tcp.{LAB_DOMAIN}", "SRV", (self.dns_address, 53), rng=seeded(0), timeout=0.5)
+                )
             except EmuError:
                 return None
             return {canonical_name(str(rr.rdata.target)).rstrip(".") for rr in answer.answers if rr.rtype == 33}
@@ -508,7 +557,7 @@ class Lab:
     # -- capture ----------------------------------------------------------------------------------
 
     def _start_capture(self, path: Path) -> None:
-        from emu.net.capture import CaptureOptions, capture
+        from emu.pcap.live import CaptureOptions, capture
 
         options = CaptureOptions(interface=_BRIDGE, output=path, dns=True, netns=self.switch)
         listening = threading.Event()
@@ -578,38 +627,83 @@ class Lab:
         if not 1 <= index <= MAX_CLIENTS:
             raise UsageError(f"client numbers are 1..{MAX_CLIENTS}, not {index}")
         cmid = client_cmid(self.seed, index)
-        argv = [*_EMU, "client", "activate", f".{LAB_DOMAIN}", "--dns-server", f"{self.dns_address}:53",
-                "--product", self.sku.name, "-n", "1", "-c", str(cmid), "--seed", str(self.seed * 1000 + index),
-                "--workstation", f"ws{index:03d}.{LAB_DOMAIN}", "--json"]
+        argv = [
+            *_EMU,
+            "client",
+            "activate",
+            f".{LAB_DOMAIN}",
+            "--dns-server",
+            f"{self.dns_address}:53",
+            "--product",
+            self.sku.name,
+            "-n",
+            "1",
+            "-c",
+            str(cmid),
+            "--seed",
+            str(self.seed * 1000 + index),
+            "--workstation",
+            f"ws{index:03d}.{LAB_DOMAIN}",
+            "--json",
+        ]
         began = time.monotonic()
-        proc = netns.popen_in(self.clients_ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+        proc = netns.popen_in(
+            self.clients_ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             out, err = proc.communicate(timeout=CLIENT_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate(timeout=STOP_GRACE)
-            return ClientOutcome(index, cmid, None, None, self.threshold, "error", (), -1,
-                                 f"no answer within {CLIENT_TIMEOUT:g} s", time.monotonic() - began)
+            return ClientOutcome(
+                index,
+                cmid,
+                None,
+                None,
+                self.threshold,
+                "error",
+                (),
+                -1,
+                f"no answer within {CLIENT_TIMEOUT:g} s",
+                time.monotonic() - began,
+            )
         seconds = time.monotonic() - began
         try:
             report = json.loads(out)
         except ValueError:
-            raise ScenarioError(f"client {index} printed no JSON report (exit {proc.returncode}): "
-                                f"{err.decode(errors='replace').strip()[-300:]}") from None
+            raise ScenarioError(
+                f"client {index} printed no JSON report (exit {proc.returncode}): "
+                f"{err.decode(errors='replace').strip()[-300:]}"
+            ) from None
         results = report.get("results", [])
-        failed = tuple(name for r in results[:-1] if r.get("status") == "unreachable"
-                       for name in [self._host_by_address(r.get("host", ""))] if name)
+        failed = tuple(
+            name
+            for r in results[:-1]
+            if r.get("status") == "unreachable"
+            for name in [self._host_by_address(r.get("host", ""))]
+            if name
+        )
         failed = tuple(dict.fromkeys(failed))  # a host tried on v4 and v6 once
         last = results[-1] if results else None
         status = {"activated": "activated", "below-threshold": "waiting", "unreachable": "unreachable"}.get(
-            report.get("status", ""), "error")
+            report.get("status", ""), "error"
+        )
         host = self._host_by_address(last["host"]) if last is not None and status in ("activated", "waiting") else None
         count = last.get("response", {}).get("count") if last is not None else None
         if status == "unreachable":
             failed = tuple(dict.fromkeys(n for r in results for n in [self._host_by_address(r.get("host", ""))] if n))
-        return ClientOutcome(index, cmid, host, count, self.threshold, status, failed, proc.returncode,
-                             str(report.get("detail") or ""), seconds)
+        return ClientOutcome(
+            index,
+            cmid,
+            host,
+            count,
+            self.threshold,
+            status,
+            failed,
+            proc.returncode,
+            str(report.get("detail") or ""),
+            seconds,
+        )
 
     def stop_host(self, index: int) -> None:
         """Kill host ``index`` with SIGKILL: it stops answering at once and, unlike a clean stop,
@@ -634,8 +728,12 @@ class Lab:
         """
         host = self.host(index)
         try:
-            done = subprocess.run([*_EMU, "host", "status", "--state", str(host.state), "--json"],
-                                  capture_output=True, text=True, timeout=STATUS_TIMEOUT)
+            done = subprocess.run(
+                [*_EMU, "host", "status", "--state", str(host.state), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=STATUS_TIMEOUT,
+            )
             data = json.loads(done.stdout)
         except (subprocess.TimeoutExpired, ValueError) as exc:
             raise ScenarioError(f"emu host status for {host.name} failed: {exc}") from exc

@@ -15,7 +15,7 @@ same IV. ``concurrency``, ``rate`` and ``repeat`` turn the replay into bounded l
 
 :func:`replay_dns` does the same for DNS: each captured query or update is re-sent (over the
 transport it was captured on) and the answer compared with the captured answer by
-:func:`emu.net.dns_pcap.compare_answers`: rcode, flags, every section, ignoring the ID, TTLs and
+:func:`emu.pcap.dns_decode.compare_answers`: rcode, flags, every section, ignoring the ID, TTLs and
 the TSIG MAC and time. A TSIG-signed update is stale once its time is past the fudge, so with a
 key it is re-signed with the current time before sending.
 """
@@ -32,8 +32,8 @@ from typing import Any
 
 from emu.errors import DecodeError, EmuError, KmsError, UsageError
 from emu.kms.messages import build_request, open_request, verify_response
-from emu.net.kms_decode import decode_capture
-from emu.net.pcap import read_conversations
+from emu.pcap.kms_decode import decode_capture
+from emu.pcap.reader import read_conversations
 from emu.rng import Rng, system_rng
 from emu.wire import ndr
 from emu.wire.rpc import (
@@ -47,8 +47,15 @@ from emu.wire.rpc import (
     split_pdus,
 )
 
-__all__ = ["ReplayOptions", "ExchangeVerdict", "ReplayReport", "replay_capture",
-           "DnsReplayOptions", "replay_dns", "resign"]
+__all__ = [
+    "DnsReplayOptions",
+    "ExchangeVerdict",
+    "ReplayOptions",
+    "ReplayReport",
+    "replay_capture",
+    "replay_dns",
+    "resign",
+]
 
 _FILETIME_EPOCH = 116444736000000000
 #: Seconds to wait for one answer PDU.
@@ -118,8 +125,14 @@ class ReplayReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"capture": self.capture, "ok": self.ok, "counts": self.counts(), "elapsed": round(self.elapsed, 3),
-                "problems": self.problems, "exchanges": [v.to_json() for v in self.verdicts]}
+        return {
+            "capture": self.capture,
+            "ok": self.ok,
+            "counts": self.counts(),
+            "elapsed": round(self.elapsed, 3),
+            "problems": self.problems,
+            "exchanges": [v.to_json() for v in self.verdicts],
+        }
 
 
 def _ptype_name(pdu: bytes) -> str:
@@ -133,7 +146,9 @@ def _now_filetime() -> int:
     return _FILETIME_EPOCH + int(time.time() * 10_000_000)
 
 
-def _rewrite_request(pdu: bytes, syntax: ndr.TransferSyntax, options: ReplayOptions, cmid: uuid.UUID | None, rng: Rng) -> bytes:
+def _rewrite_request(
+    pdu: bytes, syntax: ndr.TransferSyntax, options: ReplayOptions, cmid: uuid.UUID | None, rng: Rng
+) -> bytes:
     """The request PDU with its KMS request's time and/or CMID replaced (v5/v6 keep their IV)."""
     req = decode_pdu(pdu)
     assert isinstance(req, Request)
@@ -170,8 +185,10 @@ def _kms_fields(sent_kms: bytes, response: bytes | None, options: ReplayOptions)
         return {}
     verified = verify_response(sent_kms, response)
     out: dict[str, Any] = {
-        "version": str(verified.version), "checks_failed": verified.failed if not verified.ok else (),
-        "count": verified.count, "activation_interval": verified.activation_interval,
+        "version": str(verified.version),
+        "checks_failed": verified.failed if not verified.ok else (),
+        "count": verified.count,
+        "activation_interval": verified.activation_interval,
         "renewal_interval": verified.renewal_interval,
     }
     if options.same_host:
@@ -180,8 +197,9 @@ def _kms_fields(sent_kms: bytes, response: bytes | None, options: ReplayOptions)
     return out
 
 
-def _compare_response(want: Any, got: Any, want_kms_req: bytes, sent_kms_req: bytes, syntax: ndr.TransferSyntax,
-                      options: ReplayOptions) -> list[str]:
+def _compare_response(
+    want: Any, got: Any, want_kms_req: bytes, sent_kms_req: bytes, syntax: ndr.TransferSyntax, options: ReplayOptions
+) -> list[str]:
     if type(got) is not type(want):
         return [f"ptype: {type(got).__name__} instead of {type(want).__name__}"]
     if isinstance(want, Fault):
@@ -215,13 +233,23 @@ async def _read_pdu(reader: asyncio.StreamReader, timeout: float) -> bytes:
     return head + await asyncio.wait_for(reader.readexactly(length - 16), timeout)
 
 
-async def _replay_conversation(index: int, client_pdus: list[bytes], server_pdus: list[bytes], options: ReplayOptions,
-                               rng: Rng, round_: int) -> list[ExchangeVerdict]:
+async def _replay_conversation(
+    index: int, client_pdus: list[bytes], server_pdus: list[bytes], options: ReplayOptions, rng: Rng, round_: int
+) -> list[ExchangeVerdict]:
     verdicts: list[ExchangeVerdict] = []
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*options.target), options.timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
-        return [ExchangeVerdict(index, 0, "connect", "error", error=f"cannot connect to {options.target[0]}:{options.target[1]}: {exc or 'timeout'}", round=round_)]
+    except (TimeoutError, OSError) as exc:
+        return [
+            ExchangeVerdict(
+                index,
+                0,
+                "connect",
+                "error",
+                error=f"cannot connect to {options.target[0]}:{options.target[1]}: {exc or 'timeout'}",
+                round=round_,
+            )
+        ]
     cmid = uuid.UUID(bytes=rng.bytes(16), version=4) if options.renew_cmid else None
     # p_cont_id -> the NDR syntax offered for it (a request's stub is in its context's syntax)
     contexts: dict[int, ndr.TransferSyntax] = {}
@@ -254,16 +282,26 @@ async def _replay_conversation(index: int, client_pdus: list[bytes], server_pdus
             await writer.drain()
             try:
                 got_raw = await _read_pdu(reader, options.timeout)
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError, DecodeError) as exc:
-                verdicts.append(ExchangeVerdict(index, i, name, "error", error=f"no answer: {type(exc).__name__} {exc}".strip(), round=round_))
+            except (TimeoutError, asyncio.IncompleteReadError, OSError, DecodeError) as exc:
+                verdicts.append(
+                    ExchangeVerdict(
+                        index, i, name, "error", error=f"no answer: {type(exc).__name__} {exc}".strip(), round=round_
+                    )
+                )
                 break
             if want_raw is None:
-                verdicts.append(ExchangeVerdict(index, i, name, "error", error="the capture holds no answer to compare with", round=round_))
+                verdicts.append(
+                    ExchangeVerdict(
+                        index, i, name, "error", error="the capture holds no answer to compare with", round=round_
+                    )
+                )
                 continue
             try:
                 want, got = decode_pdu(want_raw), decode_pdu(got_raw)
             except DecodeError as exc:
-                verdicts.append(ExchangeVerdict(index, i, name, "error", error=f"undecodable answer: {exc}", round=round_))
+                verdicts.append(
+                    ExchangeVerdict(index, i, name, "error", error=f"undecodable answer: {exc}", round=round_)
+                )
                 continue
             if isinstance(want, (BindAck, AlterContextResp)):
                 diffs = _compare_bind_ack(want, got)
@@ -274,7 +312,7 @@ async def _replay_conversation(index: int, client_pdus: list[bytes], server_pdus
         writer.close()
         try:
             await asyncio.wait_for(writer.wait_closed(), options.timeout)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
     return verdicts
 
@@ -297,7 +335,9 @@ async def replay_capture(path: str | Path, options: ReplayOptions, rng: Rng | No
         client, rest_c = split_pdus(conv.client.data)
         server, _ = split_pdus(conv.server.data)
         if rest_c or conv.client.problems:
-            report.problems.append(f"conversation {conv.index}: client stream incomplete ({'; '.join(conv.client.problems) or 'partial PDU'}); replaying the whole PDUs")
+            report.problems.append(
+                f"conversation {conv.index}: client stream incomplete ({'; '.join(conv.client.problems) or 'partial PDU'}); replaying the whole PDUs"
+            )
         if client:
             work.append((conv.index, client, server))
     if not work:
@@ -356,8 +396,12 @@ def resign(raw: bytes, key: Any, now: int) -> bytes:
     unsigned = raw
     if message.tsig is not None and message.tsig_offset is not None:
         arcount = int.from_bytes(raw[10:12], "big")
-        unsigned = (message.tsig.original_id.to_bytes(2, "big") + raw[2:10] + (arcount - 1).to_bytes(2, "big")
-                    + raw[12 : message.tsig_offset])
+        unsigned = (
+            message.tsig.original_id.to_bytes(2, "big")
+            + raw[2:10]
+            + (arcount - 1).to_bytes(2, "big")
+            + raw[12 : message.tsig_offset]
+        )
     return sign_request(unsigned, key, now)[0]
 
 
@@ -371,7 +415,7 @@ async def replay_dns(path: str | Path, options: DnsReplayOptions) -> ReplayRepor
         UsageError: the file is not a readable capture, or the timeout is not positive.
     """
     from emu.net.dns_client import exchange
-    from emu.net.dns_pcap import compare_answers, read_dns_messages, summarise
+    from emu.pcap.dns_decode import compare_answers, read_dns_messages, summarise
 
     if options.timeout <= 0:
         raise UsageError("timeout must be positive")
@@ -386,19 +430,33 @@ async def replay_dns(path: str | Path, options: DnsReplayOptions) -> ReplayRepor
             report.verdicts.append(ExchangeVerdict(index, 0, "dns", "error", error=f"captured message: {sent.error}"))
             continue
         kind = "dns-" + summarise(sent.message)["kind"]
-        want = next((m for m in messages if m.is_response and m.src == sent.dst and m.dst == sent.src
-                     and m.time >= sent.time and m.raw[:2] == sent.raw[:2] and m.message is not None), None)
+        want = next(
+            (
+                m
+                for m in messages
+                if m.is_response
+                and m.src == sent.dst
+                and m.dst == sent.src
+                and m.time >= sent.time
+                and m.raw[:2] == sent.raw[:2]
+                and m.message is not None
+            ),
+            None,
+        )
         wire = sent.raw
         if sent.message.tsig is not None and options.key is not None:
             wire = resign(wire, options.key, int(time.time()))
         try:
-            got = await exchange(wire, options.target, timeout=options.timeout,
-                                 tcp=options.tcp or sent.transport == "tcp")
+            got = await exchange(
+                wire, options.target, timeout=options.timeout, tcp=options.tcp or sent.transport == "tcp"
+            )
         except (EmuError, OSError) as exc:
             report.verdicts.append(ExchangeVerdict(index, 0, kind, "error", error=f"no answer: {exc}"))
             continue
         if want is None or want.message is None:
-            report.verdicts.append(ExchangeVerdict(index, 0, kind, "error", error="the capture holds no answer to compare with"))
+            report.verdicts.append(
+                ExchangeVerdict(index, 0, kind, "error", error="the capture holds no answer to compare with")
+            )
             continue
         diffs = compare_answers(want.message, got)
         report.verdicts.append(ExchangeVerdict(index, 0, kind, "differs" if diffs else "same", tuple(diffs)))

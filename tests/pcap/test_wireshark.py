@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import subprocess
 from pathlib import Path
 
 import pytest
+from emu_testing import ROOT, require_tool, requires_vectors, vector_files
 
 from emu.cli import main
 from emu.cli.wireshark import dissector_source, install
-from emu.net.kms_decode import decode_capture
-from emu_testing import ROOT, require_tool, requires_vectors, vector_files
+from emu.pcap.kms_decode import decode_capture
 
 PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
 LUA = dissector_source()
@@ -19,9 +21,27 @@ FIELDS = ("kms.direction", "kms.cmid", "kms.count", "kms.required_count", "kms.e
 
 def _tshark_kms(tshark: str, path: Path) -> list[dict[str, str]]:
     out = subprocess.run(
-        [tshark, "-n", "-X", f"lua_script:{LUA}", "-r", str(path), "-Y", "kms", "-T", "fields",
-         "-E", "separator=\t", "-E", "occurrence=f", *sum((["-e", f] for f in FIELDS), [])],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            tshark,
+            "-n",
+            "-X",
+            f"lua_script:{LUA}",
+            "-r",
+            str(path),
+            "-Y",
+            "kms",
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-E",
+            "occurrence=f",
+            *functools.reduce(operator.iadd, (["-e", f] for f in FIELDS), []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert "Lua: Error" not in out.stderr, out.stderr
     rows = [dict(zip(FIELDS, line.split("\t"))) for line in out.stdout.splitlines() if line.strip()]
@@ -40,7 +60,9 @@ def _emu_kms(path: Path) -> list[dict[str, str]]:
         elif pdu.response is not None:
             row = {"kms.direction": "response", "kms.hresult": f"0x{pdu.response.hresult:08x}"}
             if pdu.response.count is not None:
-                row.update({"kms.cmid": pdu.response.cmid, "kms.count": str(pdu.response.count), "kms.epid": pdu.response.epid})
+                row.update(
+                    {"kms.cmid": pdu.response.cmid, "kms.count": str(pdu.response.count), "kms.epid": pdu.response.epid}
+                )
             rows.append(row)
     return rows
 
@@ -77,15 +99,32 @@ def test_lua_dissector_matches_emu_decode_on_sample_pcaps():
 def test_tshark_dissects_sample_pcap_as_dcerpc_without_expert_errors(path):
     tshark = require_tool("tshark")
     out = subprocess.run(
-        [tshark, "-n", "-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
-         "-z", "expert,warn", "-q"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            tshark,
+            "-n",
+            "-r",
+            str(path),
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-z",
+            "expert,warn",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     report = out.stdout
     assert "Malformed" not in report and "Bad checksum" not in report and "Errors (" not in report, report
     protocols = subprocess.run(
         [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.protocols", "-Y", "tcp.len > 0 or udp"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.split()
     assert protocols and all("dcerpc" in p or "dns" in p for p in protocols), protocols
 

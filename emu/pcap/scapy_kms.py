@@ -28,7 +28,8 @@ import os
 import struct
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from scapy.config import conf
 from scapy.fields import (
@@ -334,8 +335,10 @@ class _KMSRequestEncrypted(KMSRequest):
         iv = self._value("iv")
         iv = os.urandom(16) if iv is None else bytes(iv)
         major = base.version.major if base.version.major in (5, 6) else self._major
-        return wkms.encode_version(base.version) + iv + crypto.cbc_encrypt(
-            major, iv, crypto.pkcs7_pad(wkms.encode_request_base(base))
+        return (
+            wkms.encode_version(base.version)
+            + iv
+            + crypto.cbc_encrypt(major, iv, crypto.pkcs7_pad(wkms.encode_request_base(base)))
         )
 
 
@@ -482,8 +485,14 @@ class _KMSResponseEncrypted(KMSResponse):
             base.version.major if major is None else major, base.version.minor if minor is None else minor
         )
         return wkms.ResponseBase(
-            version, base.epid, base.cmid, base.client_time, base.count,
-            base.activation_interval, base.renewal_interval, base.epid_raw,
+            version,
+            base.epid,
+            base.cmid,
+            base.client_time,
+            base.count,
+            base.activation_interval,
+            base.renewal_interval,
+            base.epid_raw,
         )
 
     def _r_mask(self, iv: bytes) -> bytes:
@@ -498,7 +507,7 @@ class _KMSResponseEncrypted(KMSResponse):
         base = self._base()
         plain = self._plain(base, iv)
         padding = self._value("padding")
-        plain += crypto.pkcs7_pad(plain)[len(plain):] if padding is None else bytes(padding)
+        plain += crypto.pkcs7_pad(plain)[len(plain) :] if padding is None else bytes(padding)
         major = self._value("major_ver")
         version = wkms.Version(major, self._value("minor_ver"))
         return wkms.encode_version(version) + iv + crypto.cbc_encrypt(self._major, iv, plain)
@@ -514,10 +523,14 @@ class _KMSResponseEncrypted(KMSResponse):
 def _encrypted_response_fields(major: int) -> list[AnyField]:
     base = _response_base_fields(major)
     return [
-        LEShortField("minor_ver", 0), LEShortField("major_ver", major), XStrField("iv", None),
-        Field("inner_minor_ver", None, "<H"), Field("inner_major_ver", None, "<H"),
+        LEShortField("minor_ver", 0),
+        LEShortField("major_ver", major),
+        XStrField("iv", None),
+        Field("inner_minor_ver", None, "<H"),
+        Field("inner_major_ver", None, "<H"),
         *base[2:],
-        XStrField("random_xored_ivs", bytes(16)), XStrField("hash", None),
+        XStrField("random_xored_ivs", bytes(16)),
+        XStrField("hash", None),
     ]
 
 

@@ -7,19 +7,21 @@ import json
 import socket
 import time
 
+from emu_testing import ROOT
 
 from emu.cli import main
 from emu.kms.host import HostConfig, KmsHost
 from emu.net.kms_server import KmsServer, ServerConfig
-from emu.net.replay import ReplayOptions, replay_capture
+from emu.pcap.replay import ReplayOptions, replay_capture
 from emu.rng import seeded
-from emu_testing import ROOT
 
 PCAPS = ROOT / "pcaps"
 
 
 async def _replay(name: str, **kw) -> object:
-    async with KmsServer(KmsHost(HostConfig(), seeded(5), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))) as srv:
+    async with KmsServer(
+        KmsHost(HostConfig(), seeded(5), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))
+    ) as srv:
         options = ReplayOptions(target=srv.addresses[0], timeout=3.0, **kw)
         return await replay_capture(PCAPS / name, options, seeded(9))
 
@@ -49,7 +51,9 @@ def test_replay_against_a_closed_port_is_an_error_verdict():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    report = asyncio.run(replay_capture(PCAPS / "emu-v4-ndr32-windows7.pcap", ReplayOptions(target=("127.0.0.1", port), timeout=1.0)))
+    report = asyncio.run(
+        replay_capture(PCAPS / "emu-v4-ndr32-windows7.pcap", ReplayOptions(target=("127.0.0.1", port), timeout=1.0))
+    )
     assert [v.verdict for v in report.verdicts] == ["error"]
     assert "cannot connect" in report.verdicts[0].error
 
@@ -62,10 +66,13 @@ def test_replay_as_load_is_bounded_by_repeat_and_concurrency():
 
 def test_cli_replay_json_and_exit_code(capsys):
     async def serve_and_run() -> int:
-        async with KmsServer(KmsHost(HostConfig(), seeded(5), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))) as srv:
+        async with KmsServer(
+            KmsHost(HostConfig(), seeded(5), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))
+        ) as srv:
             host, port = srv.addresses[0][:2]
             return await asyncio.to_thread(
-                main, ["replay", str(PCAPS / "emu-v6-hresult-C004F042.pcap"), "--target", f"{host}:{port}", "--json"])
+                main, ["replay", str(PCAPS / "emu-v6-hresult-C004F042.pcap"), "--target", f"{host}:{port}", "--json"]
+            )
 
     assert asyncio.run(serve_and_run()) == 0
     out = json.loads(capsys.readouterr().out)
@@ -73,7 +80,7 @@ def test_cli_replay_json_and_exit_code(capsys):
 
 
 def test_cli_replay_of_a_file_without_kms_reports_it(tmp_path, capsys):
-    from emu.net.pcap_write import TcpFlow, write_pcap
+    from emu.pcap.writer import TcpFlow, write_pcap
 
     flow = TcpFlow(("10.0.0.1", 5000), ("10.0.0.2", 80)).handshake().send(True, b"GET / HTTP/1.0\r\n\r\n").close()
     path = write_pcap(tmp_path / "http.pcap", flow.frames)

@@ -27,17 +27,26 @@ import datetime as _dt
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from emu.errors import ScenarioError, UsageError
-from emu.net.dns_pcap import DNS_PORT, summary_line
-from emu.net.kms_decode import DecodedPdu, decode_conversation
-from emu.net.pcap import Conversation, SegmentLog, reassemble
+from emu.pcap.dns_decode import DNS_PORT, summary_line
+from emu.pcap.kms_decode import DecodedPdu, decode_conversation
+from emu.pcap.reader import Conversation, SegmentLog, reassemble
 
-__all__ = ["CaptureOptions", "CaptureResult", "ExchangeSummaries", "capture", "bpf_filter", "exchange_line",
-           "START_TIMEOUT", "MAX_CONNECTIONS_TRACKED"]
+__all__ = [
+    "MAX_CONNECTIONS_TRACKED",
+    "START_TIMEOUT",
+    "CaptureOptions",
+    "CaptureResult",
+    "ExchangeSummaries",
+    "bpf_filter",
+    "capture",
+    "exchange_line",
+]
 
 #: Seconds to wait for the sniffer to be listening.
 START_TIMEOUT = 5.0
@@ -100,7 +109,7 @@ def bpf_filter(options: CaptureOptions) -> str:
 
 
 def _clock(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def exchange_line(request: DecodedPdu | None, answer: DecodedPdu) -> str:
@@ -146,10 +155,11 @@ class ExchangeSummaries:
             direction = self._directions[(src, dst)] = SegmentLog(src, dst, first_time=when)
         return direction
 
-    def _dns_over_tcp(self, src: tuple[str, int], dst: tuple[str, int], flags: int, seq: int, payload: bytes,
-                      when: float) -> list[str]:
+    def _dns_over_tcp(
+        self, src: tuple[str, int], dst: tuple[str, int], flags: int, seq: int, payload: bytes, when: float
+    ) -> list[str]:
         """A line per DNS message this segment completed in its direction (RFC 1035 4.2.2 framing)."""
-        from emu.net.dns_pcap import _decode
+        from emu.pcap.dns_decode import _decode
 
         direction = self._direction(src, dst, when)
         direction.observe(flags, seq, payload, when)
@@ -179,7 +189,7 @@ class ExchangeSummaries:
             return []
         udp = frame.getlayer(UDP)
         if udp is not None and self.dns_port in (udp.sport, udp.dport):
-            from emu.net.dns_pcap import _decode
+            from emu.pcap.dns_decode import _decode
 
             message, error = _decode(bytes(udp.payload))
             where = f"{_clock(float(frame.time))} {ip.src}:{udp.sport} -> {ip.dst}:{udp.dport}"
@@ -205,8 +215,10 @@ class ExchangeSummaries:
         answers = [p for p in pdus if p.direction == "S->C" and p.ptype in ("response", "fault")]
         lines = []
         for answer in answers[done:]:
-            request = next((p for p in pdus if p.direction == "C->S" and p.ptype == "request"
-                            and p.call_id == answer.call_id), None)
+            request = next(
+                (p for p in pdus if p.direction == "C->S" and p.ptype == "request" and p.call_id == answer.call_id),
+                None,
+            )
             lines.append(exchange_line(request, answer))
         self._reported[key] = len(answers)
         self.exchanges += len(lines)
@@ -258,8 +270,12 @@ def _with_checksums(frame: Any) -> Any:
     return rebuilt
 
 
-def capture(options: CaptureOptions, on_line: Callable[[str], None] = print,
-            stop: threading.Event | None = None, started: threading.Event | None = None) -> CaptureResult:
+def capture(
+    options: CaptureOptions,
+    on_line: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+    started: threading.Event | None = None,
+) -> CaptureResult:
     """Capture until ``count`` frames, ``duration`` seconds, or ``stop`` is set; return what was written.
 
     ``started`` is set once the sniffer listens (callers start traffic after it).
@@ -295,8 +311,14 @@ def capture(options: CaptureOptions, on_line: Callable[[str], None] = print,
                 result.lines.append(line)
                 on_line(line)
 
-    sniffer = AsyncSniffer(iface=options.interface, filter=bpf_filter(options), prn=keep, store=False,
-                           count=options.count or 0, started_callback=listening.set)
+    sniffer = AsyncSniffer(
+        iface=options.interface,
+        filter=bpf_filter(options),
+        prn=keep,
+        store=False,
+        count=options.count or 0,
+        started_callback=listening.set,
+    )
 
     def start_sniffer() -> None:
         sniffer.start()
@@ -310,13 +332,17 @@ def capture(options: CaptureOptions, on_line: Callable[[str], None] = print,
             start_sniffer()
     except (OSError, PermissionError, ValueError) as exc:
         writer.close()
-        raise ScenarioError(f"cannot sniff on {options.interface}{' in ' + options.netns if options.netns else ''}: {exc}") from exc
+        raise ScenarioError(
+            f"cannot sniff on {options.interface}{' in ' + options.netns if options.netns else ''}: {exc}"
+        ) from exc
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not listening.is_set():
             if time.monotonic() > deadline or not sniffer.running:
-                raise ScenarioError(f"the sniffer on {options.interface} did not start within {START_TIMEOUT:g} s "
-                                    "(does the interface exist there?)")
+                raise ScenarioError(
+                    f"the sniffer on {options.interface} did not start within {START_TIMEOUT:g} s "
+                    "(does the interface exist there?)"
+                )
             time.sleep(0.01)
         if started is not None:
             started.set()

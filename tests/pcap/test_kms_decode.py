@@ -1,4 +1,4 @@
-"""emu.net.kms_decode: every reference capture decodes and verifies; odd captures never raise."""
+"""emu.pcap.kms_decode: every reference capture decodes and verifies; odd captures never raise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from emu_testing import VECTORS_DIR, requires_vectors, vector_files
 from pcap_craft import CLIENT, SERVER, T0, exchange, packets, segments, write_pcap, write_pcapng
 
 from emu.errors import UsageError
-from emu.net.kms_decode import DecodedPdu, decode_capture, looks_like_rpc_header
+from emu.pcap.kms_decode import DecodedPdu, decode_capture, looks_like_rpc_header
 
 BASE = "pykms-vlmcsd-v6-windows10.pcap"
 VLMCSD_EPID = "05426-00206-555-072633-03-7194-9200.0000-3332025"
@@ -231,7 +231,10 @@ def test_non_tcp_packets_are_ignored(tmp_path: Path):
 
     pkts = packets(segments(exchange(_vector(BASE))))
     noise = [
-        Ether() / IP(src="10.1.0.9", dst="10.1.0.53") / UDP(sport=5353, dport=53) / DNS(qd=DNSQR(qname="_vlmcs._tcp.test", qtype="SRV")),
+        Ether()
+        / IP(src="10.1.0.9", dst="10.1.0.53")
+        / UDP(sport=5353, dport=53)
+        / DNS(qd=DNSQR(qname="_vlmcs._tcp.test", qtype="SRV")),
         Ether() / IP(src="10.1.0.9", dst="10.1.0.1") / ICMP(),
         Ether() / ARP(pdst="10.1.0.1"),
     ]
@@ -335,8 +338,8 @@ def test_mutated_streams_decode_without_internal_errors():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from emu.net.kms_decode import decode_conversation
-    from emu.net.pcap import Conversation, TcpStream
+    from emu.pcap.kms_decode import decode_conversation
+    from emu.pcap.reader import Conversation, TcpStream
 
     pdus = exchange(_vector(BASE))
     client = b"".join(d for s, d in pdus if s == "C")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from emu_testing import ROOT
 
 from emu.errors import UsageError
-from emu.net.capture import CaptureOptions, ExchangeSummaries, bpf_filter, capture
-from emu_testing import ROOT
+from emu.pcap.live import CaptureOptions, ExchangeSummaries, bpf_filter, capture
 
 PCAPS = ROOT / "pcaps"
 
@@ -26,15 +27,22 @@ def _base(rng):
 
     sku = products.lookup("Windows 10 Enterprise")
     return RequestBase(
-        version=Version(6), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
-        app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id, cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
-        required_client_count=sku.threshold, client_time=116444736000000000 + int(time.time() * 10_000_000),
-        previous_cmid=uuid.UUID(int=0), workstation_name="capture-test",
+        version=Version(6),
+        vm_info=0,
+        license_status=LicenseStatus.OOB_GRACE,
+        binding_expiration=43200,
+        app_id=sku.app_id,
+        sku_id=sku.id,
+        kms_id=sku.kms_id,
+        cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
+        required_client_count=sku.threshold,
+        client_time=116444736000000000 + int(time.time() * 10_000_000),
+        previous_cmid=uuid.UUID(int=0),
+        workstation_name="capture-test",
     )
 
 
 def _lines(path: Path, dns_port: int | None = None) -> list[str]:
-    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401  (frames dissect down to TCP)
     from scapy.utils import rdpcap
 
     summaries = ExchangeSummaries(1688, dns_port)
@@ -65,7 +73,10 @@ def test_summary_of_a_v4_exchange():
 
 def test_filter_adds_dns_only_when_asked():
     assert bpf_filter(CaptureOptions("lo", Path("x.pcap"))) == "(tcp port 1688)"
-    assert bpf_filter(CaptureOptions("lo", Path("x.pcap"), port=1700, dns=True, dns_port=5353)) == "(tcp port 1700) or (port 5353)"
+    assert (
+        bpf_filter(CaptureOptions("lo", Path("x.pcap"), port=1700, dns=True, dns_port=5353))
+        == "(tcp port 1700) or (port 5353)"
+    )
 
 
 @pytest.mark.parametrize("kw", [dict(interface=""), dict(count=0), dict(duration=-1.0), dict(port=70000)])
@@ -78,14 +89,13 @@ def test_bad_options_are_usage_errors(kw):
 @pytest.mark.skipif(os.geteuid() != 0, reason="sniffing needs root")
 def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_exchange(tmp_path: Path):
     from scapy.layers.inet import IP, TCP
-    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401  (frames dissect down to TCP)
     from scapy.utils import rdpcap
 
     from emu.kms.client import HostAddress
     from emu.kms.host import HostConfig, KmsHost
+    from emu.net.kms_client import exchange
     from emu.net.kms_server import KmsServer, ServerConfig
     from emu.rng import seeded
-    from emu.net.kms_client import exchange
 
     out = tmp_path / "lo.pcap"
     stop, started = threading.Event(), threading.Event()
@@ -93,10 +103,14 @@ def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_excha
     box: dict[str, object] = {}
 
     async def serve_and_ask() -> None:
-        async with KmsServer(KmsHost(HostConfig(), seeded(2), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))) as srv:
+        async with KmsServer(
+            KmsHost(HostConfig(), seeded(2), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))
+        ) as srv:
             port = srv.addresses[0][1]
             box["options"] = CaptureOptions("lo", out, port=port)
-            thread = threading.Thread(target=lambda: box.setdefault("result", capture(box["options"], lines.append, stop, started)))
+            thread = threading.Thread(
+                target=lambda: box.setdefault("result", capture(box["options"], lines.append, stop, started))
+            )
             thread.start()
             assert started.wait(10)
             rng = seeded(3)
@@ -109,7 +123,7 @@ def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_excha
     asyncio.run(serve_and_ask())
     frames = rdpcap(str(out))
     raws = [bytes(f) for f in frames]
-    assert all(a != b for a, b in zip(raws, raws[1:])), "duplicate loopback frames"
+    assert all(a != b for a, b in itertools.pairwise(raws)), "duplicate loopback frames"
     for frame in frames:
         fresh = frame[IP].copy()
         del fresh.chksum
@@ -120,14 +134,15 @@ def test_loopback_capture_has_no_duplicates_valid_checksums_and_a_line_per_excha
 
 
 def test_dns_over_tcp_gets_the_same_line_per_message_as_udp():
-    from emu.net.capture import _clock
-    from emu.net.dns_pcap import read_dns_messages, summary_line
+    from emu.pcap.dns_decode import read_dns_messages, summary_line
+    from emu.pcap.live import _clock
 
     path = PCAPS / "emu-dns-tcp.pcap"
     messages = read_dns_messages(path)
     assert [m.transport for m in messages] == ["tcp"] * 4
-    assert _lines(path, 53) == [f"{_clock(m.time)} {m.src[0]}:{m.src[1]} -> {m.dst[0]}:{m.dst[1]} {summary_line(m.message)}"
-                                for m in messages]
+    assert _lines(path, 53) == [
+        f"{_clock(m.time)} {m.src[0]}:{m.src[1]} -> {m.dst[0]}:{m.dst[1]} {summary_line(m.message)}" for m in messages
+    ]
     assert _lines(path, None) == []  # DNS only when asked, as for UDP
     # The same update over UDP and over TCP reads the same after the message ID.
     udp, tcp = _lines(PCAPS / "emu-dns-publish.pcap", 53), _lines(path, 53)[:2]
@@ -135,13 +150,14 @@ def test_dns_over_tcp_gets_the_same_line_per_message_as_udp():
 
 
 def test_dns_over_tcp_messages_split_and_joined_across_segments_each_get_a_line_when_complete():
-    import scapy.layers.inet, scapy.layers.l2  # noqa: F401,E401
     from dnslib import QTYPE, DNSHeader, DNSQuestion, DNSRecord
 
-    from emu.net.pcap_write import TcpFlow
+    from emu.pcap.writer import TcpFlow
 
     def query(msg_id: int) -> bytes:
-        wire = bytes(DNSRecord(DNSHeader(id=msg_id, bitmap=0), q=DNSQuestion("_vlmcs._tcp.kms.test.", QTYPE.SRV)).pack())
+        wire = bytes(
+            DNSRecord(DNSHeader(id=msg_id, bitmap=0), q=DNSQuestion("_vlmcs._tcp.kms.test.", QTYPE.SRV)).pack()
+        )
         return len(wire).to_bytes(2, "big") + wire
 
     third = query(3)
@@ -157,6 +173,9 @@ def test_dns_over_tcp_messages_split_and_joined_across_segments_each_get_a_line_
     assert [len(per_frame[3]), len(per_frame[9])] == [2, 1]
     ids = [line.split(" id=")[1].split()[0] for lines in per_frame for line in lines]
     assert ids == ["1", "2", "3"]
-    assert all("10.0.0.10:40000 -> 10.0.0.53:53 DNS query" in l and "_vlmcs._tcp.kms.test. SRV" in l
-               for lines in per_frame for l in lines)
+    assert all(
+        "10.0.0.10:40000 -> 10.0.0.53:53 DNS query" in l and "_vlmcs._tcp.kms.test. SRV" in l
+        for lines in per_frame
+        for l in lines
+    )
     assert summaries.exchanges == 0  # KMS exchanges only

@@ -8,20 +8,20 @@ import pytest
 
 pytest.importorskip("scapy")
 
-from scapy.config import conf  # noqa: E402
-from scapy.layers.dcerpc import DceRpc5, DceRpc5Request, DceRpc5Response  # noqa: E402
-from scapy.layers.inet import IP, TCP  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
-from scapy.sessions import TCPSession  # noqa: E402
-from scapy.utils import rdpcap  # noqa: E402
-from scapy.sendrecv import sniff  # noqa: E402
+from emu_testing import requires_vectors, vector_files
+from scapy.config import conf
+from scapy.layers.dcerpc import DceRpc5, DceRpc5Request, DceRpc5Response
+from scapy.layers.inet import IP, TCP
+from scapy.packet import Raw
+from scapy.sendrecv import sniff
+from scapy.sessions import TCPSession
+from scapy.utils import rdpcap
 
-from emu.kms import crypto  # noqa: E402
-from emu.kms.host import HostConfig, KmsHost  # noqa: E402
-from emu.kms.messages import open_request, verify_response  # noqa: E402
-from emu.net import scapy_kms as sk  # noqa: E402
-from emu.rng import seeded  # noqa: E402
-from emu_testing import requires_vectors, vector_files  # noqa: E402
+from emu.kms import crypto
+from emu.kms.host import HostConfig, KmsHost
+from emu.kms.messages import open_request, verify_response
+from emu.pcap import scapy_kms as sk
+from emu.rng import seeded
 
 CMID = uuid.UUID("12345678-1234-4321-8765-123456789abc")
 NOW_FT = 134403070050000000  # 2026-11-28 02:36:45 UTC
@@ -167,4 +167,4 @@ def test_reference_session_pairs_responses_with_requests_by_answers():
     ]
     assert responses[0].epid == "05426-00206-555-072633-03-7194-9200.0000-3332025"
     assert responses[0].hwid == bytes.fromhex("3A1C049600B60076")
-    assert DceRpc5Response in [p for p in pkts if sk.KMSResponse in p][0]
+    assert DceRpc5Response in next(p for p in pkts if sk.KMSResponse in p)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TcpFlow", "write_pcap", "MSS"]
+__all__ = ["MSS", "TcpFlow", "write_pcap"]
 
 #: Largest TCP payload per frame (Ethernet MTU 1500 minus 40 bytes of IPv4 and TCP headers).
 MSS = 1460
@@ -47,15 +47,22 @@ class TcpFlow:
         self._cseq, self._sseq = self.client_isn, self.server_isn
         self._time = self.start
 
-    def _frame(self, from_client: bool, flags: str, payload: bytes = b"", seq: int | None = None, ack: int | None = None) -> None:
+    def _frame(
+        self, from_client: bool, flags: str, payload: bytes = b"", seq: int | None = None, ack: int | None = None
+    ) -> None:
         from scapy.layers.inet import IP, TCP
         from scapy.layers.l2 import Ether
 
         src, dst = (self.client, self.server) if from_client else (self.server, self.client)
         macs = (_CLIENT_MAC, _SERVER_MAC) if from_client else (_SERVER_MAC, _CLIENT_MAC)
-        tcp = TCP(sport=src[1], dport=dst[1], flags=flags, window=65535,
-                  seq=(self._cseq if from_client else self._sseq) if seq is None else seq,
-                  ack=((self._sseq if from_client else self._cseq) if "A" in flags else 0) if ack is None else ack)
+        tcp = TCP(
+            sport=src[1],
+            dport=dst[1],
+            flags=flags,
+            window=65535,
+            seq=(self._cseq if from_client else self._sseq) if seq is None else seq,
+            ack=((self._sseq if from_client else self._cseq) if "A" in flags else 0) if ack is None else ack,
+        )
         pkt = Ether(src=macs[0], dst=macs[1]) / IP(src=src[0], dst=dst[0], id=len(self.frames) + 1, flags="DF") / tcp
         if payload:
             pkt = pkt / payload

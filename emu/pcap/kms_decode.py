@@ -1,7 +1,7 @@
 """Decode the KMS traffic of a capture: every DCE/RPC PDU and the KMS message inside it.
 
 This is the logic behind ``emu decode`` (no printing here). :func:`decode_capture` reads a pcap or
-pcapng with :func:`emu.net.pcap.read_conversations`, finds the KMS conversations on any port, cuts
+pcapng with :func:`emu.pcap.reader.read_conversations`, finds the KMS conversations on any port, cuts
 each direction's reassembled byte stream into PDUs by ``frag_length`` and decodes them with
 :mod:`emu.wire.rpc`, :mod:`emu.wire.ndr` and :mod:`emu.kms.messages`. Responses are paired with
 their request (same call_id) and verified with every named check of spec 5.6.
@@ -40,7 +40,7 @@ from emu.kms.crypto import BLOCK_SIZE, cbc_decrypt
 from emu.kms.epid import format_hwid, parse_epid
 from emu.kms.messages import OpenedRequest, VerifiedResponse, open_request, verify_response
 from emu.kms.products import describe_kms_id, product_data
-from emu.net.pcap import Conversation, TcpStream, read_conversations
+from emu.pcap.reader import Conversation, TcpStream, read_conversations
 from emu.wire.kms import (
     ResponseBase,
     ResponseV4,
@@ -54,13 +54,9 @@ from emu.wire.kms import (
 )
 from emu.wire.ndr import TransferSyntax, decode_request_stub, decode_response_stub
 from emu.wire.rpc import (
+    FAULT_STATUS_NAMES,
     HEADER_LENGTH,
     KMS_INTERFACE,
-    NCA_S_FAULT_NDR,
-    NCA_S_OP_RNG_ERROR,
-    NCA_S_PROTO_ERROR,
-    NCA_S_UNK_IF,
-    NCA_S_UNSPEC_REJECT,
     AlterContext,
     AlterContextResp,
     Bind,
@@ -79,17 +75,16 @@ from emu.wire.rpc import (
 
 __all__ = [
     "CLIENT_TO_SERVER",
-    "SERVER_TO_CLIENT",
     "HRESULT_NAMES",
-    "FAULT_STATUS_NAMES",
+    "SERVER_TO_CLIENT",
+    "CaptureDecode",
     "CheckResult",
-    "ContextOffer",
     "ContextAnswer",
+    "ContextOffer",
+    "DecodedPdu",
     "KmsRequestInfo",
     "KmsResponseInfo",
-    "DecodedPdu",
     "StreamNote",
-    "CaptureDecode",
     "decode_capture",
     "decode_conversation",
     "looks_like_rpc_header",
@@ -113,20 +108,6 @@ HRESULT_NAMES: dict[int, str] = {
     0xC004F041: "SL_E_VL_KMS_SERVICE_NOT_ACTIVATED",
     0xC004F039: "SL_E_VL_KMS_SERVICE_NOT_ENABLED",
     0xC004F06B: "SL_E_VL_MACHINE_NOT_VIRTUAL_ALLOWED",
-}
-
-#: NCA status codes of fault PDUs (spec 2.8; C706 appendix E, [MS-RPCE] 3.1.1.5.5).
-FAULT_STATUS_NAMES: dict[int, str] = {
-    NCA_S_OP_RNG_ERROR: "nca_s_op_rng_error",
-    NCA_S_UNK_IF: "nca_s_unk_if",
-    NCA_S_PROTO_ERROR: "nca_s_proto_error",
-    NCA_S_UNSPEC_REJECT: "nca_s_unspec_reject",
-    NCA_S_FAULT_NDR: "nca_s_fault_ndr",
-    0x1C010001: "nca_s_comm_failure",
-    0x1C010013: "nca_s_server_too_busy",
-    0x1C000001: "nca_s_fault_int_div_by_zero",
-    0x00000005: "nca_s_fault_access_denied",
-    0x000006D8: "nca_s_fault_cant_perform",
 }
 
 #: Smallest and largest frag_length taken as plausible (spec 2.1: the 16-byte header; u16 field).
@@ -302,8 +283,12 @@ class StreamNote:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "record": "note", "capture": self.capture, "time": _json_time(self.time),
-            "conversation": self.conversation, "direction": self.direction, "message": self.message,
+            "record": "note",
+            "capture": self.capture,
+            "time": _json_time(self.time),
+            "conversation": self.conversation,
+            "direction": self.direction,
+            "message": self.message,
         }
 
 
@@ -403,10 +388,15 @@ def _split(stream: TcpStream) -> list[_Piece]:
             continue
         frag = data[pos + 8] | data[pos + 9] << 8
         if pos + frag > n:
-            pieces.append(_Piece(
-                pos, data[pos:], time_at(pos), False,
-                f"PDU truncated: frag_length {frag}, only {n - pos} bytes captured",
-            ))
+            pieces.append(
+                _Piece(
+                    pos,
+                    data[pos:],
+                    time_at(pos),
+                    False,
+                    f"PDU truncated: frag_length {frag}, only {n - pos} bytes captured",
+                )
+            )
             break
         pieces.append(_Piece(pos, data[pos : pos + frag], time_at(pos), True))
         pos += frag
@@ -423,7 +413,7 @@ def _endpoint(addr: tuple[str, int]) -> str:
 
 def _iso_filetime(filetime: int) -> str:
     try:
-        when = _dt.datetime.fromtimestamp(filetime_to_unix(filetime), tz=_dt.timezone.utc)
+        when = _dt.datetime.fromtimestamp(filetime_to_unix(filetime), tz=_dt.UTC)
     except (OverflowError, OSError, ValueError):
         return f"FILETIME {filetime} (out of range)"
     return when.isoformat().replace("+00:00", "Z")
@@ -542,8 +532,11 @@ def _open_unpaired(data: bytes) -> ResponseV4 | ResponseV5Plain | ResponseV6Plai
         raise DecodeError(f"KMS response version {version} has no message layout", offset=0, path="KMS response")
     env = decode_encrypted_message(data)
     if not env.ciphertext or len(env.ciphertext) % BLOCK_SIZE:
-        raise DecodeError(f"ciphertext of {len(env.ciphertext)} bytes is not whole AES blocks",
-                          offset=20, path="KMS response -> ciphertext")
+        raise DecodeError(
+            f"ciphertext of {len(env.ciphertext)} bytes is not whole AES blocks",
+            offset=20,
+            path="KMS response -> ciphertext",
+        )
     plain = cbc_decrypt(version.major, env.iv, env.ciphertext)
     return decode_response_v5_plain(plain) if version.major == 5 else decode_response_v6_plain(plain)
 
@@ -576,8 +569,15 @@ def _response_info(
         except (DecodeError, ValueError) as exc:
             note = f"response could not be decoded without its request: {exc}"
     if message is None:
-        return KmsResponseInfo(hresult=hresult, hresult_name=name, version=version, size=len(data),
-                               checks=checks, verified=verified, note=note)
+        return KmsResponseInfo(
+            hresult=hresult,
+            hresult_name=name,
+            version=version,
+            size=len(data),
+            checks=checks,
+            verified=verified,
+            note=note,
+        )
     base: ResponseBase = message.base
     epid = parse_epid(base.epid)
     hwid = format_hwid(message.hwid) if isinstance(message, ResponseV6Plain) else None
@@ -625,9 +625,7 @@ class _State:
     kms_evidence: bool = False
 
 
-def _decode_piece(
-    piece: _Piece, direction: str, base: DecodedPdu, state: _State
-) -> DecodedPdu:
+def _decode_piece(piece: _Piece, direction: str, base: DecodedPdu, state: _State) -> DecodedPdu:
     """``base`` (where the piece is: capture, time, endpoints, offset, size) with what it decodes to."""
     if not piece.whole:
         ptype = _PTYPE_NAMES.get(piece.data[2]) if looks_like_rpc_header(piece.data) else None
@@ -639,7 +637,9 @@ def _decode_piece(
     common = replace(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
     if isinstance(pdu, (Bind, AlterContext)):
         offers = tuple(
-            ContextOffer(e.p_cont_id, _abstract_name(e.abstract_syntax), tuple(_syntax_name(s) for s in e.transfer_syntaxes))
+            ContextOffer(
+                e.p_cont_id, _abstract_name(e.abstract_syntax), tuple(_syntax_name(s) for s in e.transfer_syntaxes)
+            )
             for e in pdu.context_elements
         )
         if any(e.abstract_syntax == KMS_INTERFACE for e in pdu.context_elements):
@@ -664,11 +664,19 @@ def _decode_piece(
     if isinstance(pdu, BindNak):
         if state.offers:
             state.offers.popleft()
-        return replace(common, error=None, fault_status=pdu.provider_reject_reason,
-                       fault_name=f"bind_nak reason {pdu.provider_reject_reason}")
+        return replace(
+            common,
+            error=None,
+            fault_status=pdu.provider_reject_reason,
+            fault_name=f"bind_nak reason {pdu.provider_reject_reason}",
+        )
     if isinstance(pdu, Fault):
-        return replace(common, p_cont_id=pdu.p_cont_id, fault_status=pdu.status,
-                       fault_name=FAULT_STATUS_NAMES.get(pdu.status, "unknown status"))
+        return replace(
+            common,
+            p_cont_id=pdu.p_cont_id,
+            fault_status=pdu.status,
+            fault_name=FAULT_STATUS_NAMES.get(pdu.status, "unknown status"),
+        )
     if isinstance(pdu, Request):
         return _decode_request(pdu, common, direction, state)
     assert isinstance(pdu, Response)
@@ -702,8 +710,11 @@ def _decode_request(pdu: Request, common: DecodedPdu, direction: str, state: _St
         syntax = _guess_request_syntax(stub)
     if syntax is None:
         queue.append((None, None, None))
-        return replace(common, error=f"request on context {pdu.p_cont_id} with no negotiated transfer syntax, "
-                       "and the stub is neither an NDR32 nor an NDR64 RequestActivation stub")
+        return replace(
+            common,
+            error=f"request on context {pdu.p_cont_id} with no negotiated transfer syntax, "
+            "and the stub is neither an NDR32 nor an NDR64 RequestActivation stub",
+        )
     common = replace(common, syntax=syntax.name, syntax_guessed=guessed)
     try:
         decoded = decode_request_stub(stub, syntax)
@@ -736,7 +747,7 @@ def _decode_response(pdu: Response, common: DecodedPdu, direction: str, state: _
     except DecodeError as exc:
         return replace(common, error=str(exc))
     info = _response_info(decoded.hresult, decoded.kms_data, opened, req_info)
-    if info.epid is not None or decoded.kms_data is None and opened is not None:
+    if info.epid is not None or (decoded.kms_data is None and opened is not None):
         state.kms_evidence = True
     error = None
     if decoded.kms_data is not None and info.epid is None and opened is None:
@@ -744,9 +755,7 @@ def _decode_response(pdu: Response, common: DecodedPdu, direction: str, state: _
     return replace(common, response=info, error=error)
 
 
-def _merge(
-    client: list[_Piece], server: list[_Piece]
-) -> list[tuple[str, _Piece]]:
+def _merge(client: list[_Piece], server: list[_Piece]) -> list[tuple[str, _Piece]]:
     """Both directions in capture-time order, each direction keeping its stream order."""
     out: list[tuple[str, _Piece]] = []
     i = j = 0
@@ -782,8 +791,15 @@ def decode_conversation(conv: Conversation, capture: str = "", *, force: bool = 
     for direction, piece in _merge(client, server):
         stream = conv.client if direction == CLIENT_TO_SERVER else conv.server
         base = DecodedPdu(
-            capture=capture, time=piece.time, conversation=conv.index, src=_endpoint(stream.src),
-            dst=_endpoint(stream.dst), direction=direction, offset=piece.offset, size=len(piece.data), ptype=None,
+            capture=capture,
+            time=piece.time,
+            conversation=conv.index,
+            src=_endpoint(stream.src),
+            dst=_endpoint(stream.dst),
+            direction=direction,
+            offset=piece.offset,
+            size=len(piece.data),
+            ptype=None,
         )
         try:
             records.append(_decode_piece(piece, direction, base, state))
@@ -832,7 +848,7 @@ def decode_capture(path: str | Path, *, port: int | None = None) -> CaptureDecod
 def _json_time(t: float | None) -> str | None:
     if t is None:
         return None
-    return _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _dt.datetime.fromtimestamp(t, tz=_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _json_pdu(p: DecodedPdu) -> dict[str, Any]:
@@ -854,7 +870,11 @@ def _json_pdu(p: DecodedPdu) -> dict[str, Any]:
         "syntax": p.syntax,
         "syntax_guessed": p.syntax_guessed,
         "contexts": [
-            {"p_cont_id": c.p_cont_id, "abstract_syntax": c.abstract_syntax, "transfer_syntaxes": list(c.transfer_syntaxes)}
+            {
+                "p_cont_id": c.p_cont_id,
+                "abstract_syntax": c.abstract_syntax,
+                "transfer_syntaxes": list(c.transfer_syntaxes),
+            }
             for c in p.contexts
         ],
         "results": [
@@ -870,22 +890,45 @@ def _json_pdu(p: DecodedPdu) -> dict[str, Any]:
     if p.request is not None:
         r = p.request
         out["request"] = {
-            "version": r.version, "size": r.size, "refused": r.refused or None, "application": r.application,
-            "product": r.product, "sku_name": r.sku_name, "app_id": r.app_id, "sku_id": r.sku_id, "kms_id": r.kms_id,
-            "cmid": r.cmid, "previous_cmid": r.previous_cmid, "workstation": r.workstation,
-            "required_client_count": r.required_client_count, "client_time": r.client_time, "vm": r.vm,
-            "license_status": r.license_status, "binding_expiration": r.binding_expiration, "mac_ok": r.mac_ok,
+            "version": r.version,
+            "size": r.size,
+            "refused": r.refused or None,
+            "application": r.application,
+            "product": r.product,
+            "sku_name": r.sku_name,
+            "app_id": r.app_id,
+            "sku_id": r.sku_id,
+            "kms_id": r.kms_id,
+            "cmid": r.cmid,
+            "previous_cmid": r.previous_cmid,
+            "workstation": r.workstation,
+            "required_client_count": r.required_client_count,
+            "client_time": r.client_time,
+            "vm": r.vm,
+            "license_status": r.license_status,
+            "binding_expiration": r.binding_expiration,
+            "mac_ok": r.mac_ok,
         }
     if p.response is not None:
         s = p.response
         out["response"] = {
-            "hresult": f"0x{s.hresult:08X}", "hresult_name": s.hresult_name, "version": s.version, "size": s.size,
-            "epid": s.epid, "epid_problems": list(s.epid_problems), "hwid": s.hwid, "count": s.count,
-            "threshold": s.threshold, "activation_interval": s.activation_interval,
-            "renewal_interval": s.renewal_interval, "cmid": s.cmid, "client_time": s.client_time,
+            "hresult": f"0x{s.hresult:08X}",
+            "hresult_name": s.hresult_name,
+            "version": s.version,
+            "size": s.size,
+            "epid": s.epid,
+            "epid_problems": list(s.epid_problems),
+            "hwid": s.hwid,
+            "count": s.count,
+            "threshold": s.threshold,
+            "activation_interval": s.activation_interval,
+            "renewal_interval": s.renewal_interval,
+            "cmid": s.cmid,
+            "client_time": s.client_time,
             "verified": s.verified,
-            "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail} for c in s.checks],
+            "checks": [
+                {"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail} for c in s.checks
+            ],
             "note": s.note or None,
         }
     return out
-

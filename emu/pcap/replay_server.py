@@ -37,9 +37,9 @@ from pathlib import Path
 from emu.errors import DecodeError, EmuError, KmsError, UsageError
 from emu.kms.host import HostAnswer
 from emu.kms.messages import E_INVALIDDATA, build_response, open_request, verify_response
-from emu.net.kms_decode import decode_capture
 from emu.net.kms_server import KmsServer, ServerConfig
-from emu.net.pcap import read_conversations
+from emu.pcap.kms_decode import decode_capture
+from emu.pcap.reader import read_conversations
 from emu.rng import Rng, system_rng
 from emu.wire import ndr
 from emu.wire.kms import HWID_SIZE
@@ -48,8 +48,8 @@ from emu.wire.rpc import AlterContext, Bind, Fault, Request, Response, decode_pd
 __all__ = [
     "CapturedAnswer",
     "CapturedHost",
-    "load_captured_answers",
     "captured_rpc_settings",
+    "load_captured_answers",
     "replay_server",
 ]
 
@@ -114,11 +114,14 @@ def _answer_of(conv: int, kms_request: bytes, stub: ndr.ResponseStub) -> Capture
         return CapturedAnswer(conv, major, kms_id, stub.hresult or E_INVALIDDATA)
     verified = verify_response(opened, stub.kms_data)
     if verified.base is None:
-        log.warning("conversation %d: captured response cannot be decoded (%s); not used", conv, ", ".join(verified.failed))
+        log.warning(
+            "conversation %d: captured response cannot be decoded (%s); not used", conv, ", ".join(verified.failed)
+        )
         return None
     base = verified.base
-    return CapturedAnswer(conv, major, kms_id, 0, base.epid, base.count, base.activation_interval,
-                          base.renewal_interval, verified.hwid)
+    return CapturedAnswer(
+        conv, major, kms_id, 0, base.epid, base.count, base.activation_interval, base.renewal_interval, verified.hwid
+    )
 
 
 def load_captured_answers(path: str | Path) -> list[CapturedAnswer]:
@@ -157,7 +160,9 @@ def load_captured_answers(path: str | Path) -> list[CapturedAnswer]:
                 parsed = decode_pdu(pdu)
                 if isinstance(parsed, Fault) and requests:
                     call_id = parsed.call_id if parsed.call_id in requests else next(iter(requests))
-                    answer: CapturedAnswer | None = _fault_answer_of(conv.index, requests.pop(call_id)[0], parsed.status)
+                    answer: CapturedAnswer | None = _fault_answer_of(
+                        conv.index, requests.pop(call_id)[0], parsed.status
+                    )
                 elif isinstance(parsed, Response) and parsed.call_id in requests:
                     kms_request, syntax = requests.pop(parsed.call_id)
                     answer = _answer_of(conv.index, kms_request, ndr.decode_response_stub(parsed.stub_data, syntax))
@@ -231,17 +236,30 @@ class CapturedHost:
         except KmsError as exc:
             chosen = self.choose(0, None)
             if chosen.fault is not None:
-                return HostAnswer(None, 0, None, None, reason=f"unreadable request ({exc}): {_faulted(chosen)}",
-                                  fault=chosen.fault)
+                return HostAnswer(
+                    None, 0, None, None, reason=f"unreadable request ({exc}): {_faulted(chosen)}", fault=chosen.fault
+                )
             return HostAnswer(None, chosen.hresult, None, None, reason=f"unreadable request ({exc})")
         chosen = self.choose(request.version.major, request.base.kms_id)
         if chosen.fault is not None:
             return HostAnswer(None, 0, None, request, reason=_faulted(chosen), fault=chosen.fault)
         if chosen.hresult:
-            return HostAnswer(None, chosen.hresult, None, request,
-                              reason=f"captured HRESULT 0x{chosen.hresult:08X} (conversation {chosen.conversation})")
-        response = build_response(request, chosen.epid, chosen.count, chosen.activation_interval,
-                                  chosen.renewal_interval, chosen.hwid or _NO_HWID, self.rng)
+            return HostAnswer(
+                None,
+                chosen.hresult,
+                None,
+                request,
+                reason=f"captured HRESULT 0x{chosen.hresult:08X} (conversation {chosen.conversation})",
+            )
+        response = build_response(
+            request,
+            chosen.epid,
+            chosen.count,
+            chosen.activation_interval,
+            chosen.renewal_interval,
+            chosen.hwid or _NO_HWID,
+            self.rng,
+        )
         return HostAnswer(response, 0, None, request, count=chosen.count, epid=chosen.epid)
 
 
@@ -249,8 +267,9 @@ def _faulted(chosen: CapturedAnswer) -> str:
     return f"captured fault 0x{chosen.fault or 0:08X} (conversation {chosen.conversation})"
 
 
-def replay_server(path: str | Path, listen: tuple[str, int], rng: Rng | None = None, *,
-                  idle_timeout: float = 30.0) -> KmsServer:
+def replay_server(
+    path: str | Path, listen: tuple[str, int], rng: Rng | None = None, *, idle_timeout: float = 30.0
+) -> KmsServer:
     """A :class:`KmsServer` (not started) answering from the capture at ``path``.
 
     Raises:

@@ -21,21 +21,29 @@ from emu.wire.dns import DnsMessage, Opcode, Rcode, decode_message
 
 __all__ = [
     "DNS_PORT",
+    "FLAG_NAMES",
     "CapturedDns",
-    "read_dns_messages",
-    "summarise",
-    "summary_line",
-    "rr_text",
     "compare_answers",
     "dns_records",
-    "FLAG_NAMES",
+    "read_dns_messages",
+    "rr_text",
+    "summarise",
+    "summary_line",
 ]
 
 log = logging.getLogger(__name__)
 
 DNS_PORT = 53
 #: Header flag bits by name (RFC 1035 4.1.1, RFC 4035 3.2).
-FLAG_NAMES = (("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("ad", 0x0020), ("cd", 0x0010))
+FLAG_NAMES = (
+    ("qr", 0x8000),
+    ("aa", 0x0400),
+    ("tc", 0x0200),
+    ("rd", 0x0100),
+    ("ra", 0x0080),
+    ("ad", 0x0020),
+    ("cd", 0x0010),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,7 @@ def read_dns_messages(path: str | Path, port: int = DNS_PORT) -> list[CapturedDn
     from scapy.layers.inet6 import IPv6
     from scapy.utils import PcapReader
 
-    from emu.net.pcap import read_conversations
+    from emu.pcap.reader import read_conversations
 
     path = Path(path)
     if not path.is_file():
@@ -99,8 +107,17 @@ def read_dns_messages(path: str | Path, port: int = DNS_PORT) -> list[CapturedDn
                 continue
             raw = bytes(udp.payload)
             message, error = _decode(raw)
-            out.append(CapturedDns(float(pkt.time), (str(ip.src), int(udp.sport)), (str(ip.dst), int(udp.dport)),
-                                   "udp", raw, message, error))
+            out.append(
+                CapturedDns(
+                    float(pkt.time),
+                    (str(ip.src), int(udp.sport)),
+                    (str(ip.dst), int(udp.dport)),
+                    "udp",
+                    raw,
+                    message,
+                    error,
+                )
+            )
     for conv in read_conversations(path):
         if port not in (conv.client.src[1], conv.client.dst[1]):
             continue
@@ -142,12 +159,19 @@ def summarise(message: DnsMessage) -> dict[str, Any]:
     opcode = (flags >> 11) & 0xF
     rcode = flags & 0xF
     update = opcode == Opcode.UPDATE
-    kind = ("update" if update else "query" if opcode == Opcode.QUERY else _name(Opcode, opcode).lower())
+    kind = "update" if update else "query" if opcode == Opcode.QUERY else _name(Opcode, opcode).lower()
     if flags & 0x8000:
         kind = "response" if kind == "query" else f"{kind}-response"
-    sections = ("zone", "prerequisites", "updates", "additional") if update else ("question", "answers", "authority", "additional")
+    sections = (
+        ("zone", "prerequisites", "updates", "additional")
+        if update
+        else ("question", "answers", "authority", "additional")
+    )
     out: dict[str, Any] = {
-        "kind": kind, "id": message.header.id, "opcode": _name(Opcode, opcode), "rcode": _name(Rcode, rcode),
+        "kind": kind,
+        "id": message.header.id,
+        "opcode": _name(Opcode, opcode),
+        "rcode": _name(Rcode, rcode),
         "flags": [name for name, bit in FLAG_NAMES if flags & bit],
         sections[0]: [f"{q.qname} {QTYPE.get(q.qtype, q.qtype)}" for q in message.questions],
         sections[1]: [rr_text(rr) for rr in message.answers],
@@ -155,8 +179,11 @@ def summarise(message: DnsMessage) -> dict[str, Any]:
         sections[3]: [rr_text(rr) for rr in message.additional],
     }
     if message.tsig is not None:
-        out["tsig"] = {"key": message.tsig.key_name, "algorithm": message.tsig.algorithm,
-                       "error": _name(Rcode, message.tsig.error) if message.tsig.error else "NOERROR"}
+        out["tsig"] = {
+            "key": message.tsig.key_name,
+            "algorithm": message.tsig.algorithm,
+            "error": _name(Rcode, message.tsig.error) if message.tsig.error else "NOERROR",
+        }
     return out
 
 
@@ -214,9 +241,15 @@ def dns_records(path: str | Path, port: int = DNS_PORT) -> list[dict[str, Any]]:
 
     out = []
     for m in read_dns_messages(path, port):
-        when = _dt.datetime.fromtimestamp(m.time, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        record: dict[str, Any] = {"record": "dns", "time": when, "src": _endpoint(m.src), "dst": _endpoint(m.dst),
-                                  "transport": m.transport, "size": len(m.raw)}
+        when = _dt.datetime.fromtimestamp(m.time, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record: dict[str, Any] = {
+            "record": "dns",
+            "time": when,
+            "src": _endpoint(m.src),
+            "dst": _endpoint(m.dst),
+            "transport": m.transport,
+            "size": len(m.raw),
+        }
         record.update(summarise(m.message) if m.message is not None else {"error": m.error})
         out.append(record)
     return out

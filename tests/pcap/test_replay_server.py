@@ -10,15 +10,15 @@ import time
 import uuid
 
 import pytest
+from emu_testing import ROOT, VECTORS_DIR
 
 from emu.cli import main
 from emu.kms import products
 from emu.kms.client import HostAddress
 from emu.net.kms_client import ExchangeStatus, exchange
-from emu.net.replay_server import CapturedHost, load_captured_answers, replay_server
+from emu.pcap.replay_server import CapturedHost, load_captured_answers, replay_server
 from emu.rng import seeded
 from emu.wire.kms import LicenseStatus, RequestBase, Version
-from emu_testing import ROOT, VECTORS_DIR
 
 _FT_EPOCH = 116444736000000000
 
@@ -41,17 +41,25 @@ def _vector(name: str):
 def _base(major: int, rng) -> RequestBase:
     sku = products.lookup("Windows 10 Enterprise")
     return RequestBase(
-        version=Version(major), vm_info=0, license_status=LicenseStatus.OOB_GRACE, binding_expiration=43200,
-        app_id=sku.app_id, sku_id=sku.id, kms_id=sku.kms_id, cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
-        required_client_count=sku.threshold, client_time=_FT_EPOCH + int(time.time() * 10_000_000),
-        previous_cmid=uuid.UUID(int=0), workstation_name="replay-test",
+        version=Version(major),
+        vm_info=0,
+        license_status=LicenseStatus.OOB_GRACE,
+        binding_expiration=43200,
+        app_id=sku.app_id,
+        sku_id=sku.id,
+        kms_id=sku.kms_id,
+        cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
+        required_client_count=sku.threshold,
+        client_time=_FT_EPOCH + int(time.time() * 10_000_000),
+        previous_cmid=uuid.UUID(int=0),
+        workstation_name="replay-test",
     )
 
 
 def _captured(name: str):
     """The ePID/count/HRESULT the capture's first answer holds (cross-checked with VECTORS)."""
     first = load_captured_answers(_vector(name))[0]
-    major, epid, count, hresult = VECTORS[name]
+    _major, epid, count, hresult = VECTORS[name]
     assert first.hresult == hresult
     if epid is not None:
         assert (first.epid, first.count) == (epid, count)
@@ -111,26 +119,44 @@ def test_an_unreadable_request_gets_the_hresult_the_captured_host_gave_one():
 
 def test_a_capture_without_kms_answers_is_a_usage_error(tmp_path):
     from emu.errors import UsageError
-    from emu.net.pcap_write import TcpFlow, write_pcap
+    from emu.pcap.writer import TcpFlow, write_pcap
 
-    path = write_pcap(tmp_path / "empty.pcap", TcpFlow(("10.0.0.1", 5000), ("10.0.0.2", 1688)).handshake().close().frames)
+    path = write_pcap(
+        tmp_path / "empty.pcap", TcpFlow(("10.0.0.1", 5000), ("10.0.0.2", 1688)).handshake().close().frames
+    )
     with pytest.raises(UsageError, match="no answered KMS request"):
         replay_server(path, ("127.0.0.1", 0))
 
 
-@pytest.mark.parametrize("name", ["vlmcs-vlmcsd-v6-ndr64-win10ent.pcap", "edge-vlmcs-vlmcsd-k3-unknown-kmsid-C004F042.pcap"])
+@pytest.mark.parametrize(
+    "name", ["vlmcs-vlmcsd-v6-ndr64-win10ent.pcap", "edge-vlmcs-vlmcsd-k3-unknown-kmsid-C004F042.pcap"]
+)
 def test_emu_client_activate_against_emu_replay_as_server(name: str, capsys):
     captured = _captured(name)
     server = subprocess.Popen(
-        [sys.executable, "-m", "emu", "replay", "--as-server", str(_vector(name)), "--listen", "127.0.0.1:0",
-         "--max-duration", "30"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "emu",
+            "replay",
+            "--as-server",
+            str(_vector(name)),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-duration",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         line = server.stdout.readline()
         assert line.startswith("listening on 127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1])
-        code = main(["client", "activate", f"127.0.0.1:{port}", "-l", "Windows 10 Enterprise", "--count", "2", "--json"])
+        code = main(
+            ["client", "activate", f"127.0.0.1:{port}", "-l", "Windows 10 Enterprise", "--count", "2", "--json"]
+        )
         report = json.loads(capsys.readouterr().out)
     finally:
         server.terminate()
@@ -153,7 +179,7 @@ def _faulting_capture(path):
     vlmcsd's own counter although the request's call_id is 3, quirk Q1). Real PDUs: emu's client
     bind, emu's server bind_ack, an encoded request PDU and fault PDU."""
     from emu.kms.messages import build_request
-    from emu.net.pcap_write import TcpFlow, write_pcap
+    from emu.pcap.writer import TcpFlow, write_pcap
     from emu.rpc.association import Send, ServerAssociation, ServerRpcConfig
     from emu.rpc.client import ClientAssociation
     from emu.wire.ndr import TransferSyntax, encode_request_stub
@@ -209,8 +235,21 @@ def test_the_replay_server_answers_with_the_captured_fault(tmp_path):
 def test_emu_client_activate_reports_the_captured_fault(tmp_path, capsys):
     path = _faulting_capture(tmp_path / "fault.pcap")
     server = subprocess.Popen(
-        [sys.executable, "-m", "emu", "replay", "--as-server", str(path), "--listen", "127.0.0.1:0", "--max-duration", "30"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "emu",
+            "replay",
+            "--as-server",
+            str(path),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-duration",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         line = server.stdout.readline()

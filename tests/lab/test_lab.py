@@ -19,7 +19,7 @@ import pytest
 
 from emu.cli import main
 from emu.errors import UsageError
-from emu.sim.lab import ClientOutcome, HostTable, Lab, LabRules, client_cmid
+from emu.lab.network import ClientOutcome, HostTable, Lab, LabRules, client_cmid
 
 EMU = [sys.executable, "-m", "emu"]
 HAVE_NETNS = os.geteuid() == 0 and shutil.which("ip") is not None
@@ -27,7 +27,9 @@ SERVER_2019 = "Windows Server 2019 Standard"  # threshold 5, table 10
 APP_WINDOWS = uuid.UUID("55c92734-d682-4d71-983e-d6ec3f16059f")
 
 
-def _outcome(index: int, host: str | None, count: int | None, status: str, failed: tuple[str, ...] = ()) -> ClientOutcome:
+def _outcome(
+    index: int, host: str | None, count: int | None, status: str, failed: tuple[str, ...] = ()
+) -> ClientOutcome:
     return ClientOutcome(index, client_cmid(1, index), host, count, 5, status, failed)
 
 
@@ -59,7 +61,9 @@ def test_rules_require_failover_from_a_stopped_lower_priority_host():
     rules.stop("kms1")
     assert any("no failover seen" in p for p in rules.check(_outcome(1, "kms2", 1, "waiting")))
     assert rules.check(_outcome(2, "kms2", 2, "waiting", failed=("kms1",))) == []
-    assert any("running but did not answer" in p for p in rules.check(_outcome(3, "kms2", 3, "waiting", failed=("kms2",))))
+    assert any(
+        "running but did not answer" in p for p in rules.check(_outcome(3, "kms2", 3, "waiting", failed=("kms2",)))
+    )
 
 
 def test_rules_cap_the_count_at_twice_the_threshold():
@@ -93,14 +97,17 @@ def test_each_client_is_one_machine_with_a_fixed_cmid_per_seed():
 # --- the command line's refusals (before anything is built) -------------------------------------
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--stop-host", "1"], "go together"),
-    (["--stop-host", "3", "--at-client", "1"], "hosts 1..2"),
-    (["--clients", "3", "--stop-host", "1", "--at-client", "4"], "clients 1..3"),
-    (["--priorities", "0,10,20"], "one number per host"),
-    (["--weights", "1,x"], "comma-separated numbers"),
-    (["--product", "no such product at all"], ""),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--stop-host", "1"], "go together"),
+        (["--stop-host", "3", "--at-client", "1"], "hosts 1..2"),
+        (["--clients", "3", "--stop-host", "1", "--at-client", "4"], "clients 1..3"),
+        (["--priorities", "0,10,20"], "one number per host"),
+        (["--weights", "1,x"], "comma-separated numbers"),
+        (["--product", "no such product at all"], ""),
+    ],
+)
 def test_lab_run_refuses_bad_options_with_one_line_and_status_2(argv, message):
     done = subprocess.run([*EMU, "lab", "run", *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -110,15 +117,20 @@ def test_lab_run_refuses_bad_options_with_one_line_and_status_2(argv, message):
 def test_lab_run_without_ip_says_to_install_iproute2():
     if os.geteuid() != 0:
         pytest.skip("as a user the root check comes first")
-    done = subprocess.run([*EMU, "lab", "run"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": "/nonexistent"})
+    done = subprocess.run(
+        [*EMU, "lab", "run"], capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": "/nonexistent"}
+    )
     assert done.returncode == 2 and "iproute2" in done.stderr, done.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to drop to nobody")
 def test_lab_run_as_a_user_says_it_needs_root():
-    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *EMU, "lab", "run"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *EMU, "lab", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "need root" in done.stderr, done.stderr
 
 
@@ -184,15 +196,20 @@ def test_two_hosts_eight_clients_fail_over_to_priority_10_when_priority_0_is_kil
     assert [r["response"]["count"] for r in responses] == [1, 2, 3, 1, 2, 3, 4, 5]
     assert all(r["response"]["verified"] for r in responses)
     # ... and the DNS side is there too: both hosts' signed UPDATEs and the clients' SRV queries
-    from emu.net.dns_pcap import dns_records
+    from emu.pcap.dns_decode import dns_records
 
     dns = dns_records(pcap)
     updates = [r for r in dns if r["kind"] == "update"]
     assert {u["updates"][0].split()[-1] for u in updates} >= {"kms1.kms.test.", "kms2.kms.test."}
     assert all(u["tsig"]["key"] == "kms-lab-key." for u in updates)
     assert all(r["rcode"] == "NOERROR" for r in dns if r["kind"] == "update-response")
-    srv_answers = [r for r in dns if r["kind"] == "response" and r["question"] == ["_vlmcs._tcp.kms.test. SRV"]
-                   and r["src"].startswith("10.213.0.2:")]
+    srv_answers = [
+        r
+        for r in dns
+        if r["kind"] == "response"
+        and r["question"] == ["_vlmcs._tcp.kms.test. SRV"]
+        and r["src"].startswith("10.213.0.2:")
+    ]
     assert len(srv_answers) >= 8 and all(len(r["answers"]) == 2 for r in srv_answers[-8:])
     assert time.monotonic() - started < 20
 
@@ -201,14 +218,13 @@ def test_two_hosts_eight_clients_fail_over_to_priority_10_when_priority_0_is_kil
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_NETNS, reason="needs root and iproute2's ip")
 def test_a_failing_body_still_removes_every_namespace_process_and_file():
-    with pytest.raises(RuntimeError, match="injected"):
-        with Lab(SERVER_2019, ipv6=False) as lab:
-            lab.add_host()
-            lab.start()
-            assert lab.activate(1).status == "waiting"
-            namespaces, workdir, procs = lab.namespaces, lab.workdir, lab.processes
-            assert all(_left_over(lab.id).count(ns) == 1 for ns in namespaces)
-            raise RuntimeError("injected failure")
+    with pytest.raises(RuntimeError, match="injected"), Lab(SERVER_2019, ipv6=False) as lab:
+        lab.add_host()
+        lab.start()
+        assert lab.activate(1).status == "waiting"
+        namespaces, workdir, procs = lab.namespaces, lab.workdir, lab.processes
+        assert all(_left_over(lab.id).count(ns) == 1 for ns in namespaces)
+        raise RuntimeError("injected failure")
     assert _left_over(lab.id) == []
     assert workdir is not None and not workdir.exists()
     assert procs and all(p.poll() is not None for p in procs)
@@ -219,10 +235,9 @@ def test_a_failing_body_still_removes_every_namespace_process_and_file():
 @pytest.mark.skipif(not HAVE_NETNS, reason="needs root and iproute2's ip")
 def test_a_failure_while_building_removes_what_was_built_so_far():
     lab = Lab(SERVER_2019)
-    with pytest.raises(UsageError, match="priority and weight"):
-        with lab:
-            lab.add_host(priority=0)
-            lab.add_host(priority=70000)
+    with pytest.raises(UsageError, match="priority and weight"), lab:
+        lab.add_host(priority=0)
+        lab.add_host(priority=70000)
     assert lab.namespaces and _left_over(lab.id) == []
 
 
@@ -230,15 +245,37 @@ def test_a_failure_while_building_removes_what_was_built_so_far():
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_NETNS, reason="needs root and iproute2's ip")
 def test_emu_lab_run_prints_the_timeline_and_exits_0_when_the_run_matches_the_rules():
-    done = subprocess.run([*EMU, "lab", "run", "--product", SERVER_2019, "--clients", "6", "--stop-host", "1",
-                           "--at-client", "3", "--no-ipv6"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            *EMU,
+            "lab",
+            "run",
+            "--product",
+            SERVER_2019,
+            "--clients",
+            "6",
+            "--stop-host",
+            "1",
+            "--at-client",
+            "3",
+            "--no-ipv6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     lab_id = lines[0].split()[2].rstrip(":")
     clients = [line.split() for line in lines if line.startswith("client ")]
     assert [(c[4], c[6], c[7]) for c in clients] == [
-        ("kms1", "1/5", "waiting"), ("kms1", "2/5", "waiting"),
-        ("kms2", "1/5", "waiting"), ("kms2", "2/5", "waiting"), ("kms2", "3/5", "waiting"), ("kms2", "4/5", "waiting")]
+        ("kms1", "1/5", "waiting"),
+        ("kms1", "2/5", "waiting"),
+        ("kms2", "1/5", "waiting"),
+        ("kms2", "2/5", "waiting"),
+        ("kms2", "3/5", "waiting"),
+        ("kms2", "4/5", "waiting"),
+    ]
     assert [("failover" in " ".join(c)) for c in clients] == [False, False, True, True, True, True]
     assert any(line.startswith("---- kms1 killed") for line in lines)
     assert any("kms1   (killed) Windows 2 client(s)" in line for line in lines)
@@ -251,8 +288,9 @@ def test_emu_lab_run_prints_the_timeline_and_exits_0_when_the_run_matches_the_ru
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_NETNS, reason="needs root and iproute2's ip")
 def test_emu_lab_run_stopped_by_sigterm_tears_everything_down_and_exits_130():
-    proc = subprocess.Popen([*EMU, "lab", "run", "--clients", "200", "--no-ipv6"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*EMU, "lab", "run", "--clients", "200", "--no-ipv6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     watchdog = threading.Timer(60, proc.kill)  # the reads below block; this bounds them
     watchdog.start()
     try:

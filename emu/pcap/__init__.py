@@ -1,0 +1,1 @@
+"""Captures: pcap reading and writing, TCP conversation tracking, decode, live capture, replay and the Scapy layers."""
