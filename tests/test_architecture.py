@@ -14,6 +14,7 @@ LAYERS = {
     "errors": 0,
     "clock": 0,
     "rng": 0,
+    "hresults": 0,
     "wire": 1,
     # sans-IO protocol packages: bytes and time in, bytes and decisions out
     "rpc": 2,
