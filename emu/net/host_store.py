@@ -8,6 +8,13 @@ returns, so it survives the death of the process (kill -9), which is the guarant
 makes; measured, that halves the cost of a commit against ``NORMAL``, whose checkpoints fsync.
 ``durable=True`` (``--durable``, ``synchronous=FULL``) also survives a power cut, at the cost of
 an fsync per commit.
+
+Several worker processes (``emu host serve --workers N``) share one file. Each keeps the table in
+memory, as a single host does, and serialises its batches through SQLite's write lock: a batch starts
+with ``BEGIN IMMEDIATE`` (:meth:`HostStore.begin_batch`), which waits for any other worker's batch to
+commit, and reports whether another process committed since this one last did (``PRAGMA
+data_version``); the worker then reloads its table before counting. So every count is computed from
+every answer committed before it, by any worker, exactly as one host would.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy
 __all__ = ["SCHEMA_VERSION", "HostStore"]
 
 SCHEMA_VERSION = 1
+#: Milliseconds a worker waits for another worker's batch before giving up on its own (then its clients retry).
+BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +64,8 @@ class HostStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Workers sharing the file wait for each other's batches instead of failing with SQLITE_BUSY.
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -64,6 +75,7 @@ class HostStore:
                 raise UsageError(f"state file {self.path} has schema {row[0]}; this emu reads schema {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"state file {self.path} is not an emu host database: {exc}") from exc
+        self._data_version: int | None = None
 
     def close(self) -> None:
         """Close the database (every change is already committed)."""
@@ -71,15 +83,42 @@ class HostStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def apply(self, change: Recorded) -> None:
-        """Apply one request's table change and commit it (before the answer is sent)."""
-        self.apply_all([change])
-
     def apply_all(self, changes: list[Recorded]) -> None:
         """Apply several requests' changes, in order, in one transaction (the server's group commit).
 
         Either all of them are committed or none is (the exception propagates and nothing is answered).
         """
+        self.begin_batch()
+        try:
+            self.write_changes(changes)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def begin_batch(self) -> bool:
+        """Take the write lock for a batch; True when another process committed since this one last did.
+
+        The caller then reloads its table (:meth:`load_cache`) before counting, computes its answers,
+        :meth:`write_changes`, and :meth:`commit` (or :meth:`rollback`) before writing any answer.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+    def commit(self) -> None:
+        """Commit the batch begun by :meth:`begin_batch`."""
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Abandon the batch begun by :meth:`begin_batch` (nothing of it is kept)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def write_changes(self, changes: list[Recorded]) -> None:
+        """Write several requests' changes, in order, inside the current batch."""
         upserts = []
         deletes = []
         capacities: dict[str, int] = {}
@@ -91,24 +130,18 @@ class HostStore:
             if change.capacity_grew or change.is_new:
                 capacities[app] = max(capacities.get(app, 0), change.capacity)
         db = self._db
-        db.execute("BEGIN")
-        try:
-            # Rows are written in the order the host made them: a CMID recorded and then evicted
-            # within one batch ends up deleted, one evicted and then recorded again ends up present.
-            if not deletes:
-                db.executemany(_UPSERT, upserts)
-            else:
-                for change in changes:
-                    app = str(change.record.app_id)
-                    db.execute(_UPSERT, (app, str(change.record.cmid), change.record.last_request))
-                    if change.removed:
-                        db.executemany(_DELETE, [(app, str(c)) for c in change.removed])
-            if capacities:
-                db.executemany(_CAPACITY, sorted(capacities.items()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        # Rows are written in the order the host made them: a CMID recorded and then evicted
+        # within one batch ends up deleted, one evicted and then recorded again ends up present.
+        if not deletes:
+            db.executemany(_UPSERT, upserts)
+        else:
+            for change in changes:
+                app = str(change.record.app_id)
+                db.execute(_UPSERT, (app, str(change.record.cmid), change.record.last_request))
+                if change.removed:
+                    db.executemany(_DELETE, [(app, str(c)) for c in change.removed])
+        if capacities:
+            db.executemany(_CAPACITY, sorted(capacities.items()))
 
     def save_epids(self, epids: dict[str, str]) -> None:
         """Remember the host's ePIDs so they stay the same across restarts."""

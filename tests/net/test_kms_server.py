@@ -196,11 +196,11 @@ def test_a_failing_commit_sends_no_answer_and_the_host_keeps_serving():
     class BrokenOnce(HostStore):
         broken = True
 
-        def apply_all(self, changes):
+        def commit(self):
             if self.broken:
                 self.broken = False
                 raise OSError("disk full")
-            super().apply_all(changes)
+            super().commit()
 
     async def go():
         async with running_host(store=BrokenOnce()) as server:
@@ -217,7 +217,7 @@ def test_one_log_line_per_exchange_with_peer_product_cmid_count_result(caplog):
     message = kms_request(rng)
 
     async def go(json_log):
-        async with running_host(json_log=json_log) as server:
+        async with running_host(json_log=json_log, log_exchanges=True) as server:
             await session(server.addresses[0], [message])
 
     with caplog.at_level(logging.INFO, logger="emu.host"):
@@ -230,6 +230,18 @@ def test_one_log_line_per_exchange_with_peer_product_cmid_count_result(caplog):
     )
     record = json.loads(lines[1])
     assert record["event"] == "exchange" and record["count"] == 1 and record["peer"].startswith("127.0.0.1:")
+
+
+def test_exchanges_are_not_logged_one_by_one_unless_asked(caplog):
+    rng = seeded(8)
+
+    async def go():
+        async with running_host() as server:
+            await session(server.addresses[0], [kms_request(rng)])
+
+    with caplog.at_level(logging.DEBUG, logger="emu.host"):
+        run(go())
+    assert not [r for r in caplog.records if "cmid" in r.getMessage()]
 
 
 # --- bad peers cost only their own connection -----------------------------------------------------------
