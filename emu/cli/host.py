@@ -8,10 +8,10 @@ one line naming the setting, and exit status 2, like every other :class:`UsageEr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as _dt
 import json
 import logging
+import os
 import re
 import socket
 import sys
@@ -47,7 +47,10 @@ SETTING_NAMES = (
     "epids",
     "check_time_skew",
     "json_log",
+    "log_exchanges",
     "log_level",
+    "workers",
+    "event_loop",
     "publish",
     "dns_server",
     "tsig_key",
@@ -111,7 +114,10 @@ _DEFAULTS: dict[str, Any] = {
     "epids": {},
     "check_time_skew": False,
     "json_log": False,
+    "log_exchanges": False,
     "log_level": "INFO",
+    "workers": 1,
+    "event_loop": "auto",
     "publish": [],
     "dns_server": None,
     "tsig_key": None,
@@ -239,6 +245,7 @@ def build_server_config(settings: HostSettings) -> Any:
         ndr64=bool(settings["ndr64"]),
         btfn=bool(settings["btfn"]),
         json_log=bool(settings["json_log"]),
+        log_exchanges=bool(settings["log_exchanges"]),
     )
 
 
@@ -312,41 +319,121 @@ def _publisher(settings: HostSettings, addresses: list[tuple[str, int]]) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     from emu.kms.host import KmsHost
+    from emu.net.host_runner import loop_factory
     from emu.net.host_store import HostStore
-    from emu.net.kms_server import KmsServer
-    from emu.rng import system_rng
+    from emu.rng import fast_rng
 
     settings = load_settings(args)
     _setup_logging(settings)
     host_config = build_host_config(settings)
     server_config = build_server_config(settings)
+    workers = _number(settings["workers"], "--workers", int, 1)
+    event_loop = str(settings["event_loop"])
+    loop_factory(event_loop)  # refuse a bad --event-loop before anything starts
+    if workers > 1 and not settings["state"]:
+        raise UsageError(f"--workers {workers}: the workers share their client table through --state FILE; give one")
     store = HostStore(settings["state"], durable=bool(settings["durable"]))
     try:
         host = KmsHost(
-            host_config, system_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
+            host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
         )
         store.save_epids(host.epids)
-        server = KmsServer(host, server_config, store)
-
-        async def main() -> None:
-            await server.start()
-            publisher = None
-            try:
-                publisher = _publisher(settings, server.addresses)
-                if publisher is not None:
-                    await publisher.start()
-                where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)
-                print(f"emu host: serving KMS on {where} (state: {store.path})", file=sys.stderr, flush=True)
-                await server.serve_until_signal()
-            finally:
-                if publisher is not None:
-                    await publisher.stop()
-                await server.stop()
-
-        asyncio.run(main())
+    except BaseException:
+        store.close()
+        raise
+    if workers > 1:
+        store.close()
+        return _serve_workers(settings, host_config, server_config, host.epids, workers, event_loop)
+    try:
+        _run_host(settings, host, server_config, store, event_loop, ready_fd=-1, publish=True)
     finally:
         store.close()
     return 0
+
+
+def _run_host(
+    settings: HostSettings, host: Any, server_config: Any, store: Any, event_loop: str, *, ready_fd: int, publish: bool
+) -> None:
+    """Serve until SIGINT/SIGTERM on ``event_loop``; with ``ready_fd`` >= 0 (a worker) say so there, not on stderr."""
+    from emu.net.host_runner import run_loop
+    from emu.net.kms_server import KmsServer
+
+    server = KmsServer(host, server_config, store)
+
+    async def main() -> None:
+        await server.start()
+        publisher = None
+        try:
+            publisher = _publisher(settings, server.addresses) if publish else None
+            if publisher is not None:
+                await publisher.start()
+            if ready_fd >= 0:
+                os.write(ready_fd, b".")
+                os.close(ready_fd)
+            elif ready_fd == -1:
+                print(
+                    f"emu host: serving KMS on {_where(server.addresses)} (state: {store.path})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await server.serve_until_signal()
+        finally:
+            if publisher is not None:
+                await publisher.stop()
+            await server.stop()
+
+    run_loop(main, event_loop)
+
+
+def _where(addresses: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+
+
+def _serve_workers(
+    settings: HostSettings, host_config: Any, server_config: Any, epids: dict[str, str], workers: int, event_loop: str
+) -> int:
+    """``--workers N``: N processes on one port (SO_REUSEPORT) and one state file (see emu.net.host_runner)."""
+    import dataclasses
+
+    from emu.kms.host import KmsHost
+    from emu.net.host_runner import reserve_ports, run_workers
+    from emu.net.host_store import HostStore
+    from emu.rng import fast_rng
+
+    reserved, listen = reserve_ports(server_config.listen)
+    config = dataclasses.replace(server_config, listen=listen, reuse_port=True)
+    path = str(settings["state"])
+
+    def serve_one(index: int, ready_fd: int) -> int:
+        for sock in reserved:
+            sock.close()
+        store = HostStore(path, durable=bool(settings["durable"]))
+        worker_config = dataclasses.replace(config, worker=index)
+        try:
+            host = KmsHost(host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), epids)
+            _run_host(
+                settings,
+                host,
+                worker_config,
+                store,
+                event_loop,
+                ready_fd=ready_fd if ready_fd >= 0 else -2,
+                publish=index == 0,
+            )
+        finally:
+            store.close()
+        return 0
+
+    def on_ready() -> None:
+        for sock in reserved:
+            sock.close()
+        print(
+            f"emu host: serving KMS on {_where(listen)} with {workers} workers (state: {path})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return run_workers(workers, serve_one, on_ready)
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -486,12 +573,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)",
     )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
+    a(
+        "--log-exchanges",
+        action="store_const",
+        const=True,
+        help="log one line per exchange (peer, product, CMID, count, result); default: a summary line a minute",
+    )
+    a(
+        "--workers",
+        metavar="N",
+        help="serve from N processes on the same port (SO_REUSEPORT) sharing --state; counts stay exact (default 1)",
+    )
+    a(
+        "--event-loop",
+        metavar="LOOP",
+        help="auto (uvloop when installed, else asyncio), uvloop or asyncio (default auto)",
+    )
     # SUPPRESS: a value given before the command (emu --log-level DEBUG host serve) is kept.
     a(
         "--log-level",
         metavar="LEVEL",
         default=argparse.SUPPRESS,
-        help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR",
+        help="DEBUG, INFO (default), WARNING, ERROR",
     )
     a(
         "--publish",

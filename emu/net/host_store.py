@@ -154,6 +154,8 @@ class HostStore:
     def load_cache(self, policy: CountPolicy | None = None) -> CountCache:
         """A client table holding exactly what was committed."""
         cache = CountCache(policy)
+        # The version first: a commit by another process while the rows are read makes the next batch reload.
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         records = [
             ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
             for app, cmid, last in self._db.execute(
@@ -164,6 +166,7 @@ class HostStore:
             uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")
         }
         cache.load(records, capacities)
+        self._data_version = version
         return cache
 
     def status(self, now: float) -> dict[uuid.UUID, AppStatus]:

@@ -25,7 +25,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
@@ -88,6 +88,8 @@ class ServerConfig:
         log_exchanges: log one line per exchange (peer, product, CMID, count, result). Off by default:
             formatting a record per exchange costs about a sixth of the host's time under load; a summary
             line every :data:`SUMMARY_INTERVAL` seconds says how many exchanges there were instead.
+        reuse_port: bind with ``SO_REUSEPORT`` so worker processes share the port (:mod:`emu.net.host_runner`).
+        worker: this process's worker index (``--workers``), named in exchange log lines.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_PORT),)
@@ -97,6 +99,8 @@ class ServerConfig:
     btfn: bool = True
     json_log: bool = False
     log_exchanges: bool = False
+    reuse_port: bool = False
+    worker: int | None = None
 
     def __post_init__(self) -> None:
         if self.idle_timeout < 0:
@@ -186,8 +190,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence the cast, not an isinstance).
+        self.transport = cast(asyncio.Transport, transport)
         server = self.server
         self.peer = _peer_text(transport.get_extra_info("peername"))
         if len(server._connections) >= server.config.max_connections:
@@ -198,7 +202,7 @@ class _Connection(asyncio.Protocol):
                 len(server._connections),
                 server.config.max_connections,
             )
-            transport.abort()
+            self.transport.abort()
             return
         server._connections.add(self)
         server.stats.connections += 1
@@ -321,7 +325,13 @@ class KmsServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
                 server = await self._loop.create_server(
-                    lambda: _Connection(self), host, port, family=family, reuse_address=True, backlog=1024
+                    lambda: _Connection(self),
+                    host,
+                    port,
+                    family=family,
+                    reuse_address=True,
+                    reuse_port=self.config.reuse_port or None,
+                    backlog=1024,
                 )
             except OSError as exc:
                 await self.stop()
@@ -554,7 +564,9 @@ class KmsServer:
     def _log_exchange(self, peer: str, answer: HostAnswer) -> None:
         if not self.config.log_exchanges or not log.isEnabledFor(logging.INFO):
             return
-        record = {"peer": peer, **answer.log_fields()}
+        record: dict[str, Any] = {"peer": peer, **answer.log_fields()}
+        if self.config.worker is not None:
+            record["worker"] = self.config.worker
         if self.config.json_log:
             stamp = _dt.datetime.fromtimestamp(self.clock.wall(), _dt.UTC).isoformat(timespec="milliseconds")
             log.info(json.dumps({"ts": stamp, "event": "exchange", **record}, sort_keys=True))
