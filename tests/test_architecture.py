@@ -29,6 +29,7 @@ LAYERS = {
     # whole networks: in one process on loopback (sim), in namespaces (lab)
     "sim": 5,
     "lab": 5,
+    "load": 5,
     "cli": 6,
     "__main__": 6,
 }
