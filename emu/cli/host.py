@@ -46,6 +46,7 @@ SETTING_NAMES = (
     "hwid",
     "epids",
     "check_time_skew",
+    "faults",
     "json_log",
     "log_exchanges",
     "log_level",
@@ -113,6 +114,7 @@ _DEFAULTS: dict[str, Any] = {
     "hwid": None,
     "epids": {},
     "check_time_skew": False,
+    "faults": [],
     "json_log": False,
     "log_exchanges": False,
     "log_level": "INFO",
@@ -199,6 +201,7 @@ def build_host_config(settings: HostSettings) -> Any:
         UsageError: any bad value, naming the setting.
     """
     from emu.kms import epid as _epid
+    from emu.kms.faults import parse_fault
     from emu.kms.host import (
         DEFAULT_ACTIVATION_INTERVAL,
         DEFAULT_HOST_BUILD,
@@ -220,6 +223,7 @@ def build_host_config(settings: HostSettings) -> Any:
         "lcid": _number(settings["lcid"] or DEFAULT_LCID, "--lcid", int),
         "epids": {str(k): str(v) for k, v in (settings["epids"] or {}).items()},
         "check_time_skew": bool(settings["check_time_skew"]),
+        "faults": tuple(parse_fault(text) for text in _as_list(settings["faults"])),
     }
     if settings["hwid"]:
         try:
@@ -571,6 +575,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_const",
         const=True,
         help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)",
+    )
+    a(
+        "--fault",
+        dest="faults",
+        action="append",
+        metavar="RULE",
+        help="fault injection, repeatable: ACTION[=VALUE][,product=P][,application=A][,cmid=G][,percent=N]; "
+        "actions refuse=HRESULT, low-count, drop-after-bind, drop-request, delay=SECONDS, rpc-fault[=STATUS], "
+        "corrupt-hash, corrupt-hmac (docs/kms-host.md, Fault injection)",
     )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
     a(

@@ -18,6 +18,7 @@ from emu.errors import KmsError, UsageError
 from emu.kms import epid as _epid
 from emu.kms import products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
+from emu.kms.faults import FaultPlan, FaultRule
 from emu.kms.messages import OpenedRequest, build_response, open_request
 from emu.rng import Rng
 
@@ -127,6 +128,7 @@ class HostConfig:
         max_time_skew: seconds (4 hours).
         count_policy: the client table's rules (30-day records, capacity 2 x threshold).
         max_required_count: RequiredClientCount above this is refused with 0x8007000D.
+        faults: fault-injection rules (:mod:`emu.kms.faults`), first match wins; none by default.
     """
 
     activation_interval: int = DEFAULT_ACTIVATION_INTERVAL
@@ -140,6 +142,7 @@ class HostConfig:
     max_time_skew: float = MAX_TIME_SKEW
     count_policy: CountPolicy = field(default_factory=CountPolicy)
     max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
+    faults: tuple[FaultRule, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.activation_interval < 2**32 or not 0 < self.renewal_interval < 2**32:
@@ -171,8 +174,11 @@ class HostAnswer:
         count: the count sent (0 when refused).
         reason: why the request was refused ("" when answered).
         fault: answer with a DCE/RPC fault of this NCA status instead of a response (spec 2.8);
-            None for a response. :class:`KmsHost` never faults (its faults come from the RPC
-            layer); a recorded host replays the faults it was captured sending.
+            None for a response. :class:`KmsHost` faults only when a fault-injection rule says so (its
+            other faults come from the RPC layer); a recorded host replays the faults it was captured sending.
+        drop: close the connection instead of answering (fault injection).
+        delay: seconds to hold the answer back (fault injection).
+        injected: the fault-injection rule that shaped this answer ("" when none did).
     """
 
     response: bytes | None
@@ -183,6 +189,9 @@ class HostAnswer:
     epid: str = ""
     reason: str = ""
     fault: int | None = None
+    drop: bool = False
+    delay: float = 0.0
+    injected: str = ""
 
     @property
     def ok(self) -> bool:
@@ -215,6 +224,8 @@ class HostAnswer:
             fields["result"] = f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
         if self.reason:
             fields["reason"] = self.reason
+        if self.injected:
+            fields["fault_injected"] = self.injected
         return fields
 
 
@@ -245,6 +256,8 @@ class KmsHost:
         self.rng = rng
         self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
         self.cache = cache if cache is not None else CountCache(config.count_policy)
+        #: fault-injection rules (docs/kms-host.md, "Fault injection"); empty: a well-behaved host.
+        self.faults = FaultPlan(list(config.faults), rng)
         self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
         #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
@@ -286,18 +299,40 @@ class KmsHost:
         if refusal is not None:
             hresult, reason = refusal
             return HostAnswer(None, hresult, None, request, reason=reason)
+        rule = self.faults.for_request(base.app_id, base.sku_id, base.kms_id, base.cmid) if self.faults else None
+        if rule is not None and rule.action in ("refuse", "rpc-fault", "drop-request"):
+            return HostAnswer(
+                None,
+                rule.hresult,
+                None,
+                request,
+                reason=f"fault injected: {rule.text}",
+                fault=rule.status if rule.action == "rpc-fault" else None,
+                drop=rule.action == "drop-request",
+                injected=rule.text,
+            )
         recorded = self.cache.record(base.app_id, base.cmid, base.required_client_count, self._monotonic(now))
         epid = self.epid_for(base.kms_id)
+        count = recorded.count
+        if rule is not None and rule.action == "low-count":
+            count = min(count, max(base.required_client_count - 1, 0))
+        tamper = (
+            rule.action.removeprefix("corrupt-") if rule is not None and rule.action.startswith("corrupt-") else None
+        )
         response = build_response(
             request,
             epid=epid,
-            count=recorded.count,
+            count=count,
             activation_interval=self.config.activation_interval,
             renewal_interval=self.config.renewal_interval,
             hwid=self.config.hwid,
             rng=self.rng,
+            tamper=tamper,
         )
-        return HostAnswer(response, 0, recorded, request, count=recorded.count, epid=epid)
+        if rule is None:
+            return HostAnswer(response, 0, recorded, request, count=count, epid=epid)
+        delay = rule.delay if rule.action == "delay" else 0.0
+        return HostAnswer(response, 0, recorded, request, count=count, epid=epid, delay=delay, injected=rule.text)
 
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base

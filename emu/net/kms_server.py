@@ -63,6 +63,8 @@ SHUTDOWN_GRACE = 2.0
 SUMMARY_INTERVAL = 60.0
 #: PTYPE of a fault PDU (spec 2.1), to count and log the faults the association sends.
 _PTYPE_FAULT = 3
+#: PTYPE of a bind_ack (fault injection closes after it).
+_PTYPE_BIND_ACK = 12
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -256,6 +258,11 @@ class _Connection(asyncio.Protocol):
         if self.held is not None:
             self.held += data
         elif self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def send_late(self, data: bytes) -> None:
+        """Write a delayed answer (fault injection), if the connection is still open by then."""
+        if self.transport is not None and not self.closing:
             self.transport.write(data)
 
     def close(self) -> None:
@@ -457,16 +464,33 @@ class KmsServer:
         assert conn.assoc is not None
         peer = conn.peer
         if isinstance(action, Send):
-            if action.data[2] == _PTYPE_FAULT:
+            ptype = action.data[2]
+            if ptype == _PTYPE_FAULT:
                 self.stats.faults += 1
                 status = int.from_bytes(action.data[24:28], "little") if len(action.data) >= 28 else 0
                 log.warning("%s: fault 0x%08X sent (unknown context or operation)", peer, status)
             conn.write(action.data)
+            if ptype == _PTYPE_BIND_ACK and isinstance(self.host, KmsHost) and self.host.faults:
+                rule = self.host.faults.at_bind()
+                if rule is not None:
+                    log.warning("%s: fault injected (%s): closing after the bind_ack", peer, rule.text)
+                    conn.close()
+                    return False
         elif isinstance(action, Call):
             answer = self.host.handle_request(action.kms_request, self.clock.wall())
             if answer.change is not None and self.store is not None:
                 self._pending_changes.append(answer.change)
-            if answer.fault is not None:  # a recorded host's fault: the association builds the PDU
+            if answer.injected:
+                log.warning("%s: fault injected (%s)", peer, answer.injected)
+            if answer.drop:
+                self.stats.exchanges += 1
+                self.stats.refusals += 1
+                conn.close()
+                return False
+            if answer.delay > 0:
+                data = conn.assoc.respond(action, answer.response, answer.hresult)
+                self._running_loop().call_later(answer.delay, conn.send_late, data)
+            elif answer.fault is not None:  # a recorded host's fault: the association builds the PDU
                 self.stats.faults += 1
                 log.warning("%s: fault 0x%08X sent (the host's answer)", peer, answer.fault)
                 conn.write(conn.assoc.fault(action, answer.fault))
