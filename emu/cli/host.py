@@ -446,10 +446,23 @@ def _iso(seconds: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat(timespec="seconds")
 
 
+def _product_name(sku_id: Any) -> str:
+    from emu.kms import products
+
+    if sku_id is None:
+        return ""
+    try:
+        return products.sku_by_id(sku_id).name
+    except UsageError:
+        return str(sku_id)
+
+
 def _status(args: argparse.Namespace) -> int:
+    """Per application: count, capacity and each client; as a table, JSON or CSV."""
     from emu.kms import products
     from emu.net.host_store import HostStore
 
+    fmt = "json" if args.json else args.format
     path = Path(args.state)
     if not path.exists():
         raise UsageError(f"--state {path}: no such state file (emu host serve --state {path} writes it)")
@@ -458,14 +471,29 @@ def _status(args: argparse.Namespace) -> int:
         now = time.time()
         status = store.status(now)
         epids = store.load_epids()
+        inventory = store.inventory()
     finally:
         store.close()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for app_id, app in sorted(status.items(), key=lambda kv: str(kv[0])):
         try:
             name = products.application(app_id).name
         except UsageError:
             name = str(app_id)
+        clients = [
+            {
+                "cmid": str(c.cmid),
+                "workstation": c.workstation,
+                "product": _product_name(c.sku_id),
+                "sku_id": str(c.sku_id) if c.sku_id else None,
+                "first_seen": _iso(c.first_seen),
+                "last_seen": _iso(c.last_request),
+                "last_count": c.last_count,
+                "activated": c.activated,
+            }
+            for c in inventory
+            if c.app_id == app_id
+        ]
         rows.append(
             {
                 "application": name,
@@ -475,14 +503,25 @@ def _status(args: argparse.Namespace) -> int:
                 "oldest": _iso(app.oldest),
                 "newest": _iso(app.newest),
                 "next_expiry": _iso(app.next_expiry),
+                "clients": clients,
             }
         )
-    if args.json:
-        print(
-            json.dumps(
-                {"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}, indent=2, sort_keys=True
-            )
-        )
+    if fmt == "json":
+        report = {"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    if fmt == "csv":
+        import csv
+
+        fields = ["application", "count", "capacity", "cmid", "workstation", "product", "sku_id"]
+        fields += ["first_seen", "last_seen", "last_count", "activated"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            for client in row["clients"]:
+                writer.writerow(
+                    {"application": row["application"], "count": row["count"], "capacity": row["capacity"], **client}
+                )
         return 0
     print(f"state {path} at {_iso(now)}")
     if not rows:
@@ -492,6 +531,15 @@ def _status(args: argparse.Namespace) -> int:
             f"{row['application']}: {row['count']} clients (capacity {row['capacity']}); "
             f"oldest {row['oldest'] or '-'}, newest {row['newest'] or '-'}, next expiry {row['next_expiry'] or '-'}"
         )
+        if row["clients"]:
+            print(f"  {'CMID':36}  {'workstation':24}  {'product':34}  {'last seen':25}  count  activated")
+        for c in row["clients"]:
+            activated = "-" if c["activated"] is None else ("yes" if c["activated"] else "no")
+            count = "-" if c["last_count"] is None else c["last_count"]
+            print(
+                f"  {c['cmid']:36}  {(c['workstation'] or '-')[:24]:24}  {(c['product'] or '-')[:34]:34}  "
+                f"{c['last_seen']:25}  {count!s:>5}  {activated}"
+            )
     for name, epid in sorted(epids.items()):
         print(f"ePID {name}: {epid}")
     return 0
@@ -626,8 +674,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = commands.add_parser(
         "status",
         help="show a host's client table",
-        description="Per application: live clients, table capacity, oldest and newest record, next expiry; and the ePIDs.",
+        description="Per application: live clients, table capacity, oldest and newest record, next expiry; each "
+        "client with its CMID, workstation name, product, first and last request, the count it got and whether "
+        "it activated; and the ePIDs.",
     )
     status.add_argument("--state", required=True, metavar="PATH", help="the file given to emu host serve --state")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table (default), json (applications with their clients, ePIDs) or csv (one row per client)",
+    )
+    status.add_argument("--json", action="store_true", help="the same as --format json")
     status.set_defaults(func=_status)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from emu.errors import UsageError
 from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy, Recorded
 
-__all__ = ["SCHEMA_VERSION", "HostStore"]
+__all__ = ["SCHEMA_VERSION", "ClientSeen", "HostStore", "InventoryRow"]
 
 SCHEMA_VERSION = 1
 #: Milliseconds a worker waits for another worker's batch before giving up on its own (then its clients retry).
@@ -42,6 +43,17 @@ CREATE TABLE IF NOT EXISTS clients (
 );
 CREATE TABLE IF NOT EXISTS capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS client_info (
+    app_id TEXT NOT NULL,
+    cmid TEXT NOT NULL,
+    workstation TEXT NOT NULL,
+    sku_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_count INTEGER NOT NULL,
+    activated INTEGER NOT NULL,
+    PRIMARY KEY (app_id, cmid)
+);
 """
 
 
@@ -49,9 +61,42 @@ _UPSERT = (
     "INSERT INTO clients VALUES (?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request"
 )
 _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
+_DELETE_INFO = "DELETE FROM client_info WHERE app_id=? AND cmid=?"
+_UPSERT_INFO = (
+    "INSERT INTO client_info VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
+    "workstation=excluded.workstation, sku_id=excluded.sku_id, last_seen=excluded.last_seen, "
+    "last_count=excluded.last_count, activated=excluded.activated"
+)
 _CAPACITY = (
     "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSeen:
+    """What the inventory keeps of a client's latest request (``emu host status``)."""
+
+    app_id: uuid.UUID
+    cmid: uuid.UUID
+    workstation: str
+    sku_id: uuid.UUID
+    at: float
+    count: int
+    activated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """One client of the table, as ``emu host status`` lists it."""
+
+    app_id: uuid.UUID
+    cmid: uuid.UUID
+    last_request: float
+    workstation: str | None
+    sku_id: uuid.UUID | None
+    first_seen: float | None
+    last_count: int | None
+    activated: bool | None
 
 
 class HostStore:
@@ -117,8 +162,8 @@ class HostStore:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def write_changes(self, changes: list[Recorded]) -> None:
-        """Write several requests' changes, in order, inside the current batch."""
+    def write_changes(self, changes: list[Recorded], seen: list[ClientSeen] | None = None) -> None:
+        """Write several requests' changes, in order, inside the current batch (``seen``: the inventory)."""
         upserts = []
         deletes = []
         capacities: dict[str, int] = {}
@@ -140,6 +185,16 @@ class HostStore:
                 db.execute(_UPSERT, (app, str(change.record.cmid), change.record.last_request))
                 if change.removed:
                     db.executemany(_DELETE, [(app, str(c)) for c in change.removed])
+        if seen:
+            db.executemany(
+                _UPSERT_INFO,
+                [
+                    (str(s.app_id), str(s.cmid), s.workstation, str(s.sku_id), s.at, s.at, s.count, int(s.activated))
+                    for s in seen
+                ],
+            )
+        if deletes:  # a client gone from the table leaves the inventory too
+            db.executemany(_DELETE_INFO, deletes)
         if capacities:
             db.executemany(_CAPACITY, sorted(capacities.items()))
 
@@ -176,6 +231,27 @@ class HostStore:
     def load_epids(self) -> dict[str, str]:
         """The ePIDs saved by :meth:`save_epids`, per CSVLK name."""
         return dict(self._db.execute("SELECT csvlk, epid FROM epids"))
+
+    def inventory(self) -> list[InventoryRow]:
+        """Every client in the table with what the inventory knows of it, oldest request first."""
+        rows = self._db.execute(
+            "SELECT c.app_id, c.cmid, c.last_request, i.workstation, i.sku_id, i.first_seen, i.last_count, i.activated "
+            "FROM clients c LEFT JOIN client_info i ON i.app_id = c.app_id AND i.cmid = c.cmid "
+            "ORDER BY c.last_request, c.rowid"
+        )
+        return [
+            InventoryRow(
+                uuid.UUID(app),
+                uuid.UUID(cmid),
+                float(last),
+                ws,
+                uuid.UUID(sku) if sku else None,
+                first,
+                count,
+                None if activated is None else bool(activated),
+            )
+            for app, cmid, last, ws, sku, first, count, activated in rows
+        ]
 
     def client_count(self) -> int:
         """Rows in the client table (all applications, expired ones included until dropped)."""

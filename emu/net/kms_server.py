@@ -33,7 +33,7 @@ from emu.hresults import E_INVALID_DATA
 from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer, KmsHost
 from emu.net.address import parse_host_port
-from emu.net.host_store import HostStore
+from emu.net.host_store import ClientSeen, HostStore
 from emu.rng import Rng, system_rng
 from emu.rpc.association import Action, BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
 
@@ -143,7 +143,7 @@ class Store(Protocol):
 
     def begin_batch(self) -> bool: ...
 
-    def write_changes(self, changes: list[Recorded]) -> None: ...
+    def write_changes(self, changes: list[Recorded], seen: list[ClientSeen]) -> None: ...
 
     def commit(self) -> None: ...
 
@@ -309,6 +309,7 @@ class KmsServer:
     _assoc_group: Any = None
     _rpc_configs: dict[int, ServerRpcConfig] = field(default_factory=dict)
     _pending_changes: list[Recorded] = field(default_factory=list)
+    _pending_seen: list[ClientSeen] = field(default_factory=list)
     _deferring: list[_Connection] = field(default_factory=list)
     _flush_scheduled: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
@@ -480,6 +481,19 @@ class KmsServer:
             answer = self.host.handle_request(action.kms_request, self.clock.wall())
             if answer.change is not None and self.store is not None:
                 self._pending_changes.append(answer.change)
+                if answer.request is not None:
+                    base = answer.request.base
+                    self._pending_seen.append(
+                        ClientSeen(
+                            base.app_id,
+                            base.cmid,
+                            base.workstation_name,
+                            base.sku_id,
+                            answer.change.record.last_request,
+                            answer.count,
+                            answer.activated,
+                        )
+                    )
             if answer.injected:
                 log.warning("%s: fault injected (%s)", peer, answer.injected)
             if answer.drop:
@@ -536,14 +550,16 @@ class KmsServer:
                     if not self._act(conn, action):
                         break
             changes, self._pending_changes = self._pending_changes, []
+            seen, self._pending_seen = self._pending_seen, []
             if store is not None:
-                store.write_changes(changes)
+                store.write_changes(changes, seen)
                 store.commit()
                 self.stats.commits += 1
         except Exception:
             # Not committed, so not answered: those clients see their connection drop and retry.
             self.stats.internal_errors += 1
             self._pending_changes = []
+            self._pending_seen = []
             log.exception("cannot commit this batch's table changes; dropping its %d connections", len(conns))
             if store is not None:
                 try:

@@ -137,3 +137,36 @@ def test_publish_without_a_dns_server_is_one_line_exit_2(capsys):
     assert main(["host", "serve", "--listen", "127.0.0.1:0", "--publish", "kms.test", "--log-level", "ERROR"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "emu: error: --publish needs --dns-server ADDR:PORT (the primary that accepts updates)"
+
+
+def test_status_lists_each_client_with_workstation_product_count_and_activation(tmp_path, capsys):
+    import asyncio
+    import json
+
+    from kms_host_peer import kms_request, running_host, session
+
+    from emu.net.host_store import HostStore
+    from emu.rng import seeded
+
+    state = tmp_path / "inv.sqlite"
+    store = HostStore(state)
+    rng = seeded(11)
+
+    async def go():
+        async with running_host(store=store) as server:
+            await session(server.addresses[0], [kms_request(rng, "Office 2019 ProPlus") for _ in range(5)])
+
+    asyncio.run(go())
+    store.close()
+    assert main(["host", "status", "--state", str(state), "--format", "json"]) == 0
+    (app,) = json.loads(capsys.readouterr().out)["applications"]
+    assert app["count"] == 5 and len(app["clients"]) == 5
+    assert [c["last_count"] for c in app["clients"]] == [1, 2, 3, 4, 5]
+    assert [c["activated"] for c in app["clients"]] == [False] * 4 + [True]
+    assert {c["workstation"] for c in app["clients"]} == {"peer.lab.test"}
+    assert {c["product"] for c in app["clients"]} == {"Office Professional Plus 2019"}
+    assert main(["host", "status", "--state", str(state), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("application,count,capacity,cmid,") and len(lines) == 6
+    assert main(["host", "status", "--state", str(state)]) == 0
+    assert "Office Professional Plus 2019" in capsys.readouterr().out
