@@ -72,6 +72,13 @@ def _serve(args: argparse.Namespace) -> int:
     keys = load_keys(args.tsig_key)
     listen = [parse_address(text) for text in (args.listen or ["127.0.0.1:53"])]
     policy = _policy(args)
+    metrics = None
+    if args.metrics:
+        from emu.net.metrics import DnsMetrics, serve_metrics
+
+        metrics = DnsMetrics()
+        where = serve_metrics(metrics.registry, parse_address(args.metrics, default_port=9153))
+        print(f"emu dns: metrics on http://{where[0]}:{where[1]}/metrics", file=sys.stderr, flush=True)
 
     async def main() -> None:
         server = DnsServer(
@@ -82,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
             state=args.state,
             tcp_idle_timeout=args.tcp_idle_timeout,
             srv_max_age=args.srv_max_age,
+            metrics=metrics,
         )
         await server.start()
         stop = asyncio.Event()
@@ -204,6 +212,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=10.0,
         metavar="SECONDS",
         help="close TCP connections idle this long (default 10)",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="ADDR[:PORT]",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (default port 9153): messages by opcode and "
+        "RCODE, answer latency (docs/operations.md)",
     )
     serve.set_defaults(func=_serve)
 

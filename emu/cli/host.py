@@ -52,6 +52,7 @@ SETTING_NAMES = (
     "log_level",
     "workers",
     "event_loop",
+    "metrics",
     "publish",
     "dns_server",
     "tsig_key",
@@ -120,6 +121,7 @@ _DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
     "workers": 1,
     "event_loop": "auto",
+    "metrics": None,
     "publish": [],
     "dns_server": None,
     "tsig_key": None,
@@ -362,7 +364,18 @@ def _run_host(
     from emu.net.host_runner import run_loop
     from emu.net.kms_server import KmsServer
 
-    server = KmsServer(host, server_config, store)
+    metrics = None
+    if settings["metrics"]:
+        from emu.net.kms_server import parse_listen
+        from emu.net.metrics import HostMetrics, serve_metrics
+
+        host_addr, port = parse_listen(str(settings["metrics"]), default_port=9178)
+        if server_config.worker is not None and port:
+            port += server_config.worker  # one endpoint per worker: PORT, PORT+1, ...
+        metrics = HostMetrics()
+        where = serve_metrics(metrics.registry, (host_addr, port))
+        log.info("metrics on http://%s:%d/metrics", *where)
+    server = KmsServer(host, server_config, store, metrics=metrics)
 
     async def main() -> None:
         await server.start()
@@ -639,6 +652,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_const",
         const=True,
         help="log one line per exchange (peer, product, CMID, count, result); default: a summary line a minute",
+    )
+    a(
+        "--metrics",
+        metavar="ADDR[:PORT]",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (default port 9178; worker N on PORT+N)",
     )
     a(
         "--workers",

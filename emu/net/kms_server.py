@@ -23,9 +23,10 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
@@ -36,6 +37,9 @@ from emu.net.address import parse_host_port
 from emu.net.host_store import ClientSeen, HostStore
 from emu.rng import Rng, system_rng
 from emu.rpc.association import Action, BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a host that serves metrics
+    from emu.net.metrics import HostMetrics
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -162,7 +166,9 @@ class _Connection(asyncio.Protocol):
     """One TCP connection: bytes → association → host → bytes (see the module docstring)."""
 
     __slots__ = (
+        "arrived",
         "assoc",
+        "calls",
         "close_after_flush",
         "closing",
         "deferred",
@@ -188,6 +194,9 @@ class _Connection(asyncio.Protocol):
         self.close_after_flush = False
         #: actions waiting for the loop turn's batch, in order (None: nothing waiting).
         self.deferred: list[Action] | None = None
+        #: when the bytes of the waiting actions arrived, and how many calls they hold (metrics).
+        self.arrived = 0.0
+        self.calls = 0
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -208,6 +217,9 @@ class _Connection(asyncio.Protocol):
             return
         server._connections.add(self)
         server.stats.connections += 1
+        if server.metrics is not None:
+            server.metrics.connections.inc()
+            server.metrics.open_connections.inc()
         sock = transport.get_extra_info("sockname")
         self.assoc = ServerAssociation(server._rpc_config(sock[1] if sock else DEFAULT_PORT))
         timeout = server.config.idle_timeout
@@ -220,6 +232,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.timer is not None:
             self.last_seen = self.server._loop_time()
+        if self.deferred is None:
+            self.arrived = time.perf_counter()
         try:
             self.server._on_data(self, data)
         except Exception:  # the ladder's last rung: log it, lose only this connection
@@ -234,6 +248,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self in self.server._connections and self.server.metrics is not None:
+            self.server.metrics.open_connections.dec()
         self.server._connections.discard(self)
         if self.timer is not None:
             self.timer.cancel()
@@ -303,6 +319,7 @@ class KmsServer:
     rng: Rng = field(default_factory=system_rng)
     on_exchange: Callable[[HostAnswer], None] | None = None
     services: list[Service] = field(default_factory=list)
+    metrics: HostMetrics | None = None
     stats: ServerStats = field(default_factory=ServerStats)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _connections: set[_Connection] = field(default_factory=set)
@@ -350,6 +367,10 @@ class KmsServer:
             log.info("KMS host listening on %s", _fmt(addr))
         if not self.config.log_exchanges:
             self._summary_timer = self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
+        if self.metrics is not None and isinstance(self.host, KmsHost):
+            from emu.net.metrics import table_snapshot
+
+            self.metrics.watch_table(table_snapshot(self.host, self.clock.wall), self._loop)
         for service in self.services:
             await service.start()
             self._started_services.append(service)
@@ -452,11 +473,14 @@ class KmsServer:
             # connection does after it waits too, so its answers leave in order.
             if conn.deferred is None:
                 conn.deferred = []
+                conn.arrived = time.perf_counter()
+                conn.calls = 0
                 self._deferring.append(conn)
                 if not self._flush_scheduled:
                     self._flush_scheduled = True
                     self._running_loop().call_soon(self._flush)
             conn.deferred.append(action)
+            conn.calls += isinstance(action, Call)
             if isinstance(action, Close):
                 return
 
@@ -515,6 +539,8 @@ class KmsServer:
                 self.stats.refusals += 1
             if self.config.log_exchanges:
                 self._log_exchange(peer, answer)
+            if self.metrics is not None:
+                self._count(conn, answer)
             if self.on_exchange is not None:
                 self.on_exchange(answer)
         elif isinstance(action, BadCall):
@@ -555,6 +581,8 @@ class KmsServer:
                 store.write_changes(changes, seen)
                 store.commit()
                 self.stats.commits += 1
+                if self.metrics is not None:
+                    self.metrics.commits.inc()
         except Exception:
             # Not committed, so not answered: those clients see their connection drop and retry.
             self.stats.internal_errors += 1
@@ -578,6 +606,27 @@ class KmsServer:
                     conn.transport.write(data)
                 if conn.close_after_flush:
                     conn.close()
+        if self.metrics is not None:
+            done = time.perf_counter()
+            for conn in conns:
+                for _ in range(conn.calls):
+                    self.metrics.latency.observe(done - conn.arrived)
+
+    def _count(self, conn: _Connection, answer: HostAnswer) -> None:
+        """One exchange in the metrics (the latency of batched ones is observed once they are written)."""
+        assert self.metrics is not None
+        if answer.drop:
+            result = "dropped"
+        elif answer.fault is not None:
+            result = "fault"
+        elif not answer.ok:
+            result = "refused"
+        else:
+            result = "activated" if answer.activated else "below-threshold"
+        change = answer.change
+        self.metrics.exchange(result, len(change.expired) if change else 0, len(change.evicted) if change else 0)
+        if conn.deferred is None and conn.held is None:  # answered at once (no store): observe now
+            self.metrics.latency.observe(time.perf_counter() - conn.arrived)
 
     def _reload_table(self) -> None:
         """Load the committed client table into the host (another worker changed it, or a batch failed)."""
