@@ -8,7 +8,7 @@ unpredictable from run to run, about ten times cheaper per value, not cryptograp
 
 Nothing the KMS protocol asks a host for needs cryptographic strength: the host's random values are
 the response IV of V5/V6 and the 16-byte salt R of V5/V6 responses, which a client only echoes or
-hashes, and the association group id. The KMS host uses :func:`fast_rng` for them (docs/kms-host.md,
+hashes, and the association group id. The KMS host uses :func:`fast_rng` for them (docs/performance.md,
 "Randomness"); clients keep :func:`system_rng`.
 """
 

@@ -644,7 +644,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="RULE",
         help="fault injection, repeatable: ACTION[=VALUE][,product=P][,application=A][,cmid=G][,percent=N]; "
         "actions refuse=HRESULT, low-count, drop-after-bind, drop-request, delay=SECONDS, rpc-fault[=STATUS], "
-        "corrupt-hash, corrupt-hmac (docs/kms-host.md, Fault injection)",
+        "corrupt-hash, corrupt-hmac (docs/operations.md, Fault injection)",
     )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
     a(

@@ -256,7 +256,7 @@ class KmsHost:
         self.rng = rng
         self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
         self.cache = cache if cache is not None else CountCache(config.count_policy)
-        #: fault-injection rules (docs/kms-host.md, "Fault injection"); empty: a well-behaved host.
+        #: fault-injection rules (docs/operations.md, "Fault injection"); empty: a well-behaved host.
         self.faults = FaultPlan(list(config.faults), rng)
         self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
         #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
