@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main", "positive_int", "show_help"]
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
     "emu.cli.demo",
+    "emu.cli.diagnose",
     "emu.cli.decode",
     "emu.cli.capture",
     "emu.cli.client",
