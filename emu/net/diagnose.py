@@ -15,6 +15,7 @@ unreadable response) is not documented; emu reports 0xC004F074 there, as for an 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -339,6 +340,6 @@ def _rcode_text(rcode: int) -> str:
 def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's own text repeats the address
     return str(exc) or type(exc).__name__
