@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "emu.cli.probe",
     "emu.cli.load",
     "emu.cli.replay",
+    "emu.cli.watch",
     "emu.cli.wireshark",
 )
 

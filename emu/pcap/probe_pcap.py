@@ -25,18 +25,19 @@ from emu.pcap.kms_decode import DecodedPdu, decode_capture
 from emu.pcap.reader import read_conversations
 from emu.wire.rpc import BindAck, decode_pdu, split_pdus
 
-__all__ = ["probe_capture"]
+__all__ = ["probe_capture", "probe_capture_by_server"]
 
 _NDR32 = "NDR32"
 _NDR64 = "NDR64"
 
 
-def _assoc_groups(path: str | Path, conversations: set[int]) -> list[int]:
-    """The association group id of every bind_ack the KMS conversations carry."""
-    groups: list[int] = []
+def _assoc_groups(path: str | Path, conversations: set[int]) -> dict[int, list[int]]:
+    """The association group ids of the bind_acks of each KMS conversation."""
+    out: dict[int, list[int]] = {}
     for conv in read_conversations(path):
         if conv.index not in conversations:
             continue
+        groups = out.setdefault(conv.index, [])
         pdus, _rest = split_pdus(conv.server.data)
         for pdu in pdus:
             if len(pdu) > 2 and pdu[2] == 12:
@@ -46,7 +47,7 @@ def _assoc_groups(path: str | Path, conversations: set[int]) -> list[int]:
                     continue
                 if isinstance(ack, BindAck):
                     groups.append(ack.assoc_group_id)
-    return groups
+    return out
 
 
 def probe_capture(path: str | Path) -> ProbeReport:
@@ -56,11 +57,31 @@ def probe_capture(path: str | Path) -> ProbeReport:
         UsageError/DecodeError: the file is not a capture emu can read.
     """
     decoded = decode_capture(path)
-    obs = Observations()
     by_conv: dict[int, list[DecodedPdu]] = defaultdict(list)
     for pdu in decoded.pdus:
         by_conv[pdu.conversation].append(pdu)
-    obs.assoc_groups = _assoc_groups(path, set(decoded.kms_conversations))
+    groups = _assoc_groups(path, set(decoded.kms_conversations))
+    return _observe(by_conv, [g for conv in sorted(groups) for g in groups[conv]])
+
+
+def probe_capture_by_server(path: str | Path) -> dict[str, tuple[ProbeReport, list[int]]]:
+    """One report per KMS host of the capture ("address:port"), with the conversations it served."""
+    decoded = decode_capture(path)
+    servers: dict[str, dict[int, list[DecodedPdu]]] = defaultdict(lambda: defaultdict(list))
+    for pdu in decoded.pdus:
+        server = pdu.dst if pdu.direction == "C->S" else pdu.src
+        servers[server][pdu.conversation].append(pdu)
+    groups = _assoc_groups(path, set(decoded.kms_conversations))
+    out = {}
+    for server, by_conv in sorted(servers.items()):
+        assoc = [g for conv in sorted(by_conv) for g in groups.get(conv, [])]
+        out[server] = (_observe(by_conv, assoc), sorted(by_conv))
+    return out
+
+
+def _observe(by_conv: dict[int, list[DecodedPdu]], assoc_groups: list[int]) -> ProbeReport:
+    obs = Observations()
+    obs.assoc_groups = assoc_groups
     if obs.assoc_groups:
         obs.evidence["assoc_group"] = ", ".join(f"0x{g:08X}" for g in obs.assoc_groups[:6])
     seen_cmids: dict[str, set[str]] = defaultdict(set)
