@@ -15,6 +15,7 @@ LAYERS = {
     "clock": 0,
     "rng": 0,
     "hresults": 0,
+    "durations": 0,
     "wire": 1,
     # sans-IO protocol packages: bytes and time in, bytes and decisions out
     "rpc": 2,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu.cli import positive_int, show_help
+from emu.cli import positive_int, positive_seconds, show_help
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
@@ -135,16 +135,6 @@ def _version(text: str) -> Version:
     return version
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
-
-
 # --- the parser -------------------------------------------------------------------------------
 
 
@@ -231,10 +221,10 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("-p", "--no-multiplex", action="store_true", help="bind without the CONC_MPX flag")
     g.add_argument("--ip", type=int, choices=(4, 6), help="use only IPv4 or only IPv6")
-    g.add_argument("--connect-timeout", type=_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
+    g.add_argument("--connect-timeout", type=positive_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
     g.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_REPLY_TIMEOUT,
         metavar="SECONDS",
         help="seconds to wait for each reply",

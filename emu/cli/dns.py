@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
 
-from emu.cli import show_help
+from emu.cli import positive_seconds, show_help
 from emu.dns.policy import UpdatePolicy, parse_grant
 from emu.dns.tsig import TsigKey, parse_key_file
 from emu.dns.zone import Zone, dump_master_file, load_master_file
@@ -132,16 +131,6 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dns",
@@ -200,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--srv-max-age",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="remove a _vlmcs._tcp SRV record that no update has refreshed for this long (a KMS host that "
         "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "

@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.cli import show_help
+from emu.durations import parse_duration
 from emu.errors import UsageError
 
 __all__ = ["SETTING_NAMES", "HostSettings", "load_settings", "parse_minutes", "register"]
@@ -63,27 +63,15 @@ SETTING_NAMES = (
     "ttl",
 )
 
-_UNITS = {"s": 1 / 60, "m": 1, "min": 1, "h": 60, "d": 1440, "w": 10080}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
-
 
 def parse_minutes(value: Any, name: str) -> int:
-    """Minutes from ``120``, ``"120"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90m"``, ``"3600s"`` (spec 8.2 units).
+    """Minutes from ``120``, ``"120"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90m"``, ``"3600s"`` (a plain number is
+    minutes: the protocol's intervals are minutes).
 
     Raises:
         UsageError: not a duration, or not a whole number of minutes of at least 1.
     """
-    if isinstance(value, bool):
-        raise UsageError(f"{name}: {value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        minutes = float(value)
-    else:
-        match = _DURATION.match(str(value).lower())
-        if match is None or match[2] not in ("", *_UNITS):
-            raise UsageError(
-                f"{name}: {value!r} is not a duration (e.g. 120, 90m, 2h, 7d, 1w; plain numbers are minutes)"
-            )
-        minutes = float(match[1]) * _UNITS.get(match[2] or "m", 1)
+    minutes = parse_duration(value, name, default_unit="m") / 60
     if minutes != int(minutes) or not 1 <= minutes < 2**32:
         raise UsageError(f"{name}: {value!r} must be a whole number of minutes between 1 and 2^32-1")
     return int(minutes)

@@ -15,6 +15,7 @@ from typing import Any
 
 from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
+from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
 from emu.kms import epid as _epid
 from emu.kms import products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
@@ -31,7 +32,6 @@ __all__ = [
     "E_INVALID_DATA",
     "E_INVALID_TIMESTAMP",
     "E_KMS_ID_MISMATCH",
-    "HRESULT_NAMES",
     "MAX_REQUIRED_CLIENT_COUNT",
     "MAX_TIME_SKEW",
     "HostAnswer",
@@ -53,20 +53,6 @@ MAX_REQUIRED_CLIENT_COUNT = 1000
 DEFAULT_HOST_BUILD = 26100
 #: LCID in the ePIDs by default (en-US).
 DEFAULT_LCID = 1033
-
-E_INVALID_DATA = 0x8007000D  # spec 8.4
-E_KMS_ID_MISMATCH = 0xC004F042  # spec 8.4 SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH
-E_INVALID_TIMESTAMP = 0xC004F06C  # spec 8.4 SL_E_VL_INVALID_TIMESTAMP
-
-HRESULT_NAMES = {
-    0: "S_OK",
-    E_INVALID_DATA: "ERROR_INVALID_DATA",
-    E_KMS_ID_MISMATCH: "SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH",
-    E_INVALID_TIMESTAMP: "SL_E_VL_INVALID_TIMESTAMP",
-    0xC004D104: "SL_REMAPPING_SP_STATUS_INVALIDARG",
-    0xC004F038: "SL_E_VL_NOT_ENOUGH_COUNT",
-    0xC004F074: "SL_E_VL_KMS_NOT_REACHABLE (no KMS host answered)",
-}
 
 
 #: CSVLKs whose product groups are not in the default coverage: the China Government key is a
@@ -228,7 +214,7 @@ class HostAnswer:
         elif self.fault is not None:
             fields["result"] = f"fault 0x{self.fault:08X}"
         else:
-            fields["result"] = f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
+            fields["result"] = describe(self.hresult)
         if self.reason:
             fields["reason"] = self.reason
         if self.injected:

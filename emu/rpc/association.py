@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from emu.errors import DecodeError, UsageError
+from emu.hresults import E_INVALID_DATA
 from emu.wire.ndr import TransferSyntax, decode_request_stub, encode_response_stub
 from emu.wire.rpc import (
     KMS_INTERFACE,
@@ -81,8 +82,8 @@ MAX_CONTEXTS = 6
 MAX_STUB_LENGTH = 16384
 #: BTFN features we grant: security context multiplexing | keep connection on orphan (spec 2.5).
 BTFN_SUPPORTED = 0x0003
-#: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (spec 2.10, 8.4).
-HRESULT_INVALID_DATA = 0x8007000D
+#: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (from emu's one error table).
+HRESULT_INVALID_DATA = E_INVALID_DATA
 #: RequestActivation is the only operation of the interface (spec 3.1).
 KMS_OPNUM = 0
 
