@@ -28,8 +28,10 @@ COMMAND_MODULES = (
     "emu.cli.dns",
     "emu.cli.host",
     "emu.cli.lab",
+    "emu.cli.probe",
     "emu.cli.load",
     "emu.cli.replay",
+    "emu.cli.watch",
     "emu.cli.wireshark",
 )
 

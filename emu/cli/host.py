@@ -50,6 +50,7 @@ SETTING_NAMES = (
     "epids",
     "check_time_skew",
     "faults",
+    "profile",
     "json_log",
     "log_exchanges",
     "log_level",
@@ -122,6 +123,7 @@ _DEFAULTS: dict[str, Any] = {
     "epids": {},
     "check_time_skew": False,
     "faults": [],
+    "profile": "emu",
     "json_log": False,
     "log_exchanges": False,
     "log_level": "INFO",
@@ -234,6 +236,7 @@ def build_host_config(settings: HostSettings) -> Any:
         "epids": {str(k): str(v) for k, v in (settings["epids"] or {}).items()},
         "check_time_skew": bool(settings["check_time_skew"]),
         "faults": tuple(parse_fault(text) for text in _as_list(settings["faults"])),
+        "profile": str(settings["profile"]),
     }
     if settings["hwid"]:
         try:
@@ -674,6 +677,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fault injection, repeatable: ACTION[=VALUE][,product=P][,application=A][,cmid=G][,percent=N]; "
         "actions refuse=HRESULT, low-count, drop-after-bind, drop-request, delay=SECONDS, rpc-fault[=STATUS], "
         "corrupt-hash, corrupt-hmac (docs/operations.md, Fault injection)",
+    )
+    a(
+        "--profile",
+        metavar="NAME",
+        help="emu (default), or vlmcsd / py-kms: show that implementation's wire traits (fixed count, ePIDs, "
+        "bind answers, faults, connection handling) to test clients and detectors (docs/probe.md)",
     )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
     a(

@@ -20,6 +20,7 @@ from emu.kms import host_keys, products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
 from emu.kms.faults import FaultPlan, FaultRule
 from emu.kms.messages import OpenedRequest, build_response, open_request
+from emu.kms.profiles import PROFILES, PYKMS_EPID_BUILDS
 from emu.rng import Rng
 
 __all__ = [
@@ -134,6 +135,9 @@ class HostConfig:
         count_policy: the client table's rules (30-day records, capacity 2 x threshold).
         max_required_count: RequiredClientCount above this is refused with 0x8007000D.
         faults: fault-injection rules (:mod:`emu.kms.faults`), first match wins; none by default.
+        profile: ``"emu"`` (default), or ``"vlmcsd"``/``"py-kms"`` to show that implementation's traits
+            (:mod:`emu.kms.profiles`): a fixed count of 2 x the threshold, and for py-kms a new ePID in every
+            response, V4 answers after 1 s and no answer to an unknown version.
     """
 
     activation_interval: int = DEFAULT_ACTIVATION_INTERVAL
@@ -151,8 +155,11 @@ class HostConfig:
     count_policy: CountPolicy = field(default_factory=CountPolicy)
     max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
     faults: tuple[FaultRule, ...] = ()
+    profile: str = "emu"
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise UsageError(f"profile {self.profile!r}: use one of {', '.join(PROFILES)}")
         if not 0 < self.activation_interval < 2**32 or not 0 < self.renewal_interval < 2**32:
             raise UsageError("activation and renewal intervals are minutes between 1 and 2^32-1")
         if len(self.hwid) != 8:
@@ -318,6 +325,8 @@ class KmsHost:
         try:
             request = open_request(kms_request)
         except KmsError as exc:
+            if self.config.profile == "py-kms":  # py-kms fails on what it cannot read and closes
+                return HostAnswer(None, E_INVALID_DATA, None, None, reason=str(exc), drop=True)
             return HostAnswer(None, exc.wire_code or E_INVALID_DATA, None, None, reason=str(exc))
         base = request.base
         refusal = self._refusal(request, now)
@@ -339,6 +348,15 @@ class KmsHost:
         recorded = self.cache.record(base.app_id, base.cmid, base.required_client_count, self._monotonic(now))
         epid = self.epid_for(base.kms_id)
         count = recorded.count
+        delay = 0.0
+        if self.config.profile != "emu":  # an emulator's fixed answer: 2 x the client's threshold
+            count = max(2 * base.required_client_count, 1)
+        if self.config.profile == "py-kms":
+            build = self.rng.choice(PYKMS_EPID_BUILDS)
+            epid = _epid.generate_epid(
+                _epid.csvlk_for_kms_id(base.kms_id), build, self.config.lcid, self.rng, self._today
+            )
+            delay = 1.0 if request.version.major == 4 else 0.0
         if rule is not None and rule.action == "low-count":
             count = min(count, max(base.required_client_count - 1, 0))
         tamper = (
@@ -355,13 +373,14 @@ class KmsHost:
             tamper=tamper,
         )
         if rule is None:
-            return HostAnswer(response, 0, recorded, request, count=count, epid=epid)
-        delay = rule.delay if rule.action == "delay" else 0.0
+            return HostAnswer(response, 0, recorded, request, count=count, epid=epid, delay=delay)
+        delay = rule.delay if rule.action == "delay" else delay
         return HostAnswer(response, 0, recorded, request, count=count, epid=epid, delay=delay, injected=rule.text)
 
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base
-        if base.required_client_count > self.config.max_required_count:
+        # py-kms answers any threshold; vlmcsd and emu refuse one above 1000
+        if base.required_client_count > self.config.max_required_count and self.config.profile != "py-kms":
             return (
                 E_INVALID_DATA,
                 f"required client count {base.required_client_count} > {self.config.max_required_count}",

@@ -33,6 +33,7 @@ from emu.errors import UsageError
 from emu.hresults import E_INVALID_DATA
 from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer, KmsHost
+from emu.kms.profiles import PYKMS_ASSOC_GROUP, emu_assoc_group
 from emu.net.address import parse_host_port
 from emu.net.host_store import ClientSeen, HostStore
 from emu.rng import Rng, system_rng
@@ -69,6 +70,8 @@ SUMMARY_INTERVAL = 60.0
 _PTYPE_FAULT = 3
 #: PTYPE of a bind_ack (fault injection closes after it).
 _PTYPE_BIND_ACK = 12
+#: The call_id vlmcsd puts in every fault (its process-wide counter after the bind), for ``--profile vlmcsd``.
+_VLMCSD_FAULT_CALL_ID = (2).to_bytes(4, "little")
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -276,10 +279,12 @@ class _Connection(asyncio.Protocol):
         elif self.transport is not None and not self.closing:
             self.transport.write(data)
 
-    def send_late(self, data: bytes) -> None:
-        """Write a delayed answer (fault injection), if the connection is still open by then."""
+    def send_late(self, data: bytes, close: bool = False) -> None:
+        """Write a delayed answer (fault injection, a profile's V4 delay), if the connection is still open."""
         if self.transport is not None and not self.closing:
             self.transport.write(data)
+            if close:
+                self.close()
 
     def close(self) -> None:
         """Close after the held answers (if any) are written by the group commit."""
@@ -336,6 +341,7 @@ class KmsServer:
 
     def __post_init__(self) -> None:
         self._assoc_group = itertools.count(self.rng.randint(0x1000, 0x7FFF0000))
+        self._profile = self.host.config.profile if isinstance(self.host, KmsHost) else "emu"
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -453,13 +459,27 @@ class KmsServer:
         # One frozen config per local port, with a fresh association group id per connection.
         base = self._rpc_configs.get(local_port)
         if base is None:
-            base = ServerRpcConfig(ndr64=self.config.ndr64, btfn=self.config.btfn, secondary_address=str(local_port))
+            profile = self._profile
+            base = ServerRpcConfig(
+                ndr64=self.config.ndr64 and profile != "py-kms",  # py-kms speaks NDR32 only
+                btfn=self.config.btfn,
+                secondary_address=str(local_port),
+                check_opnum=profile == "emu",  # vlmcsd and py-kms answer any opnum
+            )
             self._rpc_configs[local_port] = base
+        n = next(self._assoc_group)
+        if self._profile == "emu":
+            group = emu_assoc_group(n)  # emu marks its bind_acks (docs/probe.md)
+        elif self._profile == "py-kms":
+            group = PYKMS_ASSOC_GROUP
+        else:
+            group = n & 0xFFFFFFFF  # vlmcsd: a random start, +1 per connection
         return ServerRpcConfig(
             ndr64=base.ndr64,
             btfn=base.btfn,
             secondary_address=base.secondary_address,
-            assoc_group_id=next(self._assoc_group) & 0xFFFFFFFF,
+            assoc_group_id=group,
+            check_opnum=base.check_opnum,
         )
 
     def _on_data(self, conn: _Connection, data: bytes) -> None:
@@ -491,6 +511,8 @@ class KmsServer:
         if isinstance(action, Send):
             ptype = action.data[2]
             if ptype == _PTYPE_FAULT:
+                if self._profile == "vlmcsd":  # vlmcsd's faults carry call_id 2 whatever the request's
+                    action = Send(action.data[:12] + _VLMCSD_FAULT_CALL_ID + action.data[16:])
                 self.stats.faults += 1
                 status = int.from_bytes(action.data[24:28], "little") if len(action.data) >= 28 else 0
                 log.warning("%s: fault 0x%08X sent (unknown context or operation)", peer, status)
@@ -527,7 +549,8 @@ class KmsServer:
                 return False
             if answer.delay > 0:
                 data = conn.assoc.respond(action, answer.response, answer.hresult)
-                self._running_loop().call_later(answer.delay, conn.send_late, data)
+                close = self._profile == "py-kms"  # py-kms closes after its one answer
+                self._running_loop().call_later(answer.delay, conn.send_late, data, close)
             elif answer.fault is not None:  # a recorded host's fault: the association builds the PDU
                 self.stats.faults += 1
                 log.warning("%s: fault 0x%08X sent (the host's answer)", peer, answer.fault)
@@ -543,6 +566,10 @@ class KmsServer:
                 self._count(conn, answer)
             if self.on_exchange is not None:
                 self.on_exchange(answer)
+            if self._profile == "py-kms":  # py-kms serves one request per connection
+                if answer.delay <= 0:
+                    conn.close()
+                return False
         elif isinstance(action, BadCall):
             conn.write(conn.assoc.respond(action, None, E_INVALID_DATA))
             self.stats.exchanges += 1

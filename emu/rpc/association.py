@@ -103,6 +103,8 @@ class ServerRpcConfig:
         assoc_group_id: the association group id put in bind_acks.
         max_pdu: largest frag_length accepted; above it the connection is closed.
         max_contexts: most context elements in a bind/alter_context; above it, close.
+        check_opnum: fault requests for an operation other than RequestActivation (False: treat every
+            opnum as RequestActivation, as vlmcsd and py-kms do; the host's ``--profile`` uses it).
     """
 
     ndr64: bool = True
@@ -111,6 +113,7 @@ class ServerRpcConfig:
     assoc_group_id: int = 0
     max_pdu: int = MAX_FRAG_LENGTH
     max_contexts: int = MAX_CONTEXTS
+    check_opnum: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +383,7 @@ class ServerAssociation:
         syntax = self.contexts.get(req.p_cont_id)
         if syntax is None:
             return self._fault(req, NCA_S_UNK_IF)
-        if req.opnum != KMS_OPNUM:
+        if req.opnum != KMS_OPNUM and self.config.check_opnum:
             return self._fault(req, NCA_S_OP_RNG_ERROR)
         try:
             stub = decode_request_stub(req.stub_data, syntax)
