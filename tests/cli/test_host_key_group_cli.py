@@ -47,3 +47,35 @@ def test_help_says_the_default_activates_everything(capsys) -> None:
         main(["host", "serve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "the host activates every volume product emu knows" in out
+
+
+def test_over_the_wire_a_2019_host_refuses_a_server_2022_client_with_0xC004F042(capsys) -> None:
+    """A real exchange on loopback: emu client activate against a host holding the 2019 key."""
+    import asyncio
+    import threading
+    import time
+
+    from emu.kms.host import HostConfig
+    from emu.net.kms_server import KmsServer, ServerConfig
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def start() -> KmsServer:
+            host = KmsHost(HostConfig(host_key_groups=("Windows Server 2019",)), seeded(1), time.time())
+            server = KmsServer(host, ServerConfig(listen=(("127.0.0.1", 0),)), rng=seeded(2))
+            await server.start()
+            return server
+
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        target = "{}:{}".format(*server.addresses[0])
+        assert main(["client", "activate", "--seed", "7", target, "--product", "Windows Server 2022 Standard"]) == 4
+        assert "0xC004F042" in capsys.readouterr().out
+        assert main(["client", "activate", "--seed", "7", target, "--product", "srv2019std", "--count", "1"]) == 3
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
