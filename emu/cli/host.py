@@ -661,7 +661,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="epids",
         action="append",
         metavar="CSVLK=EPID",
-        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable",
+        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov; with "
+        "key groups also Server2025, Server2022, Server2019, Server2016, Win10, Office2021, Office2024); repeatable",
     )
     a(
         "--check-time-skew",
