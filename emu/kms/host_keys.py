@@ -58,7 +58,8 @@ class HostKeyGroup:
         title: Microsoft's name, e.g. "Volume License for Windows Server 2019".
         app_id: the application whose clients it counts.
         csvlk: the emu.kms.epid CSVLK whose ePID the host sends for this group's products.
-        hosted_on: host OS versions the key can be installed on (empty: not modelled, Office).
+        hosted_on: host OS versions the key can be installed on (empty: not documented; Office 2010,
+            2013 and LTSC 2024).
         kms_ids: the KMS counted IDs it activates.
         documented: the editions as the documentation lists them.
         source: id of the products.json source that documents it.
@@ -249,6 +250,12 @@ def host_key_setup(
         elif chosen.name not in group.hosted_on:
             raise UsageError(
                 f"the {group.title} key cannot be hosted on {chosen.name}; it can be hosted on: "
+                + ", ".join(group.hosted_on)
+            )
+    for group in groups:
+        if chosen is not None and group.hosted_on and chosen.name not in group.hosted_on:
+            raise UsageError(
+                f"the {group.title} cannot be hosted on {chosen.name}; it can be hosted on: "
                 + ", ".join(group.hosted_on)
             )
     if unpatched and chosen is None:

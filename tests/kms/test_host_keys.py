@@ -200,3 +200,12 @@ def test_office_groups_answer_with_their_own_csvlk() -> None:
     parsed = _epid.parse_epid(host.epid_for(products.lookup("Word LTSC 2021").kms_id), key=_epid.csvlk("Office2021"))
     assert parsed.well_formed
     assert not parsed.problems
+
+
+def test_office_keys_need_the_host_os_the_office_page_names() -> None:
+    with pytest.raises(UsageError, match="cannot be hosted on Windows Server 2012 R2"):
+        HostConfig(host_key_groups=("Windows Server 2019", "Office LTSC 2021"), host_os="Windows Server 2012 R2")
+    HostConfig(host_key_groups=("Windows Server 2019", "Office 2019"), host_os="Windows Server 2012 R2")
+    with pytest.raises(UsageError, match="cannot be hosted on Windows 7"):
+        HostConfig(host_key_groups=("Office 2019",), host_os="Windows 7")
+    HostConfig(host_key_groups=("Office 2016",), host_os="Windows 7")
