@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "emu.cli.capture",
     "emu.cli.client",
     "emu.cli.dns",
+    "emu.cli.explain",
     "emu.cli.host",
     "emu.cli.lab",
     "emu.cli.probe",

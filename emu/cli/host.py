@@ -41,6 +41,9 @@ SETTING_NAMES = (
     "renewal_interval",
     "kms_ids",
     "products",
+    "host_key_group",
+    "host_os",
+    "unpatched",
     "host_build",
     "lcid",
     "hwid",
@@ -99,6 +102,9 @@ _DEFAULTS: dict[str, Any] = {
     "renewal_interval": None,
     "kms_ids": [],
     "products": [],
+    "host_key_group": [],
+    "host_os": None,
+    "unpatched": False,
     "host_build": None,
     "lcid": None,
     "hwid": None,
@@ -196,7 +202,6 @@ def build_host_config(settings: HostSettings) -> Any:
     from emu.kms.faults import parse_fault
     from emu.kms.host import (
         DEFAULT_ACTIVATION_INTERVAL,
-        DEFAULT_HOST_BUILD,
         DEFAULT_LCID,
         DEFAULT_RENEWAL_INTERVAL,
         HostConfig,
@@ -211,7 +216,10 @@ def build_host_config(settings: HostSettings) -> Any:
             settings["renewal_interval"] or DEFAULT_RENEWAL_INTERVAL, "--renewal-interval"
         ),
         "kms_ids": resolve_kms_ids(_as_list(settings["kms_ids"]), _as_list(settings["products"])),
-        "host_build": _number(settings["host_build"] or DEFAULT_HOST_BUILD, "--host-build", int),
+        "host_key_groups": tuple(_as_list(settings["host_key_group"])),
+        "host_os": str(settings["host_os"]) if settings["host_os"] else None,
+        "unpatched": bool(settings["unpatched"]),
+        "host_build": _number(settings["host_build"], "--host-build", int) if settings["host_build"] else None,
         "lcid": _number(settings["lcid"] or DEFAULT_LCID, "--lcid", int),
         "epids": {str(k): str(v) for k, v in (settings["epids"] or {}).items()},
         "check_time_skew": bool(settings["check_time_skew"]),
@@ -612,7 +620,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help="cover the KMS ID of this product (e.g. win10ent, 'Office 2019 ProPlus'); repeatable",
     )
-    a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default 26100)")
+    a(
+        "--host-key-group",
+        dest="host_key_group",
+        action="append",
+        metavar="GROUP",
+        help="KMS host key group installed, e.g. 'Windows Server 2019', 'Windows 10', 'Office LTSC 2021'; "
+        "the host activates what Microsoft documents for it and refuses the rest with 0xC004F042; "
+        "repeatable (one Windows group). Default: no group, the host activates every volume product emu "
+        "knows (docs/kms-host-keys.md)",
+    )
+    a(
+        "--host-os",
+        metavar="OS",
+        help="OS the KMS host runs, e.g. 'Windows Server 2016' (default: the newest the key group can be hosted on)",
+    )
+    a(
+        "--unpatched",
+        action="store_const",
+        const=True,
+        help="the host OS lacks the updates Microsoft lists for activating newer clients; those clients get 0xC004F042",
+    )
+    a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default: the host OS's build, else 26100)")
     a("--lcid", metavar="LCID", help="language id the ePIDs claim (default 1033)")
     a("--hwid", metavar="HEX16", help="HwId sent in v6 responses (default 3A1C049600B60076)")
     a(
@@ -620,7 +649,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="epids",
         action="append",
         metavar="CSVLK=EPID",
-        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable",
+        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov; with "
+        "key groups also Server2025, Server2022, Server2019, Server2016, Win10, Office2021, Office2024); repeatable",
     )
     a(
         "--check-time-skew",

@@ -17,7 +17,7 @@ from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
 from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
 from emu.kms import epid as _epid
-from emu.kms import products
+from emu.kms import host_keys, products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
 from emu.kms.faults import FaultPlan, FaultRule
 from emu.kms.messages import OpenedRequest, build_response, open_request
@@ -106,8 +106,13 @@ class HostConfig:
     Attributes:
         activation_interval: minutes, sent to clients (VLActivationInterval).
         renewal_interval: minutes, sent to clients (VLRenewalInterval).
-        kms_ids: the KMS counted IDs the host key covers; others get 0xC004F042.
-        host_build: OS build the ePIDs claim (spec 6.1).
+        kms_ids: the KMS counted IDs the host key covers; others get 0xC004F042. With host key
+            groups these are added to what the groups cover.
+        host_key_groups: KMS host key groups installed (docs/kms-host-keys.md), e.g. "Windows Server
+            2019", "Office LTSC 2021"; none: the host activates every volume product emu knows.
+        host_os: the OS the host runs (default: the newest the Windows key group can be hosted on).
+        unpatched: the host OS lacks the updates the required-updates table lists for it.
+        host_build: OS build the ePIDs claim (``None``: the host OS's build with key groups, else 26100).
         lcid: language the ePIDs claim.
         hwid: the 8-byte hardware ID sent in V6 responses.
         epids: fixed ePIDs per CSVLK name (overrides generation).
@@ -124,7 +129,10 @@ class HostConfig:
     activation_interval: int = DEFAULT_ACTIVATION_INTERVAL
     renewal_interval: int = DEFAULT_RENEWAL_INTERVAL
     kms_ids: frozenset[uuid.UUID] | None = None
-    host_build: int = DEFAULT_HOST_BUILD
+    host_key_groups: tuple[str, ...] = ()
+    host_os: str | None = None
+    unpatched: bool = False
+    host_build: int | None = None
     lcid: int = DEFAULT_LCID
     hwid: bytes = _epid.DEFAULT_HWID
     epids: dict[str, str] = field(default_factory=dict)
@@ -142,7 +150,10 @@ class HostConfig:
             raise UsageError("activation and renewal intervals are minutes between 1 and 2^32-1")
         if len(self.hwid) != 8:
             raise UsageError(f"HwId must be 8 bytes (16 hex digits), got {len(self.hwid)}")
-        _epid.host_build(self.host_build)  # raises UsageError naming the known builds
+        if self.host_build is not None:
+            _epid.host_build(self.host_build)  # raises UsageError naming the known builds
+        if self.host_key_groups or self.host_os or self.unpatched:
+            host_keys.host_key_setup(self.host_key_groups, self.host_os, self.unpatched)  # raises UsageError
         if not 1 <= self.lcid <= 0xFFFF:
             raise UsageError(f"LCID {self.lcid} is not a Windows language id (1-65535)")
         for name, text in self.epids.items():
@@ -247,7 +258,20 @@ class KmsHost:
     ) -> None:
         self.config = config
         self.rng = rng
-        self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
+        #: why an uncovered KMS ID is refused, where the key groups say more than "not covered".
+        self.refusals: dict[uuid.UUID, str] = {}
+        self._csvlk_by_kms_id: dict[uuid.UUID, str] = {}
+        build = config.host_build
+        if config.host_key_groups or config.host_os or config.unpatched:
+            setup = host_keys.host_key_setup(config.host_key_groups, config.host_os, config.unpatched)
+            self.kms_ids = setup.kms_ids | (config.kms_ids or frozenset())
+            self.refusals = dict(setup.refusals)
+            self._csvlk_by_kms_id = dict(setup.csvlk_by_kms_id)
+            build = build if build is not None else setup.host_build
+        else:
+            self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
+        #: the OS build the ePIDs claim.
+        self.host_build = build if build is not None else DEFAULT_HOST_BUILD
         self.cache = cache if cache is not None else CountCache(config.count_policy)
         #: fault-injection rules (docs/operations.md, "Fault injection"); empty: a well-behaved host.
         self.faults = FaultPlan(list(config.faults), rng)
@@ -273,11 +297,12 @@ class KmsHost:
 
     def epid_for(self, kms_id: uuid.UUID) -> str:
         """The ePID this host sends for a KMS counted ID (one per CSVLK, generated once)."""
-        csvlk = _epid.csvlk_for_kms_id(kms_id)
+        group_csvlk = self._csvlk_by_kms_id.get(kms_id)
+        csvlk = _epid.csvlk(group_csvlk) if group_csvlk else _epid.csvlk_for_kms_id(kms_id)
         name = csvlk.name
         existing = self.epids.get(name)
         if existing is None:
-            existing = _epid.generate_epid(csvlk, self.config.host_build, self.config.lcid, self.rng, self._today)
+            existing = _epid.generate_epid(csvlk, self.host_build, self.config.lcid, self.rng, self._today)
             self.epids[name] = existing
         return existing
 
@@ -347,7 +372,13 @@ class KmsHost:
                 f"required client count {base.required_client_count} > {self.config.max_required_count}",
             )
         if base.kms_id not in self.kms_ids:
-            return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key"
+            why = self.refusals.get(base.kms_id)
+            if why is None and self.config.host_key_groups:
+                names = ", ".join(self.config.host_key_groups)
+                why = f"not activated by host key group {names} (docs/kms-host-keys.md)"
+            return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key" + (
+                f": {why}" if why else ""
+            )
         item = products.kms_item_or_none(base.kms_id)
         if item is not None and item.app_id != base.app_id:
             return E_KMS_ID_MISMATCH, f"application {base.app_id} does not match KMS ID {base.kms_id}"

@@ -147,7 +147,7 @@ def test_today_before_the_release_dates_gives_today():
 
 def test_csvlk_without_known_key_range_cannot_generate():
     with pytest.raises(UsageError, match="not known"):
-        E.generate_epid("Server2025", 26100, 1033, seeded(1), TODAY)
+        E.generate_epid(E.Csvlk("Lab", 206, None, None, None, None), 26100, 1033, seeded(1), TODAY)
 
 
 def test_unknown_build_and_csvlk_are_usage_errors():
