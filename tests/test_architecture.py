@@ -15,6 +15,7 @@ LAYERS = {
     "clock": 0,
     "rng": 0,
     "hresults": 0,
+    "durations": 0,
     "wire": 1,
     # sans-IO protocol packages: bytes and time in, bytes and decisions out
     "rpc": 2,
@@ -29,6 +30,8 @@ LAYERS = {
     # whole networks: in one process on loopback (sim), in namespaces (lab)
     "sim": 5,
     "lab": 5,
+    "load": 5,
+    "conform": 5,
     "cli": 6,
     "__main__": 6,
 }

@@ -16,18 +16,24 @@ from collections.abc import Callable, Sequence
 from emu import __version__
 from emu.errors import EmuError
 
-__all__ = ["build_parser", "main", "positive_int", "show_help"]
+__all__ = ["build_parser", "main", "positive_int", "positive_seconds", "show_help"]
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
     "emu.cli.demo",
+    "emu.cli.diagnose",
     "emu.cli.decode",
     "emu.cli.capture",
     "emu.cli.client",
+    "emu.cli.conform",
     "emu.cli.dns",
+    "emu.cli.explain",
     "emu.cli.host",
     "emu.cli.lab",
+    "emu.cli.probe",
+    "emu.cli.load",
     "emu.cli.replay",
+    "emu.cli.watch",
     "emu.cli.wireshark",
 )
 
@@ -40,6 +46,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for timeouts and ages: a duration above zero (``2``, ``2.5s``, ``90m``, ``1h``)."""
+    from emu.durations import parse_duration
+
+    try:
+        value = parse_duration(text, "duration")
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
     return value
 
 

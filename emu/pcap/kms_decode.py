@@ -36,9 +36,10 @@ from typing import Any
 
 from emu.clock import filetime_to_unix
 from emu.errors import DecodeError, KmsError
+from emu.hresults import symbol_of
 from emu.kms.crypto import BLOCK_SIZE, cbc_decrypt
 from emu.kms.epid import format_hwid, parse_epid
-from emu.kms.messages import OpenedRequest, VerifiedResponse, open_request, verify_response
+from emu.kms.messages import Check, OpenedRequest, VerifiedResponse, open_request, verify_response
 from emu.kms.products import describe_kms_id, product_data
 from emu.pcap.reader import Conversation, TcpStream, read_conversations
 from emu.wire.kms import (
@@ -75,10 +76,8 @@ from emu.wire.rpc import (
 
 __all__ = [
     "CLIENT_TO_SERVER",
-    "HRESULT_NAMES",
     "SERVER_TO_CLIENT",
     "CaptureDecode",
-    "CheckResult",
     "ContextAnswer",
     "ContextOffer",
     "DecodedPdu",
@@ -96,20 +95,6 @@ log = logging.getLogger(__name__)
 CLIENT_TO_SERVER = "C->S"
 SERVER_TO_CLIENT = "S->C"
 
-#: HRESULTs a KMS host returns in the response stub (spec 8.4), plus the client-side ones a log may show.
-HRESULT_NAMES: dict[int, str] = {
-    0x00000000: "S_OK",
-    0x8007000D: "ERROR_INVALID_DATA",
-    0xC004F042: "SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH",
-    0xC004F06C: "SL_E_VL_INVALID_TIMESTAMP",
-    0xC004D104: "SL_REMAPPING_SP_STATUS_INVALIDARG",
-    0xC004F038: "SL_E_VL_NOT_ENOUGH_COUNT",
-    0xC004F074: "SL_E_VL_KMS_NOT_REACHABLE",
-    0xC004F041: "SL_E_VL_KMS_SERVICE_NOT_ACTIVATED",
-    0xC004F039: "SL_E_VL_KMS_SERVICE_NOT_ENABLED",
-    0xC004F06B: "SL_E_VL_MACHINE_NOT_VIRTUAL_ALLOWED",
-}
-
 #: Smallest and largest frag_length taken as plausible (spec 2.1: the 16-byte header; u16 field).
 _MIN_FRAG = HEADER_LENGTH
 _MAX_FRAG = 0xFFFF
@@ -122,16 +107,6 @@ _PTYPE_NAMES = {int(p): p.name.lower() for p in PType}
 
 
 # --- records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One client-side check of a response (spec 5.6) or the v4 request MAC, named as in vlmcs."""
-
-    name: str
-    passed: bool
-    severity: str = "error"
-    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +182,7 @@ class KmsResponseInfo:
     renewal_interval: int | None = None
     cmid: str | None = None
     client_time: str | None = None
-    checks: tuple[CheckResult, ...] = ()
+    checks: tuple[Check, ...] = ()
     verified: bool | None = None
     #: why the message could not be shown (undecryptable without its request, undecodable ...)
     note: str = ""
@@ -438,7 +413,7 @@ def _abstract_name(syntax: SyntaxId) -> str:
 
 
 def _hresult_name(hresult: int) -> str:
-    return HRESULT_NAMES.get(hresult, "unknown HRESULT")
+    return symbol_of(hresult) or "unknown HRESULT"
 
 
 def _guess_request_syntax(stub: bytes) -> TransferSyntax | None:
@@ -549,7 +524,7 @@ def _response_info(
     if data is None:
         return KmsResponseInfo(hresult=hresult, hresult_name=name)
     message: ResponseV4 | ResponseV5Plain | ResponseV6Plain | None = None
-    checks: tuple[CheckResult, ...] = ()
+    checks: tuple[Check, ...] = ()
     verified: bool | None = None
     note = ""
     version: str | None = None
@@ -558,7 +533,7 @@ def _response_info(
     if request is not None:
         result: VerifiedResponse = verify_response(request, data)
         message = result.message
-        checks = tuple(CheckResult(c.name, c.passed, c.severity, c.detail) for c in result.checks)
+        checks = tuple(result.checks)
         verified = result.ok
         if message is None:
             note = "response could not be decoded: " + "; ".join(c.detail for c in result.checks if not c.passed)

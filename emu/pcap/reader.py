@@ -83,15 +83,12 @@ class SegmentLog:
     syn_seen: bool = False
     segments: list[tuple[int, bytes, float]] = field(default_factory=list)
     first_time: float = 0.0
-    fin_or_rst: bool = False
 
     def observe(self, flags: int, seq: int, payload: bytes, when: float) -> None:
         """Record one TCP segment of this direction (flags as the TCP header's bits)."""
         if flags & 0x02:  # SYN: the stream starts at ISN + 1
             self.isn = seq
             self.syn_seen = True
-        if flags & 0x05:  # FIN or RST
-            self.fin_or_rst = True
         if payload:
             self.segments.append((seq, payload, when))
 

@@ -137,3 +137,63 @@ def test_publish_without_a_dns_server_is_one_line_exit_2(capsys):
     assert main(["host", "serve", "--listen", "127.0.0.1:0", "--publish", "kms.test", "--log-level", "ERROR"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "emu: error: --publish needs --dns-server ADDR:PORT (the primary that accepts updates)"
+
+
+def test_status_lists_each_client_with_workstation_product_count_and_activation(tmp_path, capsys):
+    import asyncio
+    import json
+
+    from kms_host_peer import kms_request, running_host, session
+
+    from emu.net.host_store import HostStore
+    from emu.rng import seeded
+
+    state = tmp_path / "inv.sqlite"
+    store = HostStore(state)
+    rng = seeded(11)
+
+    async def go():
+        async with running_host(store=store) as server:
+            await session(server.addresses[0], [kms_request(rng, "Office 2019 ProPlus") for _ in range(5)])
+
+    asyncio.run(go())
+    store.close()
+    assert main(["host", "status", "--state", str(state), "--format", "json"]) == 0
+    (app,) = json.loads(capsys.readouterr().out)["applications"]
+    assert app["count"] == 5 and len(app["clients"]) == 5
+    assert [c["last_count"] for c in app["clients"]] == [1, 2, 3, 4, 5]
+    assert [c["activated"] for c in app["clients"]] == [False] * 4 + [True]
+    assert {c["workstation"] for c in app["clients"]} == {"peer.lab.test"}
+    assert {c["product"] for c in app["clients"]} == {"Office Professional Plus 2019"}
+    assert main(["host", "status", "--state", str(state), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("application,count,capacity,cmid,") and len(lines) == 6
+    assert main(["host", "status", "--state", str(state)]) == 0
+    assert "Office Professional Plus 2019" in capsys.readouterr().out
+
+
+def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_clients(tmp_path):
+    import sqlite3
+
+    from emu.net.host_store import SCHEMA_VERSION, HostStore
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE clients (app_id TEXT NOT NULL, cmid TEXT NOT NULL, last_request REAL NOT NULL,"
+        " PRIMARY KEY (app_id, cmid));"
+        "CREATE TABLE capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);"
+        "CREATE TABLE epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "INSERT INTO clients VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', '00000000-0000-0000-0000-000000000001', 1e9);"
+        "INSERT INTO capacities VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', 50);"
+    )
+    db.close()
+    store = HostStore(path)
+    try:
+        (row,) = store.inventory()
+        assert row.last_request == 1e9 and row.workstation is None and store.client_count() == 1
+        assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+    finally:
+        store.close()
