@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from emu.errors import DecodeError
 from emu.wire import ldap as w
 
