@@ -15,7 +15,8 @@ emu_python_ready() {
         echo "emu: installing emu and its Python dependencies into $VENV" >&2
         "$PY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
         # (This machine's pip config may name local mirror folders that do not exist: that noise is dropped.)
-        "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "^WARNING: Location '" >&2)
+        # PYTHONWARNINGS: setuptools' editable-install banner (a BuildBackendWarning) is not for emu's users.
+        PYTHONWARNINGS=ignore "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "^WARNING: Location '" >&2)
         touch "$stamp"
     fi
 }

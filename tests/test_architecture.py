@@ -31,6 +31,7 @@ LAYERS = {
     "sim": 5,
     "lab": 5,
     "load": 5,
+    "conform": 5,
     "cli": 6,
     "__main__": 6,
 }

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "emu.cli.decode",
     "emu.cli.capture",
     "emu.cli.client",
+    "emu.cli.conform",
     "emu.cli.dns",
     "emu.cli.explain",
     "emu.cli.host",

@@ -170,3 +170,30 @@ def test_status_lists_each_client_with_workstation_product_count_and_activation(
     assert lines[0].startswith("application,count,capacity,cmid,") and len(lines) == 6
     assert main(["host", "status", "--state", str(state)]) == 0
     assert "Office Professional Plus 2019" in capsys.readouterr().out
+
+
+def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_clients(tmp_path):
+    import sqlite3
+
+    from emu.net.host_store import SCHEMA_VERSION, HostStore
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE clients (app_id TEXT NOT NULL, cmid TEXT NOT NULL, last_request REAL NOT NULL,"
+        " PRIMARY KEY (app_id, cmid));"
+        "CREATE TABLE capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);"
+        "CREATE TABLE epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "INSERT INTO clients VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', '00000000-0000-0000-0000-000000000001', 1e9);"
+        "INSERT INTO capacities VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', 50);"
+    )
+    db.close()
+    store = HostStore(path)
+    try:
+        (row,) = store.inventory()
+        assert row.last_request == 1e9 and row.workstation is None and store.client_count() == 1
+        assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+    finally:
+        store.close()
