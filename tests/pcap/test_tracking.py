@@ -162,7 +162,7 @@ def test_bytes_after_a_conversation_ended_are_counted_not_given_a_new_conversati
     frames = connection_frames(CLIENT, SERVER, _exchange(), 1000, 9000)
     frames.append((True, tcp_frame(CLIENT, SERVER, 1001, 9001, TCP_PSH | TCP_ACK, b"late bytes")))
     path = _write(tmp_path / "late.pcap", frames)
-    summary = [r for r in iter_records(path) if isinstance(r, DecodeSummary)][0]
+    summary = next(r for r in iter_records(path) if isinstance(r, DecodeSummary))
     assert (summary.tcp_conversations, summary.late_bytes, summary.bytes_not_decoded) == (1, 10, 10)
     assert summary.errors == 0  # counted in the summary, not an error of the decode
 
