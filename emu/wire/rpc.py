@@ -1,7 +1,7 @@
 """DCE/RPC v5 connection-oriented PDUs as KMS uses them: bind, bind_ack, bind_nak, alter_context,
 alter_context_resp, request, response, fault.
 
-Spec: kms-wire-protocol.md section 2 (tables 2.1-2.8), quirks Q1, Q2, Q15; DCE 1.1 RPC (C706)
+Spec: docs/kms-wire-protocol.md section 2 (tables 2.1-2.8), quirks Q1, Q2, Q15; DCE 1.1 RPC (C706)
 chapter 12.6 and [MS-RPCE] 2.2.2 for names and the status codes.
 
 The Construct structs below are the documented source of truth, one per spec table.
@@ -86,7 +86,7 @@ __all__ = [
 
 
 class PType(IntEnum):
-    """PTYPE of the common header (spec 2.1; C706 12.6.4)."""
+    """PTYPE of the common header (docs/kms-wire-protocol.md 2.1; C706 12.6.4)."""
 
     REQUEST = 0
     RESPONSE = 2
@@ -99,7 +99,7 @@ class PType(IntEnum):
 
 
 class PfcFlag(IntFlag):
-    """pfc_flags bits (spec 2.1; C706 12.6.3.1)."""
+    """pfc_flags bits (docs/kms-wire-protocol.md 2.1; C706 12.6.3.1)."""
 
     FIRST_FRAG = 0x01
     LAST_FRAG = 0x02
@@ -112,7 +112,7 @@ class PfcFlag(IntFlag):
 
 
 class ContextResult(IntEnum):
-    """p_cont_def_result_t of a bind_ack result entry (spec 2.4; [MS-RPCE] 2.2.2.4)."""
+    """p_cont_def_result_t of a bind_ack result entry (docs/kms-wire-protocol.md 2.4; [MS-RPCE] 2.2.2.4)."""
 
     ACCEPTANCE = 0
     USER_REJECTION = 1
@@ -121,7 +121,7 @@ class ContextResult(IntEnum):
 
 
 class RejectReason(IntEnum):
-    """p_provider_reason_t of a rejected result entry (spec 2.4; C706 12.6.3.1)."""
+    """p_provider_reason_t of a rejected result entry (docs/kms-wire-protocol.md 2.4; C706 12.6.3.1)."""
 
     REASON_NOT_SPECIFIED = 0
     ABSTRACT_SYNTAX_NOT_SUPPORTED = 1
@@ -130,7 +130,7 @@ class RejectReason(IntEnum):
 
 
 class BindNakReason(IntEnum):
-    """p_reject_reason_t of a bind_nak (C706 12.6.3.1; spec 13: never sent by the emulators)."""
+    """p_reject_reason_t of a bind_nak (C706 12.6.3.1; docs/kms-wire-protocol.md: never sent by the emulators)."""
 
     REASON_NOT_SPECIFIED = 0
     TEMPORARY_CONGESTION = 1
@@ -142,7 +142,7 @@ class BindNakReason(IntEnum):
     NO_PSAP_AVAILABLE = 7
 
 
-# NCA fault status codes (spec 2.8; C706 appendix E / [MS-RPCE] 3.1.1.5.5 names).
+# NCA fault status codes (docs/kms-wire-protocol.md 2.8; C706 appendix E / [MS-RPCE] 3.1.1.5.5 names).
 NCA_S_OP_RNG_ERROR = 0x1C010002  #: nca_s_op_rng_error: opnum out of range for the interface
 NCA_S_UNK_IF = 0x1C010003  #: nca_s_unk_if: no such interface / context id on this association
 NCA_S_PROTO_ERROR = 0x1C01000B  #: nca_s_proto_error: the PDU broke the protocol
@@ -163,9 +163,9 @@ FAULT_STATUS_NAMES: dict[int, str] = {
     0x000006D8: "nca_s_fault_cant_perform",
 }
 
-#: packed_drep: little-endian integers, ASCII, IEEE floats (spec 0.3, 2.1).
+#: packed_drep: little-endian integers, ASCII, IEEE floats (docs/kms-wire-protocol.md, 2.1).
 DREP_LE = b"\x10\x00\x00\x00"
-#: Length of the common header (spec 2.1).
+#: Length of the common header (docs/kms-wire-protocol.md 2.1).
 HEADER_LENGTH = 16
 
 
@@ -173,7 +173,7 @@ HEADER_LENGTH = 16
 class SyntaxId:
     """An abstract or transfer syntax: UUID plus the 32-bit version word on the wire.
 
-    For abstract syntaxes the word is ``major | minor << 16`` (spec 2.3: u16 major, u16 minor);
+    For abstract syntaxes the word is ``major | minor << 16`` (docs/kms-wire-protocol.md 2.3: u16 major, u16 minor);
     transfer syntaxes carry a single u32 version.
     """
 
@@ -191,20 +191,20 @@ class SyntaxId:
         return self.version >> 16
 
 
-#: KMS interface "KMSServer", version 1.0 (spec 2.2; KMSServer.idl).
+#: KMS interface "KMSServer", version 1.0 (docs/kms-wire-protocol.md 2.2; KMSServer.idl).
 KMS_INTERFACE = SyntaxId(uuid.UUID("51c82175-844e-4750-b0d8-ec255555bc06"), 1)
-#: NDR32 transfer syntax, version 2 (spec 2.2).
+#: NDR32 transfer syntax, version 2 (docs/kms-wire-protocol.md 2.2).
 NDR32_SYNTAX = SyntaxId(uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860"), 2)
-#: NDR64 transfer syntax, version 1 (spec 2.2).
+#: NDR64 transfer syntax, version 1 (docs/kms-wire-protocol.md 2.2).
 NDR64_SYNTAX = SyntaxId(uuid.UUID("71710533-beba-4937-8319-b5dbef9ccc36"), 1)
-#: The first 8 wire bytes that identify Bind Time Feature Negotiation; bytes 8-15 are the bitmask (spec 2.2).
+#: The first 8 wire bytes that identify Bind Time Feature Negotiation; bytes 8-15 are the bitmask (docs/kms-wire-protocol.md 2.2).
 BTFN_PREFIX = bytes.fromhex("2c1cb76c12984045")
-#: Version word of the BTFN pseudo transfer syntax (spec 2.2).
+#: Version word of the BTFN pseudo transfer syntax (docs/kms-wire-protocol.md 2.2).
 BTFN_VERSION = 1
 
 
 def btfn_syntax(bitmask: int) -> SyntaxId:
-    """The BTFN pseudo transfer syntax requesting ``bitmask`` (spec 2.2: clients send 0x03)."""
+    """The BTFN pseudo transfer syntax requesting ``bitmask`` (docs/kms-wire-protocol.md 2.2: clients send 0x03)."""
     return SyntaxId(uuid.UUID(bytes_le=BTFN_PREFIX + bitmask.to_bytes(8, "little")), BTFN_VERSION)
 
 
@@ -217,7 +217,7 @@ def btfn_bitmask(syntax: SyntaxId) -> int | None:
 
 
 def secondary_address_bytes(port: str) -> bytes:
-    """The secondary address as sent in a bind_ack: ASCII text plus NUL, or nothing for ``""`` (spec 2.4)."""
+    """The secondary address as sent in a bind_ack: ASCII text plus NUL, or nothing for ``""`` (docs/kms-wire-protocol.md 2.4)."""
     return port.encode("ascii") + b"\0" if port else b""
 
 
@@ -284,7 +284,7 @@ RpcBindAckBody = cs.Struct(
     "trailer" / cs.GreedyBytes * "bytes after the results, kept",
 )
 
-# C706 12.6.4.4 (spec 13): bind_nak body.
+# C706 12.6.4.4 (docs/kms-wire-protocol.md): bind_nak body.
 RpcBindNakBody = cs.Struct(
     "provider_reject_reason" / cs.Int16ul * "BindNakReason",  # +0x10
     "n_protocols" / cs.Rebuild(cs.Int8ul, cs.len_(this.versions)) * "supported protocol versions",  # +0x12
@@ -298,7 +298,7 @@ RpcRequestBody = cs.Struct(
     "p_cont_id" / cs.Int16ul * "negotiated context id",  # +0x14
     "opnum" / cs.Int16ul * "0: RequestActivation",  # +0x16
     "object" / cs.If(this._.header.pfc_flags & PfcFlag.OBJECT_UUID, Guid) * "object UUID if PFC_OBJECT_UUID",  # +0x18
-    "stub_data" / cs.GreedyBytes * "NDR stub (spec 3)",
+    "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md 3)",
 )
 
 # Spec 2.7: response (PTYPE 2) body.
@@ -307,7 +307,7 @@ RpcResponseBody = cs.Struct(
     "p_cont_id" / cs.Int16ul * "copied from the request",  # +0x14
     "cancel_count" / cs.Int8ul * "0",  # +0x16
     "reserved" / cs.Int8ul * "0",  # +0x17
-    "stub_data" / cs.GreedyBytes * "NDR stub (spec 3)",  # +0x18
+    "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md 3)",  # +0x18
 )
 
 # Spec 2.8: fault (PTYPE 3) body.
@@ -353,7 +353,7 @@ RpcPdu = cs.Struct(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Header:
-    """Common-header fields every PDU carries (spec 2.1); ptype and frag_length are implied."""
+    """Common-header fields every PDU carries (docs/kms-wire-protocol.md 2.1); ptype and frag_length are implied."""
 
     call_id: int
     pfc_flags: int = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
@@ -365,7 +365,7 @@ class _Header:
 
 @dataclass(frozen=True, slots=True)
 class ContextElement:
-    """One presentation context offered in a bind or alter_context (spec 2.3)."""
+    """One presentation context offered in a bind or alter_context (docs/kms-wire-protocol.md 2.3)."""
 
     p_cont_id: int
     abstract_syntax: SyntaxId
@@ -374,7 +374,7 @@ class ContextElement:
 
 @dataclass(frozen=True, slots=True)
 class ResultEntry:
-    """One result of a bind_ack or alter_context_resp (spec 2.4)."""
+    """One result of a bind_ack or alter_context_resp (docs/kms-wire-protocol.md 2.4)."""
 
     result: ContextResult
     reason: int
@@ -383,7 +383,7 @@ class ResultEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _BindBody(_Header):
-    """The body bind and alter_context share (spec 2.3)."""
+    """The body bind and alter_context share (docs/kms-wire-protocol.md 2.3)."""
 
     max_xmit_frag: int = 5840
     max_recv_frag: int = 5840
@@ -394,17 +394,17 @@ class _BindBody(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bind(_BindBody):
-    """bind, PTYPE 11 (spec 2.3)."""
+    """bind, PTYPE 11 (docs/kms-wire-protocol.md 2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlterContext(_BindBody):
-    """alter_context, PTYPE 14: same body as bind (spec 2.3)."""
+    """alter_context, PTYPE 14: same body as bind (docs/kms-wire-protocol.md 2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _BindAckBody(_Header):
-    """The body bind_ack and alter_context_resp share (spec 2.4).
+    """The body bind_ack and alter_context_resp share (docs/kms-wire-protocol.md 2.4).
 
     ``secondary_address`` is the raw text with its NUL (see :func:`secondary_address_bytes`);
     ``pad`` the bytes between it and n_results, empty meaning zeros (vlmcsd sends junk, Q2).
@@ -421,12 +421,12 @@ class _BindAckBody(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindAck(_BindAckBody):
-    """bind_ack, PTYPE 12 (spec 2.4)."""
+    """bind_ack, PTYPE 12 (docs/kms-wire-protocol.md 2.4)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlterContextResp(_BindAckBody):
-    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (spec 2.4)."""
+    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (docs/kms-wire-protocol.md 2.4)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -440,7 +440,7 @@ class BindNak(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request(_Header):
-    """request, PTYPE 0 (spec 2.6). ``object`` is present iff pfc_flags has OBJECT_UUID."""
+    """request, PTYPE 0 (docs/kms-wire-protocol.md 2.6). ``object`` is present iff pfc_flags has OBJECT_UUID."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0
@@ -451,7 +451,7 @@ class Request(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response(_Header):
-    """response, PTYPE 2 (spec 2.7)."""
+    """response, PTYPE 2 (docs/kms-wire-protocol.md 2.7)."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0
@@ -462,7 +462,7 @@ class Response(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault(_Header):
-    """fault, PTYPE 3 (spec 2.8)."""
+    """fault, PTYPE 3 (docs/kms-wire-protocol.md 2.8)."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0
@@ -499,7 +499,7 @@ _FAULT_FIXED = struct.Struct("<IHBBII")
 
 
 def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
-    """Cut a byte stream into whole PDUs by their frag_length (spec 1.4); also return the rest
+    """Cut a byte stream into whole PDUs by their frag_length (docs/kms-wire-protocol.md 1.4); also return the rest
     (a partial PDU, or bytes whose frag_length is below the 16-byte header)."""
     pdus, offset = [], 0
     while offset + 10 <= len(stream):
@@ -512,7 +512,7 @@ def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
 
 
 def frag_length_of(header: bytes) -> int:
-    """frag_length of a PDU from (at least) its first 10 bytes (spec 2.1, 1.4).
+    """frag_length of a PDU from (at least) its first 10 bytes (docs/kms-wire-protocol.md 2.1, 1.4).
 
     Raises:
         DecodeError: fewer than 10 bytes given.
