@@ -34,8 +34,8 @@ from emu.net.kms_client import (
     ExchangeStatus,
     KmsClientSession,
     RpcOptions,
-    dns_resolver,
 )
+from emu.net.kms_lifecycle import dns_resolver
 from emu.rng import Rng, seeded, system_rng
 from emu.wire.kms import LicenseStatus, Version
 
