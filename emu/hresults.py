@@ -249,6 +249,28 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "ADBA listing; ADBA deletion",
             "the container or the named DN does not exist",
         ),
+        _e(
+            0x80072020,
+            "ERROR_DS_OPERATIONS_ERROR",
+            "the directory refused the operation (an LDAP error other than the ones named here)",
+            "ADBA creation",
+            "a schema violation (range, mandatory attribute, parent), missing rights, no bind",
+            "the LDAP result code and diagnostic message in the error text",
+        ),
+        _e(
+            0x80072032,
+            "ERROR_DS_INVALID_DN_SYNTAX",
+            "the distinguished name has an invalid syntax",
+            "ADBA deletion",
+        ),
+        _e(
+            0x80071392,
+            "ERROR_OBJECT_ALREADY_EXISTS",
+            "the object already exists",
+            "ADBA creation",
+            "an activation object with this name is already in the container",
+            "emu adba list; pick another --name or delete the old object",
+        ),
         # --- MAK, CSVLK and the activation service ------------------------------------------------------
         _e(
             0xC004B100,

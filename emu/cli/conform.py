@@ -42,6 +42,17 @@ def register(subparsers: Any) -> None:
     host.add_argument("target", metavar="TARGET", nargs="?", help="HOST[:PORT], or .DOMAIN to find hosts by SRV")
     host.add_argument("--dns-server", metavar="ADDR[:PORT]", help="DNS server for a .DOMAIN target")
     _common(host)
+    client = sub.add_parser("kms-client", help="emu plays the KMS host and judges a client")
+    client.add_argument("--listen", metavar="ADDR:PORT", default="127.0.0.1:0", help="where to listen")
+    client.add_argument(
+        "--run", metavar="COMMAND", help='start the client for each case: "COMMAND {host} {port}" (else wait for it)'
+    )
+    _common(client)
+    dns = sub.add_parser("dns", help="judge a DNS server: queries, RFC 2136 updates, TSIG, KMS publishing")
+    dns.add_argument("target", metavar="TARGET", nargs="?", help="ADDR[:PORT] of the DNS server")
+    dns.add_argument("--zone", help="a zone the server is authoritative for (test names are added and removed)")
+    dns.add_argument("--tsig-key", metavar="FILE", help="TSIG key file (BIND key syntax or NAME:ALG:SECRET)")
+    _common(dns)
     parser.set_defaults(func=_run)
 
 
@@ -76,8 +87,12 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--pcap {path}: no such file")
         return finish("pcap", str(path), judge_capture(path), Options(json=args.json, junit=args.junit))
     if not args.suite:
-        raise UsageError("name a suite: emu conform kms-host ... (or --pcap FILE)")
-    return _kms_host(args)
+        raise UsageError("name a suite: emu conform kms-host|kms-client|dns ... (or --pcap FILE)")
+    if args.suite == "kms-host":
+        return _kms_host(args)
+    if args.suite == "kms-client":
+        return _kms_client(args)
+    return _dns(args)
 
 
 def _kms_host(args: argparse.Namespace) -> int:
@@ -110,3 +125,40 @@ def _kms_host(args: argparse.Namespace) -> int:
     ctx = HostContext(address, Recorder(), rng, timeout=args.timeout)
     results = run(KMS_HOST, ctx, options)
     return finish("kms-host", f"{address[0]}:{address[1]}", results, options)
+
+
+def _kms_client(args: argparse.Namespace) -> int:
+    from emu.conform import report
+    from emu.conform.kms_client import KMS_CLIENT, run_client_suite
+    from emu.conform.runner import finish
+    from emu.net.address import parse_host_port
+
+    if args.list:
+        print(report.listing(KMS_CLIENT.cases))
+        return 0
+    options = _options(args)
+    listen = parse_host_port(args.listen, 0, default_host="127.0.0.1")
+    results = run_client_suite(listen, args.run, options, _rng(args), args.timeout)
+    return finish("kms-client", f"{listen[0]}:{listen[1]}", results, options)
+
+
+def _dns(args: argparse.Namespace) -> int:
+    from emu.conform import report
+    from emu.conform.dns_suite import DNS, DnsContext, load_key
+    from emu.conform.recorder import Recorder
+    from emu.conform.runner import finish, run
+    from emu.net.address import parse_host_port
+
+    if args.list:
+        print(report.listing(DNS.cases))
+        return 0
+    if not args.target or not args.zone:
+        raise UsageError("give the DNS server ADDR[:PORT] and --zone NAME")
+    options = _options(args)
+    server = parse_host_port(args.target, 53, min_port=1)
+    key = None
+    if args.tsig_key:
+        key = load_key(Path(args.tsig_key))
+    ctx = DnsContext(server, args.zone.rstrip(".") + ".", key, Recorder(), _rng(args), args.timeout)
+    results = run(DNS, ctx, options)
+    return finish("dns", f"{server[0]}:{server[1]} zone {ctx.zone}", results, options)

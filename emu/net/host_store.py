@@ -29,7 +29,7 @@ from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy
 
 __all__ = ["SCHEMA_VERSION", "ClientSeen", "HostStore", "InventoryRow"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Milliseconds a worker waits for another worker's batch before giving up on its own (then its clients retry).
 BUSY_TIMEOUT_MS = 10_000
 
@@ -39,34 +39,33 @@ CREATE TABLE IF NOT EXISTS clients (
     app_id TEXT NOT NULL,
     cmid TEXT NOT NULL,
     last_request REAL NOT NULL,
+    workstation TEXT,
+    sku_id TEXT,
+    first_seen REAL,
+    last_count INTEGER,
+    activated INTEGER,
     PRIMARY KEY (app_id, cmid)
 );
 CREATE TABLE IF NOT EXISTS capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS client_info (
-    app_id TEXT NOT NULL,
-    cmid TEXT NOT NULL,
-    workstation TEXT NOT NULL,
-    sku_id TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    last_count INTEGER NOT NULL,
-    activated INTEGER NOT NULL,
-    PRIMARY KEY (app_id, cmid)
-);
 """
+#: Schema 1 (before the inventory) gains the inventory columns; its rows keep their counts.
+_MIGRATE_1_TO_2 = [
+    "ALTER TABLE clients ADD COLUMN workstation TEXT",
+    "ALTER TABLE clients ADD COLUMN sku_id TEXT",
+    "ALTER TABLE clients ADD COLUMN first_seen REAL",
+    "ALTER TABLE clients ADD COLUMN last_count INTEGER",
+    "ALTER TABLE clients ADD COLUMN activated INTEGER",
+]
 
 
 _UPSERT = (
-    "INSERT INTO clients VALUES (?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request"
+    "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
+    "last_request=excluded.last_request, workstation=coalesce(excluded.workstation, workstation), "
+    "sku_id=coalesce(excluded.sku_id, sku_id), last_count=coalesce(excluded.last_count, last_count), "
+    "activated=coalesce(excluded.activated, activated)"
 )
 _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
-_DELETE_INFO = "DELETE FROM client_info WHERE app_id=? AND cmid=?"
-_UPSERT_INFO = (
-    "INSERT INTO client_info VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
-    "workstation=excluded.workstation, sku_id=excluded.sku_id, last_seen=excluded.last_seen, "
-    "last_count=excluded.last_count, activated=excluded.activated"
-)
 _CAPACITY = (
     "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
@@ -116,6 +115,12 @@ class HostStore:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 1:
+                self._db.execute("BEGIN")
+                for statement in _MIGRATE_1_TO_2:
+                    self._db.execute(statement)
+                self._db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+                self._db.execute("COMMIT")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise UsageError(f"state file {self.path} has schema {row[0]}; this emu reads schema {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -163,38 +168,47 @@ class HostStore:
             self._db.execute("ROLLBACK")
 
     def write_changes(self, changes: list[Recorded], seen: list[ClientSeen] | None = None) -> None:
-        """Write several requests' changes, in order, inside the current batch (``seen``: the inventory)."""
-        upserts = []
-        deletes = []
+        """Write several requests' changes, in order, inside the current batch (``seen``: the inventory).
+
+        One row per client carries both what the count needs (its last request) and what the inventory
+        shows (workstation, product, first request, the count sent, activated), written by one statement.
+        """
+        about = {(s.app_id, s.cmid): s for s in seen or ()}
+        rows: list[tuple[object, ...]] = []
+        deletes: list[list[tuple[str, str]]] = []
         capacities: dict[str, int] = {}
         for change in changes:
-            app = str(change.record.app_id)
-            upserts.append((app, str(change.record.cmid), change.record.last_request))
-            for cmid in change.removed:
-                deletes.append((app, str(cmid)))
+            record = change.record
+            app = str(record.app_id)
+            s = about.get((record.app_id, record.cmid))
+            if s is None:
+                rows.append((app, str(record.cmid), record.last_request, None, None, record.last_request, None, None))
+            else:
+                rows.append(
+                    (
+                        app,
+                        str(record.cmid),
+                        record.last_request,
+                        s.workstation,
+                        str(s.sku_id),
+                        s.at,
+                        s.count,
+                        int(s.activated),
+                    )
+                )
+            deletes.append([(app, str(cmid)) for cmid in change.removed])
             if change.capacity_grew or change.is_new:
                 capacities[app] = max(capacities.get(app, 0), change.capacity)
         db = self._db
-        # Rows are written in the order the host made them: a CMID recorded and then evicted
-        # within one batch ends up deleted, one evicted and then recorded again ends up present.
-        if not deletes:
-            db.executemany(_UPSERT, upserts)
+        if not any(deletes):
+            db.executemany(_UPSERT, rows)
         else:
-            for change in changes:
-                app = str(change.record.app_id)
-                db.execute(_UPSERT, (app, str(change.record.cmid), change.record.last_request))
-                if change.removed:
-                    db.executemany(_DELETE, [(app, str(c)) for c in change.removed])
-        if seen:
-            db.executemany(
-                _UPSERT_INFO,
-                [
-                    (str(s.app_id), str(s.cmid), s.workstation, str(s.sku_id), s.at, s.at, s.count, int(s.activated))
-                    for s in seen
-                ],
-            )
-        if deletes:  # a client gone from the table leaves the inventory too
-            db.executemany(_DELETE_INFO, deletes)
+            # Rows are written in the order the host made them: a CMID recorded and then evicted
+            # within one batch ends up deleted, one evicted and then recorded again ends up present.
+            for row, removed in zip(rows, deletes):
+                db.execute(_UPSERT, row)
+                if removed:
+                    db.executemany(_DELETE, removed)
         if capacities:
             db.executemany(_CAPACITY, sorted(capacities.items()))
 
@@ -235,9 +249,8 @@ class HostStore:
     def inventory(self) -> list[InventoryRow]:
         """Every client in the table with what the inventory knows of it, oldest request first."""
         rows = self._db.execute(
-            "SELECT c.app_id, c.cmid, c.last_request, i.workstation, i.sku_id, i.first_seen, i.last_count, i.activated "
-            "FROM clients c LEFT JOIN client_info i ON i.app_id = c.app_id AND i.cmid = c.cmid "
-            "ORDER BY c.last_request, c.rowid"
+            "SELECT app_id, cmid, last_request, workstation, sku_id, first_seen, last_count, activated "
+            "FROM clients ORDER BY last_request, rowid"
         )
         return [
             InventoryRow(
