@@ -20,6 +20,8 @@ __all__ = ["build_parser", "main", "positive_int", "positive_seconds", "show_hel
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
+    "emu.cli.adba",
+    "emu.cli.dc",
     "emu.cli.demo",
     "emu.cli.diagnose",
     "emu.cli.decode",
