@@ -8,6 +8,19 @@ PY="$VENV/bin/python"
 emu_python_ready() {
     local stamp="$VENV/.emu-installed"
     if [ ! -x "$PY" ]; then
+        command -v python3 >/dev/null 2>&1 || { echo "emu: python3 (3.11 or later) is needed: apt-get install python3" >&2; exit 1; }
+        if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+            # Debian and Ubuntu ship venv's pip bootstrap separately.
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                echo "emu: installing python3-venv" >&2
+                apt-get update -qq >/dev/null 2>&1 || true
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null 2>&1 || true
+            fi
+            python3 -c "import ensurepip, venv" >/dev/null 2>&1 || {
+                echo "emu: python3 cannot make virtualenvs here: install python3-venv (sudo apt-get install python3-venv)" >&2
+                exit 1
+            }
+        fi
         echo "emu: creating virtualenv in $VENV" >&2
         python3 -m venv "$VENV"
     fi

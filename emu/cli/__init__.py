@@ -18,6 +18,9 @@ from emu.errors import EmuError
 
 __all__ = ["build_parser", "main", "positive_int", "positive_seconds", "show_help"]
 
+#: Values of ``--log-level``.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
     "emu.cli.adba",
@@ -112,8 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    level_name = str(args.log_level or "WARNING").upper()
+    if level_name not in LOG_LEVELS:
+        print(f"emu: error: --log-level {args.log_level!r}: use one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level or "WARNING").upper(), logging.WARNING),
+        level=getattr(logging, level_name),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):

@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
     host.add_argument("target", metavar="TARGET", nargs="?", help="HOST[:PORT], or .DOMAIN to find hosts by SRV")
     host.add_argument("--dns-server", metavar="ADDR[:PORT]", help="DNS server for a .DOMAIN target")
     _common(host)
+    client = sub.add_parser("kms-client", help="emu plays the KMS host and judges a client")
+    client.add_argument("--listen", metavar="ADDR:PORT", default="127.0.0.1:0", help="where to listen")
+    client.add_argument(
+        "--run", metavar="COMMAND", help='start the client for each case: "COMMAND {host} {port}" (else wait for it)'
+    )
+    _common(client)
     dns = sub.add_parser("dns", help="judge a DNS server: queries, RFC 2136 updates, TSIG, KMS publishing")
     dns.add_argument("target", metavar="TARGET", nargs="?", help="ADDR[:PORT] of the DNS server")
     dns.add_argument("--zone", help="a zone the server is authoritative for (test names are added and removed)")
@@ -81,9 +87,11 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--pcap {path}: no such file")
         return finish("pcap", str(path), judge_capture(path), Options(json=args.json, junit=args.junit))
     if not args.suite:
-        raise UsageError("name a suite: emu conform kms-host|dns ... (or --pcap FILE)")
+        raise UsageError("name a suite: emu conform kms-host|kms-client|dns ... (or --pcap FILE)")
     if args.suite == "kms-host":
         return _kms_host(args)
+    if args.suite == "kms-client":
+        return _kms_client(args)
     return _dns(args)
 
 
@@ -117,6 +125,21 @@ def _kms_host(args: argparse.Namespace) -> int:
     ctx = HostContext(address, Recorder(), rng, timeout=args.timeout)
     results = run(KMS_HOST, ctx, options)
     return finish("kms-host", f"{address[0]}:{address[1]}", results, options)
+
+
+def _kms_client(args: argparse.Namespace) -> int:
+    from emu.conform import report
+    from emu.conform.kms_client import KMS_CLIENT, run_client_suite
+    from emu.conform.runner import finish
+    from emu.net.address import parse_host_port
+
+    if args.list:
+        print(report.listing(KMS_CLIENT.cases))
+        return 0
+    options = _options(args)
+    listen = parse_host_port(args.listen, 0, default_host="127.0.0.1")
+    results = run_client_suite(listen, args.run, options, _rng(args), args.timeout)
+    return finish("kms-client", f"{listen[0]}:{listen[1]}", results, options)
 
 
 def _dns(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ class HostSettings:
 
 
 _DEFAULTS: dict[str, Any] = {
-    "listen": ["0.0.0.0:1688"],
+    "listen": ["127.0.0.1:1688"],  # loopback unless asked: a lab tool is not reachable by accident
     "state": None,
     "durable": False,
     "idle_timeout": None,
@@ -148,8 +148,7 @@ def load_settings(args: argparse.Namespace) -> HostSettings:
             norm = key.replace("-", "_")
             if norm not in SETTING_NAMES:
                 raise UsageError(f"--config {path}: unknown setting {key!r}; known: {', '.join(SETTING_NAMES)}")
-            if norm == "epids" and not isinstance(value, dict):
-                raise UsageError(f'--config {path}: epids is a table of CSVLK = "EPID"')
+            _check_kind(norm, value, path)
             values[norm] = value
     for key in SETTING_NAMES:
         given = getattr(args, key, None)
@@ -160,6 +159,79 @@ def load_settings(args: argparse.Namespace) -> HostSettings:
         else:
             values[key] = given
     return HostSettings(values)
+
+
+#: The TOML type each setting takes (a flag is text, converted and checked where it is used).
+SETTING_KINDS: dict[str, str] = {
+    "listen": "list",
+    "state": "text",
+    "durable": "bool",
+    "idle_timeout": "number",
+    "max_connections": "int",
+    "ndr64": "bool",
+    "btfn": "bool",
+    "activation_interval": "duration",
+    "renewal_interval": "duration",
+    "kms_ids": "list",
+    "products": "list",
+    "host_key_group": "list",
+    "host_os": "text",
+    "unpatched": "bool",
+    "host_build": "int",
+    "lcid": "int",
+    "hwid": "text",
+    "epids": "table",
+    "check_time_skew": "bool",
+    "faults": "list",
+    "profile": "text",
+    "json_log": "bool",
+    "log_exchanges": "bool",
+    "log_level": "text",
+    "workers": "int",
+    "event_loop": "text",
+    "metrics": "text",
+    "publish": "list",
+    "dns_server": "text",
+    "tsig_key": "text",
+    "host_name": "text",
+    "priority": "int",
+    "weight": "int",
+    "ttl": "int",
+}
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "number": "a number",
+    "duration": 'a number of minutes or a duration such as "2h"',
+    "text": "a string",
+    "list": "a string or a list of strings",
+    "table": 'a table such as {Windows = "..."}',
+}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # TOML's true/false are not numbers, text or lists here
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "number":
+        return isinstance(value, (int, float))
+    if kind == "duration":
+        return isinstance(value, (int, float, str))
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "list":
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _check_kind(name: str, value: Any, path: Path) -> None:
+    """A config value of the wrong TOML type is a usage error naming the setting (never coerced)."""
+    kind = SETTING_KINDS.get(name, "any")
+    if kind != "any" and not _fits(kind, value):
+        raise UsageError(f"--config {path}: {name} must be {_KIND_WORDS[kind]}, not {value!r} ({type(value).__name__})")
 
 
 def _epid_pairs(texts: list[str]) -> dict[str, str]:
@@ -582,7 +654,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--listen",
         action="append",
         metavar="ADDR[:PORT]",
-        help="address to listen on; repeatable; IPv6 as [::1]:1688 (default 0.0.0.0:1688)",
+        help="address to listen on; repeatable; IPv6 as [::1]:1688; 0.0.0.0:1688 or :1688 for every interface "
+        "(default 127.0.0.1:1688: this machine only)",
     )
     a("--state", metavar="PATH", help="SQLite file of the client table and ePIDs (default: in memory, lost at exit)")
     a("--durable", action="store_const", const=True, help="fsync every commit (survives power loss, not only kill -9)")

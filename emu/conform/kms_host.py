@@ -13,10 +13,9 @@ from typing import Any
 from emu.conform import kms_probes as p
 from emu.conform.model import Case, Evidence, Outcome, Suite, check, failed, inconclusive, passed, skipped
 from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
-from emu.kms import products
 from emu.kms.epid import csvlk_for_kms_id, parse_epid, platform_id_for_build
 from emu.kms.host import DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL
-from emu.kms.messages import expected_response_size
+from emu.kms.messages import expected_response_size, open_request
 from emu.wire.rpc import (
     FAULT_STATUS_NAMES,
     NCA_S_OP_RNG_ERROR,
@@ -202,20 +201,24 @@ def j_size(ev: Evidence, case: Case) -> Outcome:
 
 
 def j_epid_form(ev: Evidence, case: Case) -> Outcome:
+    """Every ePID is well formed and fits its build and the CSVLK of the product asked for."""
     records, problem = _answered(ev)
     if problem:
         return problem
-    text = records[0]["verified"].epid.rstrip("\x00")
-    sku = products.lookup(ev.get("sku", "win10ent"))
-    parsed = parse_epid(text, key=csvlk_for_kms_id(sku.kms_id))
-    if not parsed.well_formed:
-        return failed(f"ePID {text!r} is not in the ePID layout")
-    platform = platform_id_for_build(parsed.build or 0)
-    if platform is not None and platform != parsed.platform_id:
-        return failed(f"ePID {text}: platform {parsed.platform_id} does not match build {parsed.build}")
-    if parsed.problems:
-        return failed(f"ePID {text}: {'; '.join(parsed.problems)}")
-    return passed(f"ePID {text} (build {parsed.build}, LCID {parsed.lcid})")
+    for r in records:
+        text = r["verified"].epid.rstrip("\x00")
+        parsed = parse_epid(text, key=csvlk_for_kms_id(open_request(r["request"]).base.kms_id))
+        if not parsed.well_formed:
+            return failed(f"ePID {text!r} is not in the ePID layout")
+        platform = platform_id_for_build(parsed.build or 0)
+        if platform is not None and platform != parsed.platform_id:
+            return failed(f"ePID {text}: platform {parsed.platform_id} does not match build {parsed.build}")
+        if parsed.problems:
+            return failed(f"ePID {text}: {'; '.join(parsed.problems)}")
+    return passed(
+        f"ePID {text} (build {parsed.build}, LCID {parsed.lcid})"
+        + (f" and {len(records) - 1} more" if len(records) > 1 else "")
+    )
 
 
 def j_stable(ev: Evidence, case: Case) -> Outcome:

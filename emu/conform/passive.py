@@ -1,6 +1,6 @@
 """``emu conform --pcap``: the kms-host rules that passive evidence can decide, judged on a capture.
 
-The capture is read through emu's pcap layer (:func:`emu.pcap.reader.read_conversations` reassembles
+The capture is read through emu's pcap layer (:func:`emu.pcap.reader.iter_conversations` reassembles
 each TCP conversation); each conversation's PDUs are turned into the same evidence the live probes
 produce (``offers``/``raw``/``extra`` for a bind, ``exchanges`` for activations), and the very same
 judges of :mod:`emu.conform.kms_host` decide. A rule is judged on every conversation that carries
@@ -124,13 +124,18 @@ def _safe(raw: bytes) -> Any:
 def _judge(case: Case, evidences: list[Evidence]) -> tuple[Outcome, tuple[int, ...]]:
     major = case.send_arg("major") or (6 if case.expect("field") == "hwid" else None)
     if case.judge == "stable":  # stable across connections: one evidence of every exchange in the capture
-        merged = [r for ev in evidences for r in ev.get("exchanges", [])]
+        merged = [r for ev in evidences for r in ev.get("exchanges", []) if r.get("verified")]
         conns = [c for ev in evidences for c in ev.conns]
         evidences = [Evidence({"exchanges": merged}, conns)] if merged else []
     outcomes: list[tuple[Outcome, Evidence]] = []
     for ev in evidences:
         if "exchanges" in ev.data:
-            records = [r for r in ev["exchanges"] if major is None or r["request"][2] == major]
+            # a refusal is not evidence against the response rules: only answered requests are judged
+            records = [
+                r
+                for r in ev["exchanges"]
+                if (major is None or r["request"][2] == major) and r.get("hresult") == 0 and r.get("verified")
+            ]
             groups: dict[str, list[dict[str, Any]]] = {}
             for r in records:
                 groups.setdefault(csvlk_for_kms_id(r["kms_id"]).name, []).append(r)
@@ -149,10 +154,10 @@ def _judge(case: Case, evidences: list[Evidence]) -> tuple[Outcome, tuple[int, .
 
 def judge_capture(path: str | Path) -> list[Result]:
     """Every passive case judged on every KMS conversation of the capture at ``path``."""
-    from emu.pcap.reader import read_conversations
+    from emu.pcap.reader import iter_conversations
 
     per_probe: dict[str, list[Evidence]] = {}
-    for conv in read_conversations(path):
+    for conv in iter_conversations(path):
         for probe, ev in conversation_evidence(conv.client.data, conv.server.data, conv.index).items():
             per_probe.setdefault(probe, []).append(ev)
     results = []

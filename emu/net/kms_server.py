@@ -101,7 +101,7 @@ class ServerConfig:
         worker: this process's worker index (``--workers``), named in exchange log lines.
     """
 
-    listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_PORT),)
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", DEFAULT_PORT),)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     ndr64: bool = True
@@ -370,7 +370,10 @@ class KmsServer:
                 raise UsageError(f"cannot listen on {_fmt((host, port))}: {reason}") from exc
             self._servers.append(server)
         for addr in self.addresses:
-            log.info("KMS host listening on %s", _fmt(addr))
+            if addr[0] in ("0.0.0.0", "::"):
+                log.warning("KMS host listening on %s: every interface, reachable from other machines", _fmt(addr))
+            else:
+                log.info("KMS host listening on %s", _fmt(addr))
         if not self.config.log_exchanges:
             self._summary_timer = self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
         if self.metrics is not None and isinstance(self.host, KmsHost):

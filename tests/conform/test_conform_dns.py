@@ -128,3 +128,46 @@ def test_cli_dns_suite_with_key_file_and_junit(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "tsig.badsig" in out and (tmp_path / "j.xml").read_text().count("<testcase") == 10
+
+
+def test_kms_host_target_found_by_srv_and_dns_capture_written(tmp_path, capsys):
+    """``emu conform kms-host .kms.test --dns-server`` uses the SRV target; the dns run's capture holds UDP and TCP."""
+    import json
+    import threading
+    import time
+
+    from emu.kms.host import HostConfig, KmsHost
+    from emu.net.kms_server import KmsServer, ServerConfig
+    from emu.pcap.reader import read_conversations
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    kms = KmsServer(KmsHost(HostConfig(), seeded(1), time.time()), ServerConfig(listen=(("127.0.0.1", 0),)))
+    asyncio.run_coroutine_threadsafe(kms.start(), loop).result(10)
+    kms_port = kms.addresses[0][1]
+    zone_text = ZONE_TEXT.replace(
+        "_vlmcs._tcp  600 IN SRV 0 0 1688 kms1", f"_vlmcs._tcp  600 IN SRV 0 0 {kms_port} kms1"
+    ).replace("kms1         A    10.0.0.1", "kms1         A    127.0.0.1")
+    dns = DnsServer([load_master_file(zone_text, "kms.test.")], keys=[KEY])
+    asyncio.run_coroutine_threadsafe(dns.start(), loop).result(10)
+    try:
+        host, port = dns.addresses[0][:2]
+        code = main(["conform", "kms-host", ".kms.test", "--dns-server", f"{host}:{port}", "--only", "rpc.bind.ndr32"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert f"127.0.0.1:{kms_port}" in out and "rpc.bind.ndr32" in out
+        pcap = tmp_path / "dns.pcap"
+        key_file = tmp_path / "key.conf"
+        key_file.write_text(key_file_text())
+        argv = ["conform", "dns", f"{host}:{port}", "--zone", "kms.test", "--tsig-key", str(key_file)]
+        assert main([*argv, "--only", "query.truncation", "--capture", str(pcap), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)["cases"][0]
+        assert result["verdict"] == "pass" and result["frames"]
+        assert read_conversations(pcap)  # the TCP query is a conversation of its own
+    finally:
+        for server in (dns, kms):
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

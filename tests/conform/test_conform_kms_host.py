@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conform_testing import failed_ids, verdicts
+from emu_testing import VECTORS_DIR, requires_vectors
 from kms_host_peer import running_host
 
 from emu.cli import main
@@ -225,3 +226,15 @@ def test_pcap_judges_the_passive_rules_of_a_recorded_run(tmp_path, monkeypatch):
 def test_usage_error_for_bad_selector_raises_usage_error():
     with pytest.raises(UsageError):
         select(KMS_HOST.cases, ["nosuch"], [])
+
+
+@requires_vectors
+def test_pcap_rules_on_reference_captures_vlmcsd_conforms_pykms_regenerates_its_epid():
+    vlmcsd = VECTORS_DIR / "edge-vlmcs-vlmcsd-v6-5req-1conn-win10ent.pcap"
+    assert failed_ids(passive.judge_capture(vlmcsd)) == set()
+    # py-kms makes up a new ePID per request: one CSVLK, several ePIDs
+    pykms = VECTORS_DIR / "edge-vlmcs-pykms-v6-3req-newconn-each-T.pcap"
+    assert failed_ids(passive.judge_capture(pykms)) == {"kms.epid.stable"}
+    # a refused request is no evidence against the response rules
+    refused = verdicts(passive.judge_capture(VECTORS_DIR / "edge-vlmcs-vlmcsd-k3-unknown-kmsid-C004F042.pcap"))
+    assert refused["kms.v6.verifies"] == "skip"

@@ -72,7 +72,7 @@ def test_flags_override_the_config_file(tmp_path):
 def test_defaults_without_config():
     settings = load_settings(_args())
     server, host = build_server_config(settings), build_host_config(settings)
-    assert server.listen == (("0.0.0.0", 1688),) and server.idle_timeout == 30.0 and server.max_connections == 1024
+    assert server.listen == (("127.0.0.1", 1688),) and server.idle_timeout == 30.0 and server.max_connections == 1024
     assert (host.activation_interval, host.renewal_interval, host.kms_ids) == (120, 10080, None)
 
 
@@ -197,3 +197,44 @@ def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_clients(tmp_path):
         assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
     finally:
         store.close()
+
+
+def test_every_host_setting_has_a_toml_type():
+    from emu.cli.host import SETTING_KINDS, SETTING_NAMES
+
+    assert set(SETTING_KINDS) == set(SETTING_NAMES)
+
+
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        ('check_time_skew = "false"', "check_time_skew must be true or false"),
+        ("durable = 1", "durable must be true or false"),
+        ('max_connections = "many"', "max_connections must be a whole number"),
+        ("max_connections = true", "max_connections must be a whole number"),
+        ('idle_timeout = "soon"', "idle_timeout must be a number"),
+        ("listen = 1688", "listen must be a string or a list of strings"),
+        ("activation_interval = true", "activation_interval must be a number of minutes"),
+        ("host_name = 5", "host_name must be a string"),
+        ('epids = "x"', "epids must be a table"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_a_usage_error_naming_the_key(tmp_path, capsys, line, words):
+    config = tmp_path / "host.toml"
+    config.write_text(line + "\n")
+    assert main(["host", "serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_the_host_listens_on_loopback_unless_told_otherwise():
+    from emu.cli import build_parser
+    from emu.cli.host import build_server_config, load_settings
+
+    args = build_parser(["host"]).parse_args(["host", "serve"])
+    assert build_server_config(load_settings(args)).listen == (("127.0.0.1", 1688),)
+
+
+def test_an_unknown_log_level_is_refused(capsys):
+    assert main(["--log-level", "FOO", "host", "status", "--state", "x"]) == 2
+    assert "--log-level 'FOO'" in capsys.readouterr().err

@@ -214,3 +214,16 @@ def test_a_syn_ack_seen_first_still_makes_its_peer_the_client(tmp_path: Path):
     path = _write(tmp_path / "nosyn.pcap", frames)
     (conv,) = read_conversations(path)
     assert conv.client.src == CLIENT
+
+
+def test_capture_live_lines_use_the_same_tracking_and_see_each_reused_port_exchange(tmp_path: Path):
+    from emu.pcap.live import ExchangeSummaries
+
+    pdus = _exchange()
+    frames = connection_frames(CLIENT, SERVER, pdus, 1000, 9000, close="none")
+    frames += connection_frames(CLIENT, SERVER, pdus, 777_777, 5000)
+    frames += connection_frames(CLIENT, SERVER, pdus, 1000, 9000)  # after a close: same ISN, still new
+    path = _write(tmp_path / "live.pcap", frames)
+    summaries = ExchangeSummaries(1688, None)
+    lines = [line for pkt in read_tcp_packets(path) for line in summaries.feed_segment(pkt)]
+    assert len(lines) == 3 and summaries.exchanges == 3
