@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "emu.cli.replay",
     "emu.cli.watch",
     "emu.cli.wireshark",
+    "emu.cli.actsvc",
 )
 
 
