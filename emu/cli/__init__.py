@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "emu.cli.watch",
     "emu.cli.wireshark",
     "emu.cli.actsvc",
+    "emu.cli.vamt",
 )
 
 
