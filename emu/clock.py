@@ -7,10 +7,6 @@ scales consistent (``wall = epoch + now``).
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = ["FILETIME_UNIX_OFFSET", "Clock", "VirtualClock", "WallClock", "filetime_to_unix", "unix_to_filetime"]
@@ -55,16 +51,8 @@ class WallClock:
         return time.time()
 
 
-@dataclass(order=True)
-class _Timer:
-    deadline: float
-    seq: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
-
-
 class VirtualClock:
-    """A clock that moves only when advanced; keeps a heap of timers.
+    """A clock that moves only when advanced (tests and scenarios jump it to the next deadline).
 
     Args:
         epoch: the UTC time (Unix seconds) that ``now() == 0`` stands for. Default 2026-01-01.
@@ -75,8 +63,6 @@ class VirtualClock:
     def __init__(self, epoch: float = DEFAULT_EPOCH, start: float = 0.0) -> None:
         self._now = start
         self.epoch = epoch
-        self._timers: list[_Timer] = []
-        self._seq = itertools.count()
 
     def now(self) -> float:
         return self._now
@@ -85,37 +71,11 @@ class VirtualClock:
         return self.epoch + self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``, firing every timer that falls due on the way."""
+        """Move time forward by ``seconds``."""
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self.advance_to(self._now + seconds)
 
     def advance_to(self, when: float) -> None:
-        """Move time to ``when``, firing due timers in deadline order."""
-        while self._timers and self._timers[0].deadline <= when:
-            timer = heapq.heappop(self._timers)
-            if timer.cancelled:
-                continue
-            self._now = max(self._now, timer.deadline)
-            timer.callback()
+        """Move time to ``when`` (never backwards)."""
         self._now = max(self._now, when)
-
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> _Timer:
-        """Schedule ``callback`` at ``deadline``; returns a handle whose ``cancelled`` may be set."""
-        timer = _Timer(deadline, next(self._seq), callback)
-        heapq.heappush(self._timers, timer)
-        return timer
-
-    def next_deadline(self) -> float | None:
-        """The earliest pending deadline, or ``None``."""
-        while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
-        return self._timers[0].deadline if self._timers else None
-
-    def advance_to_next(self) -> bool:
-        """Jump to the earliest pending timer and fire it; False when none is pending."""
-        deadline = self.next_deadline()
-        if deadline is None:
-            return False
-        self.advance_to(deadline)
-        return True

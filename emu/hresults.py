@@ -85,10 +85,13 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "this KMS host cannot activate this product: its host key does not cover the client's KMS counted ID",
             "KMS host",
             "the host's key group is older than the client (e.g. a Windows Server 2019 host key and a "
-            "Windows Server 2022 client); a retail, preview or unknown KMS counted ID; an Office product on a "
-            "Windows-only host",
-            "which host key group the host has (emu host serve --host-key-group); whether the client has a "
-            "volume (GVLK) edition",
+            "Windows Server 2022 client); a host on a client OS (Windows 10 key group) asked by a server "
+            "edition; the host OS lacks the update Microsoft lists for newer clients (KMS host required "
+            "updates); a retail, preview or unknown KMS counted ID; an Office product on a host without that "
+            "Office version's host key",
+            "which host key group the host has and what it activates (emu explain 'Windows Server 2019'); "
+            "which groups activate the product (emu explain PRODUCT); the host OS's updates; whether the "
+            "client has a volume (GVLK) edition (emu explain GVLK)",
         ),
         _e(
             E_INVALID_TIMESTAMP,
@@ -146,13 +149,15 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "the KMS host refuses to run as a virtual machine",
             "KMS host",
             "a KMS host in a VM where policy forbids it",
-            "",
+            "the VM flag the client sends (emu decode shows it); the host's virtualisation policy",
         ),
         _e(
             0xC004F035,
             "SL_E_VL_NOT_WINDOWS_SLP",
             "a Windows 7 volume key needs a qualifying OEM BIOS marker",
             "KMS client (Windows 7)",
+            "a Windows 7 volume edition installed on a computer without the BIOS marker the licence requires",
+            "use a MAK or an upgrade licence on that computer; the KMS host is not at fault",
         ),
         _e(
             0xC004F009,
@@ -176,6 +181,7 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "the licence for this product is not installed",
             "phone; deposit",
             "a confirmation ID deposited for a product the client does not have",
+            "the product the ID was acquired for (emu explain PRODUCT shows its SKU ID)",
         ),
         # --- DNS discovery (Win32 DNS errors as HRESULTs) ---------------------------------------------
         _e(
@@ -209,6 +215,7 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "the connection failed during the exchange",
             "KMS client",
             "the host closed the connection between two requests",
+            "the host's idle timeout and connection limit; a middlebox cutting long-lived TCP connections",
         ),
         # --- ADBA ---------------------------------------------------------------------------------------
         _e(
@@ -241,6 +248,28 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "there is no such object on the directory server (LDAP noSuchObject)",
             "ADBA listing; ADBA deletion",
             "the container or the named DN does not exist",
+        ),
+        _e(
+            0x80072020,
+            "ERROR_DS_OPERATIONS_ERROR",
+            "the directory refused the operation (an LDAP error other than the ones named here)",
+            "ADBA creation",
+            "a schema violation (range, mandatory attribute, parent), missing rights, no bind",
+            "the LDAP result code and diagnostic message in the error text",
+        ),
+        _e(
+            0x80072032,
+            "ERROR_DS_INVALID_DN_SYNTAX",
+            "the distinguished name has an invalid syntax",
+            "ADBA deletion",
+        ),
+        _e(
+            0x80071392,
+            "ERROR_OBJECT_ALREADY_EXISTS",
+            "the object already exists",
+            "ADBA creation",
+            "an activation object with this name is already in the container",
+            "emu adba list; pick another --name or delete the old object",
         ),
         # --- MAK, CSVLK and the activation service ------------------------------------------------------
         _e(

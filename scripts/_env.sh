@@ -8,6 +8,19 @@ PY="$VENV/bin/python"
 emu_python_ready() {
     local stamp="$VENV/.emu-installed"
     if [ ! -x "$PY" ]; then
+        command -v python3 >/dev/null 2>&1 || { echo "emu: python3 (3.11 or later) is needed: apt-get install python3" >&2; exit 1; }
+        if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+            # Debian and Ubuntu ship venv's pip bootstrap separately.
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                echo "emu: installing python3-venv" >&2
+                apt-get update -qq >/dev/null 2>&1 || true
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null 2>&1 || true
+            fi
+            python3 -c "import ensurepip, venv" >/dev/null 2>&1 || {
+                echo "emu: python3 cannot make virtualenvs here: install python3-venv (sudo apt-get install python3-venv)" >&2
+                exit 1
+            }
+        fi
         echo "emu: creating virtualenv in $VENV" >&2
         python3 -m venv "$VENV"
     fi
@@ -15,7 +28,8 @@ emu_python_ready() {
         echo "emu: installing emu and its Python dependencies into $VENV" >&2
         "$PY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
         # (This machine's pip config may name local mirror folders that do not exist: that noise is dropped.)
-        "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "^WARNING: Location '" >&2)
+        # PYTHONWARNINGS: setuptools' editable-install banner (a BuildBackendWarning) is not for emu's users.
+        PYTHONWARNINGS=ignore "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2> >(grep -v "^WARNING: Location '" >&2)
         touch "$stamp"
     fi
 }

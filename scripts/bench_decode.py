@@ -1,12 +1,28 @@
-"""Benchmark: KMS messages built, opened and verified per second, per version; cipher blocks/s.
+"""Benchmark: KMS messages built, opened and verified per second; then ``emu decode`` of a busy capture vs tshark.
 
-Run with ``scripts/bench decode`` (or the venv python). Prints a small table; not a test.
-A host's cost per exchange is roughly open_request + build_response.
+Run with ``scripts/bench decode [--connections N] [--jobs N ...] [--keep FILE] [--no-messages]``.
+Part 1 prints messages/s per version and cipher blocks/s (a host's cost per exchange is roughly
+open_request + build_response). Part 2 generates a capture shaped like a loaded KMS host
+(emu.pcap.busy: a new connection per exchange, 8 at a time, 2,000 client ports coming round again,
+default 20,000 connections) and times, each as a child process:
+
+* ``emu decode --json`` (every field of every PDU, the summary last), once per --jobs value;
+* ``tshark -d tcp.port==1688,dcerpc`` (one summary line per packet) and the same with ``-V``
+  (every field of every packet: the output comparable to --json), when tshark is installed.
+
+It prints conversations found, wall seconds, peak RSS (MB) and emu/tshark speed ratios. Figures on a
+shared machine move with its load: compare rows of one run, not runs of different days. Not a test.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -15,8 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emu.kms.crypto import cbc_decrypt, cbc_encrypt
 from emu.kms.messages import build_request, build_response, open_request, verify_response
+from emu.pcap.busy import BusyShape, write_busy_capture
+from emu.pcap.reader import read_conversations
 from emu.rng import seeded
 from emu.wire.kms import LicenseStatus, RequestBase, Version
+from emu.wire.rpc import split_pdus
 
 __all__ = ["main"]
 
@@ -61,7 +80,7 @@ def _base(major: int) -> RequestBase:
     )
 
 
-def main() -> None:
+def messages_main() -> None:
     rng = seeded(1)
     rows = []
     for major in (4, 5, 6):
@@ -91,5 +110,90 @@ def main() -> None:
         print(f"{'v' + str(major):<8}{enc:>17,.0f}{dec:>17,.0f}")
 
 
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "pcaps" / "emu-v6-ndr32-office2019.pcap"
+
+
+def _exchange() -> list[tuple[str, bytes]]:
+    conv = read_conversations(SOURCE)[0]
+    client, server = list(split_pdus(conv.client.data)[0]), list(split_pdus(conv.server.data)[0])
+    out: list[tuple[str, bytes]] = []
+    for i in range(max(len(client), len(server))):
+        out += [("C", client[i])] if i < len(client) else []
+        out += [("S", server[i])] if i < len(server) else []
+    return out
+
+
+def _timed(argv: list[str], out_path: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of a child process writing to ``out_path``."""
+    with out_path.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{argv[0]} exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def _tshark_streams(tshark: str, path: Path) -> int:
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream"], capture_output=True, text=True, check=True
+    ).stdout
+    return len({line for line in out.split("\n") if line})
+
+
+def capture_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench decode")
+    parser.add_argument("--connections", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--keep", type=Path, help="write the generated capture here (kept)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as tmp:
+        path = args.keep or Path(tmp) / "busy.pcap"
+        frames = write_busy_capture(path, _exchange(), BusyShape(connections=args.connections))
+        size = path.stat().st_size / 1e6
+        print(f"capture: {args.connections} connections, {frames} frames, {size:.1f} MB, 2,000 client ports reused")
+        rows: list[tuple[str, int | None, float, float]] = []
+        emu = [sys.executable, "-m", "emu", "decode", "--json", str(path)]
+        for jobs in args.jobs:
+            out = Path(tmp) / f"emu{jobs}.jsonl"
+            secs, rss = _timed([*emu, "--jobs", str(jobs)], out)
+            last = out.read_text().rstrip("\n").rsplit("\n", 1)[-1]
+            convs = json.loads(last)["tcp_conversations"]
+            rows.append((f"emu decode --json --jobs {jobs}", convs, secs, rss))
+        tshark = shutil.which("tshark")
+        if tshark is not None:
+            streams = _tshark_streams(tshark, path)
+            base = [tshark, "-r", str(path), "-d", "tcp.port==1688,dcerpc"]
+            for label, extra in (("tshark -d tcp.port==1688,dcerpc", []), ("tshark ... -V", ["-V"])):
+                secs, rss = _timed([*base, *extra], Path(tmp) / "tshark.txt")
+                rows.append((label, streams, secs, rss))
+        else:
+            print("(tshark not installed: emu figures only)")
+        print(f"{'':36}{'conversations':>14}{'seconds':>10}{'peak RSS MB':>13}")
+        for label, convs, secs, rss in rows:
+            print(f"{label:36}{convs if convs is not None else '-':>14}{secs:>10.2f}{rss:>13.0f}")
+        tsharks = [r for r in rows if r[0].startswith("tshark")]
+        for label, _, secs, _ in rows:
+            if label.startswith("emu"):
+                ratios = ", ".join(
+                    f"{t[2] / secs:.2f}x {t[0].replace('tshark -d tcp.port==1688,dcerpc', 'tshark')}" for t in tsharks
+                )
+                if ratios:
+                    print(f"speed of {label} vs: {ratios}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if "--no-messages" in argv:
+        argv = [a for a in argv if a != "--no-messages"]
+    else:
+        messages_main()
+        print()
+    return capture_main(argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import selectors
+import shutil
 import socket
 import struct
 import subprocess
@@ -27,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -128,16 +130,42 @@ def _pdu_complete(buf: bytearray) -> int:
     return frag if len(buf) >= frag else 0
 
 
+def _proc_ids(pid: int) -> list[int]:
+    """``pid`` and its children (emu's workers; vlmcsd's forked connection handlers)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(k) for k in kids)]
+
+
 def _server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the server: the process, its live children and its reaped children."""
+    total = 0.0
+    for p in _proc_ids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        if p == pid:
+            ticks += int(fields[13]) + int(fields[14])  # children already reaped
+        total += ticks / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _peak_rss_mb(pid: int) -> tuple[float, float]:
-    text = Path(f"/proc/{pid}/status").read_text()
-    hwm = int(re.search(r"VmHWM:\s+(\d+)", text)[1])  # type: ignore[index]
-    rss = int(re.search(r"VmRSS:\s+(\d+)", text)[1])  # type: ignore[index]
-    return hwm / 1024, rss / 1024
+    """The largest VmHWM and VmRSS among the server's processes (MB)."""
+    hwm = rss = 0.0
+    for p in _proc_ids(pid):
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        peak, now = re.search(r"VmHWM:\s+(\d+)", text), re.search(r"VmRSS:\s+(\d+)", text)
+        if peak and now:  # a zombie (an exited vlmcsd child not yet reaped) has neither
+            hwm, rss = max(hwm, int(peak[1]) / 1024), max(rss, int(now[1]) / 1024)
+    return hwm, rss
 
 
 def run_new_connections(addr: tuple[str, int], pre: Prebuilt, clients: int, seconds: float, pid: int) -> RunResult:
@@ -298,22 +326,9 @@ def check_answers(addr: tuple[str, int], pre: Prebuilt) -> None:
         raise SystemExit(f"bench: the host's answer fails {verified.failed}")
 
 
-def start_server(state: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "emu",
-        "host",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--state",
-        str(state),
-        "--log-level",
-        "WARNING",
-        *extra,
-    ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, cwd=ROOT)
+def start_emu(state: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    cmd = [sys.executable, "-m", "emu", "host", "serve", "--listen", "127.0.0.1:0", "--state", str(state)]
+    proc = subprocess.Popen([*cmd, "--log-level", "WARNING", *extra], stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -324,45 +339,123 @@ def start_server(state: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes]
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    raise SystemExit("bench: the server did not start")
+    raise SystemExit("bench: emu host serve did not start")
+
+
+def start_vlmcsd(binary: str) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    """vlmcsd in the foreground on a free loopback port, no logging (its defaults otherwise)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "-D", "-L", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, ("127.0.0.1", port)
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("bench: vlmcsd did not start")
+
+
+@dataclass
+class ServerRuns:
+    name: str
+    results: list[RunResult]
+    peak_rss: float
+
+
+def bench_server(
+    name: str, start: Any, args: argparse.Namespace, pre6: Prebuilt, versions: list[int], check: bool
+) -> ServerRuns:
+    proc, addr = start()
+    results: list[RunResult] = []
+    try:
+        if check:
+            check_answers(addr, pre6)
+        for n in (1, 8, 64):
+            results.append(run_new_connections(addr, pre6, n, args.seconds, proc.pid))
+        for major in versions:
+            pre = pre6 if major == 6 else prebuild(major)
+            if check:
+                check_answers(addr, pre)
+            label = f"kept alive v{major}, 1 connection"
+            results.append(run_kept_alive(addr, pre, 1, args.seconds, proc.pid, label))
+        for n in (8, 64):
+            label = f"kept alive v6, {n} connections"
+            results.append(run_kept_alive(addr, pre6, n, args.seconds, proc.pid, label))
+        peak, _rss = _peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return ServerRuns(name, results, peak)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=RUN_SECONDS, help="length of each measured run")
-    parser.add_argument("--versions", default="6,5,4", help="KMS versions for the kept-alive runs")
-    args = parser.parse_args(argv)
-    results: list[RunResult] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, addr = start_server(Path(tmp) / "host.sqlite", [])
-        try:
-            pre6 = prebuild(6)
-            check_answers(addr, pre6)
-            for n in (1, 8, 64):
-                results.append(run_new_connections(addr, pre6, n, args.seconds, proc.pid))
-            peak_new = _peak_rss_mb(proc.pid)
-            for major in [int(v) for v in args.versions.split(",")]:
-                pre = pre6 if major == 6 else prebuild(major)
-                check_answers(addr, pre)
-                results.append(
-                    run_kept_alive(addr, pre, 1, args.seconds, proc.pid, f"kept alive v{major}, 1 connection")
-                )
-            results.append(run_kept_alive(addr, pre6, 8, args.seconds, proc.pid, "kept alive v6, 8 connections"))
-            peak, rss = _peak_rss_mb(proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    print(f"{'v6 unless noted':34} {'exch/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU us/exch':>16} {'errors':>7}")
-    for r in results:
-        cpu_us = r.server_cpu / r.exchanges * 1e6 if r.exchanges else float("nan")
-        print(f"{r.label:34} {r.rate:8,.0f} {r.pct(50):8.2f} {r.pct(99):8.2f} {cpu_us:16,.0f} {r.errors:7}")
-    print(
-        f"server peak RSS (VmHWM): {peak_new[0]:.1f} MB after the 64-client run, {peak:.1f} MB at the end (RSS now {rss:.1f} MB)"
+    parser.add_argument("--versions", default="6,5,4", help="KMS versions for the single kept-alive connection runs")
+    parser.add_argument("--workers", type=int, default=2, help="also run emu with this many workers (0: skip)")
+    parser.add_argument(
+        "--vlmcsd",
+        default=shutil.which("vlmcsd"),
+        help="vlmcsd binary to compare with (default: vlmcsd on PATH; none: emu alone)",
     )
+    args = parser.parse_args(argv)
+    versions = [int(v) for v in args.versions.split(",")]
+    pre6 = prebuild(6)
+    servers: list[ServerRuns] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        servers.append(bench_server("emu", lambda: start_emu(Path(tmp) / "a.sqlite", []), args, pre6, versions, True))
+        if args.workers > 1:
+            extra = ["--workers", str(args.workers)]
+            name = f"emu --workers {args.workers}"
+            servers.append(bench_server(name, lambda: start_emu(Path(tmp) / "b.sqlite", extra), args, pre6, [6], True))
+        if args.vlmcsd:
+            servers.append(bench_server("vlmcsd", lambda: start_vlmcsd(args.vlmcsd), args, pre6, [6], True))
+    _report(servers)
     return 0
+
+
+def _report(servers: list[ServerRuns]) -> None:
+    print("V6 NDR32 unless noted; the load generator is one Python process sharing the 2 cores with the server")
+    labels = [r.label for r in servers[0].results]
+    head = f"{'':34}" + "".join(f"{s.name:>28}" for s in servers)
+    print(head)
+    print(f"{'':34}" + "".join(f"{'exch/s  p50/p99 ms  us CPU':>28}" for _ in servers))
+    for label in labels:
+        cells = []
+        for s in servers:
+            r = next((x for x in s.results if x.label == label), None)
+            if r is None:
+                cells.append(f"{'-':>28}")
+                continue
+            cpu_us = r.server_cpu / r.exchanges * 1e6 if r.exchanges else float("nan")
+            err = f" E{r.errors}" if r.errors else ""
+            cells.append(f"{r.rate:>9,.0f} {r.pct(50):6.2f}/{r.pct(99):<6.2f}{cpu_us:5,.0f}{err}".rjust(28))
+        print(f"{label:34}" + "".join(cells))
+    print("peak RSS (largest server process, VmHWM): " + ", ".join(f"{s.name} {s.peak_rss:.1f} MB" for s in servers))
+    ref = next((s for s in servers if s.name == "vlmcsd"), None)
+    if ref is None:
+        print("(no vlmcsd on PATH: build Wind4/vlmcsd outside this repository and put it on PATH to compare)")
+        return
+    for s in servers:
+        if s is ref:
+            continue
+        ratios = []
+        for r in s.results:
+            other = next((x for x in ref.results if x.label == r.label), None)
+            if other is not None and other.rate:
+                ratios.append(f"{r.label}: {r.rate / other.rate:.2f}x")
+        print(f"{s.name} / vlmcsd: " + "; ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -84,3 +84,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed: scripts/test should have installed it")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def _private_wireshark_home() -> dict[str, str]:
+    """An environment whose HOME is an empty folder: tshark then loads no personal plugins or preferences
+    (a dissector the user installed with `emu wireshark install` must not change what the tests see)."""
+    import atexit
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="emu-tshark-home-")
+    atexit.register(shutil.rmtree, home, True)
+    return {**os.environ, "HOME": home, "XDG_CONFIG_HOME": os.path.join(home, ".config")}
+
+
+#: Pass as ``env=`` to every tshark the tests run.
+TSHARK_ENV = _private_wireshark_home()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from emu_testing import ROOT, require_tool
+from emu_testing import ROOT, TSHARK_ENV, require_tool
 
 from emu.pcap.dns_decode import dns_records
 from emu.pcap.kms_decode import decode_capture
@@ -69,7 +69,9 @@ def test_dns_tcp_capture_carries_the_signed_update_and_the_srv_query_over_tcp():
 @pytest.mark.parametrize("path", DNS_PCAPS, ids=lambda p: p.name)
 def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
     tshark = require_tool("tshark")
-    done = subprocess.run([tshark, "-n", "-r", str(path), "-V"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [tshark, "-n", "-r", str(path), "-V"], capture_output=True, text=True, timeout=60, env=TSHARK_ENV
+    )
     assert done.returncode == 0, done.stderr
     messages = len(json.loads(path.with_suffix(".json").read_text())["dns"])
     assert messages in (2, 4)
@@ -77,6 +79,7 @@ def test_tshark_dissects_the_dns_captures_without_malformed_packets(path: Path):
     bad = subprocess.run(
         [tshark, "-n", "-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=60,
     )

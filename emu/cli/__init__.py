@@ -16,19 +16,29 @@ from collections.abc import Callable, Sequence
 from emu import __version__
 from emu.errors import EmuError
 
-__all__ = ["build_parser", "main", "positive_int", "show_help"]
+__all__ = ["build_parser", "main", "positive_int", "positive_seconds", "show_help"]
+
+#: Values of ``--log-level``.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
     "emu.cli.demo",
+    "emu.cli.diagnose",
     "emu.cli.decode",
     "emu.cli.capture",
     "emu.cli.client",
+    "emu.cli.conform",
     "emu.cli.dns",
+    "emu.cli.explain",
     "emu.cli.host",
     "emu.cli.lab",
+    "emu.cli.probe",
+    "emu.cli.load",
     "emu.cli.replay",
+    "emu.cli.watch",
     "emu.cli.wireshark",
+    "emu.cli.actsvc",
 )
 
 
@@ -40,6 +50,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for timeouts and ages: a duration above zero (``2``, ``2.5s``, ``90m``, ``1h``)."""
+    from emu.durations import parse_duration
+
+    try:
+        value = parse_duration(text, "duration")
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
     return value
 
 
@@ -91,8 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    level_name = str(args.log_level or "WARNING").upper()
+    if level_name not in LOG_LEVELS:
+        print(f"emu: error: --log-level {args.log_level!r}: use one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level or "WARNING").upper(), logging.WARNING),
+        level=getattr(logging, level_name),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):

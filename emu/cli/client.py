@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import importlib
 import json
 import socket
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu.cli import positive_int, show_help
+from emu.cli import positive_int, positive_seconds, show_help
 from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
@@ -135,16 +136,6 @@ def _version(text: str) -> Version:
     return version
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
-
-
 # --- the parser -------------------------------------------------------------------------------
 
 
@@ -152,6 +143,7 @@ def register(subparsers: Any) -> None:
     """Add ``emu client`` and its ``activate`` subcommand."""
     client = subparsers.add_parser("client", help="KMS client tools (activate against a host)")
     sub = client.add_subparsers(dest="client_command", metavar="SUBCOMMAND")
+    importlib.import_module("emu.cli.client_mak").register(sub)  # emu client mak ... (MAK)
     p = sub.add_parser(
         "activate",
         help="send activation requests to a KMS host and check the answers (like vlmcs)",
@@ -231,10 +223,10 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("-p", "--no-multiplex", action="store_true", help="bind without the CONC_MPX flag")
     g.add_argument("--ip", type=int, choices=(4, 6), help="use only IPv4 or only IPv6")
-    g.add_argument("--connect-timeout", type=_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
+    g.add_argument("--connect-timeout", type=positive_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS")
     g.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_REPLY_TIMEOUT,
         metavar="SECONDS",
         help="seconds to wait for each reply",
@@ -282,12 +274,13 @@ def register(subparsers: Any) -> None:
     q = sub.add_parser(
         "products",
         help="list the products emu knows: names, protocol, threshold, public GVLK (like vlmcs -x)",
-        description="List the SKUs of emu's product data (kms-wire-protocol.md 7) with their protocol "
-        "version, activation threshold, KMS counted ID and the GVLK Microsoft publishes. FILTER keeps "
-        "the SKUs whose name contains every word given (case-insensitive).",
+        description="List the SKUs of emu's product data (docs/products.md) with their protocol "
+        "version, activation threshold, KMS counted ID and the GVLK Microsoft publishes. FILTER is "
+        "matched as --product is (abbreviations such as win10, srv2019 dc, o2019; a SKU GUID; a GVLK), "
+        "best match first.",
     )
-    q.add_argument("filter", nargs="*", help="words the product name must contain (e.g. server 2022)")
-    q.add_argument("--json", action="store_true", help="one JSON object per SKU per line")
+    q.add_argument("filter", nargs="*", help="words of the product name (e.g. server 2022, win10, o2019)")
+    q.add_argument("--json", action="store_true", help="one JSON object per SKU per line, with every field")
     q.set_defaults(func=_products)
     client.set_defaults(func=show_help(client))
 
@@ -318,30 +311,19 @@ def _grab(args: argparse.Namespace) -> int:
 
 
 def _products(args: argparse.Namespace) -> int:
-    """``emu client products``: the product table, filtered by words of the name."""
-    words = [w.lower() for w in args.filter]
-    skus = [s for s in products.all_skus() if all(w in s.name.lower() for w in words)]
+    """``emu client products``: the product table, filtered by the product matcher of ``--product``."""
+    from emu.kms.host_keys import product_record
+
+    words = " ".join(args.filter)
+    skus = products.search(words)
     if not skus:
-        print(f"no product name contains {' '.join(args.filter)!r}", file=sys.stderr)
+        print(f"no product matches {words!r}{products.product_data().suggestions(words)}", file=sys.stderr)
         return 1
-    for sku in sorted(skus, key=lambda s: s.name):
-        app = products.application(sku.app_id).name
+    for sku in skus:
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "name": sku.name,
-                        "sku_id": str(sku.id),
-                        "kms_id": str(sku.kms_id),
-                        "app_id": str(sku.app_id),
-                        "application": app,
-                        "protocol": sku.protocol,
-                        "threshold": sku.threshold,
-                        "gvlk": sku.gvlk,
-                    }
-                )
-            )
+            print(json.dumps(product_record(sku)))
         else:
+            app = products.application(sku.app_id).name
             print(f"{sku.name:<52} v{sku.protocol}  N={sku.threshold:<2}  {sku.gvlk or '(no public GVLK)':<29}  {app}")
     return 0
 

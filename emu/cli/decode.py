@@ -10,11 +10,12 @@ import argparse
 import datetime as _dt
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from emu.errors import UsageError
-from emu.pcap.kms_decode import CaptureDecode, DecodedPdu, KmsRequestInfo, KmsResponseInfo, StreamNote, decode_capture
+from emu.pcap.kms_records import DecodedPdu, KmsRequestInfo, KmsResponseInfo, StreamNote
 
 __all__ = ["EPILOG", "format_note", "format_pdu", "register", "run"]
 
@@ -27,7 +28,17 @@ output:
   Conversations are found on any port (DCE/RPC header + the KMS interface in the bind, or a KMS
   message in a request/response stub); --port N decodes every conversation on port N as KMS.
 
---json: one JSON object per line; "record" is "pdu" or "note". Keys of a pdu record (always
+  Conversations are tracked as TCP and tshark do (a SYN on a 4-tuple whose connection ended, or
+  with a new ISN, starts a new one) and printed as each ends: output starts before the file is
+  read to the end. Every run ends with a summary: packets, TCP and KMS conversations, PDUs by
+  type, exchanges, errors, bytes not decoded.
+
+--summary: instead of the PDUs, the activation inventory: per KMS host its ePIDs and HwIds, per
+  application the clients (CMID, workstation, product, requests, count, threshold N, activated)
+  and the outcomes of the exchanges; --json gives it as one "inventory" record, --csv as one
+  row per client.
+
+--json: one JSON object per line; "record" is "pdu", "note" or, last, "summary". Keys of a pdu record (always
   all present, null when not applicable):
     record capture time conversation src dst direction offset size ptype call_id pfc_flags
     p_cont_id opnum syntax syntax_guessed contexts[] results[] fault_status fault_name
@@ -38,7 +49,11 @@ output:
   response: hresult hresult_name version size epid epid_problems[] hwid count threshold
             activation_interval renewal_interval cmid client_time verified
             checks[{name passed severity detail}] note
-  note:     record capture time conversation direction message
+  note:     record capture time conversation direction message  (an error: a gap, a damaged
+            capture, bytes that are not DCE/RPC, a DCE/RPC conversation without KMS)
+  summary:  record capture packets tcp_packets other_packets unparsed_packets tcp_conversations
+            kms_conversations other_conversations not_decoded_rpc_conversations pdus{ptype: n}
+            other_records{} exchanges errors bytes_not_decoded late_bytes damaged
   Times are ISO 8601 UTC; HRESULTs and fault statuses are "0x%08X" strings.
 
 exit status:
@@ -161,24 +176,56 @@ def format_note(n: StreamNote) -> str:
     return f"note: conversation #{n.conversation}{where}: {n.message}"
 
 
-def _print_human(result: CaptureDecode, out: TextIO, verbose: bool) -> None:
+def _records(path: Path, args: argparse.Namespace) -> Iterator[Any]:
+    from emu.pcap.decode import iter_records
+
+    return iter_records(path, port=args.port, jobs=args.jobs, keep_ids=False)
+
+
+def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
+    """Print one capture's records as they come; whether it decoded without error."""
+    from emu.pcap.decode import DecodeSummary
+
     glyphs = _Glyphs(out)
-    skipped = result.conversations - len(result.kms_conversations)
-    summary = f"== {result.capture}: {len(result.pdus)} PDUs in {len(result.kms_conversations)} KMS conversation(s)"
-    if skipped:
-        summary += f"; {skipped} other TCP conversation(s) skipped"
-    print(summary, file=out)
-    for pdu in result.pdus:
-        print(format_pdu(pdu, glyphs, verbose), file=out)
-    for note in result.notes:
-        print(format_note(note), file=out)
+    ok = True
+    for record in _records(path, args):
+        if isinstance(record, DecodeSummary):
+            ok = record.ok
+        if args.json:
+            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        elif isinstance(record, DecodedPdu):
+            out.write(format_pdu(record, glyphs, args.verbose) + "\n")
+        elif isinstance(record, StreamNote):
+            out.write(format_note(record) + "\n")
+        elif isinstance(record, DecodeSummary):
+            out.write("\n".join(record.lines()) + "\n")
+        else:  # a record of another protocol's decoder
+            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    return ok
 
 
-def _print_json(result: CaptureDecode, out: TextIO) -> None:
-    for pdu in result.pdus:
-        print(json.dumps(pdu.to_json(), ensure_ascii=False), file=out)
-    for note in result.notes:
-        print(json.dumps(note.to_json(), ensure_ascii=False), file=out)
+def _summarise(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
+    """Print one capture's activation inventory (--summary); whether it decoded without error."""
+    from emu.pcap.decode import DecodeSummary
+    from emu.pcap.inventory import Inventory
+
+    inventory = Inventory()
+    summary: DecodeSummary | None = None
+    for record in _records(path, args):
+        if isinstance(record, DecodeSummary):
+            summary = record
+        else:
+            inventory.add(record)
+    assert summary is not None
+    if args.csv:
+        out.write(inventory.csv())
+    elif args.json:
+        out.write(json.dumps(inventory.to_json(), ensure_ascii=False) + "\n")
+        out.write(json.dumps(summary.to_json(), ensure_ascii=False) + "\n")
+    else:
+        out.write(inventory.table() + "\n")
+        out.write("\n".join(summary.lines()) + "\n")
+    return summary.ok
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -194,14 +241,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             raise UsageError(f"{path}: no such capture file")
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1 or jobs > 64:
+        raise UsageError(f"--jobs {jobs}: give 1 to 64 worker processes")
+    args.jobs = jobs
+    summary = getattr(args, "summary", False)
+    args.csv = getattr(args, "csv", False)
+    if args.csv and not summary:
+        raise UsageError("--csv goes with --summary (the inventory is the tabular output)")
     status = 0
     for path in paths:
-        result = decode_capture(path, port=args.port)
-        if args.json:
-            _print_json(result, out)
-        else:
-            _print_human(result, out, args.verbose)
-        if not result.ok:
+        ok = _summarise(path, args, out) if summary else _decode_one(path, args, out)
+        if not ok:
             status = 1
     return status
 
@@ -219,6 +270,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("files", nargs="+", metavar="FILE", help="capture file (pcap or pcapng)")
     parser.add_argument("--port", type=int, help="decode every TCP conversation on this port as KMS")
     parser.add_argument("--json", action="store_true", help="one JSON object per PDU per line (keys below)")
+    parser.add_argument(
+        "--summary", action="store_true", help="print the activation inventory (hosts, clients, outcomes) instead"
+    )
+    parser.add_argument("--csv", action="store_true", help="with --summary: one CSV row per client")
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=1, metavar="N", help="decode conversations in N worker processes"
+    )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="also print GUIDs, stream offsets, flags and check details"
     )

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
 
-from emu.cli import show_help
+from emu.cli import positive_seconds, show_help
 from emu.dns.policy import UpdatePolicy, parse_grant
 from emu.dns.tsig import TsigKey, parse_key_file
 from emu.dns.zone import Zone, dump_master_file, load_master_file
@@ -72,6 +71,13 @@ def _serve(args: argparse.Namespace) -> int:
     keys = load_keys(args.tsig_key)
     listen = [parse_address(text) for text in (args.listen or ["127.0.0.1:53"])]
     policy = _policy(args)
+    metrics = None
+    if args.metrics:
+        from emu.net.metrics import DnsMetrics, serve_metrics
+
+        metrics = DnsMetrics()
+        where = serve_metrics(metrics.registry, parse_address(args.metrics, default_port=9153))
+        print(f"emu dns: metrics on http://{where[0]}:{where[1]}/metrics", file=sys.stderr, flush=True)
 
     async def main() -> None:
         server = DnsServer(
@@ -82,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
             state=args.state,
             tcp_idle_timeout=args.tcp_idle_timeout,
             srv_max_age=args.srv_max_age,
+            metrics=metrics,
         )
         await server.start()
         stop = asyncio.Event()
@@ -122,16 +129,6 @@ def _dump(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -192,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--srv-max-age",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="remove a _vlmcs._tcp SRV record that no update has refreshed for this long (a KMS host that "
         "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "
@@ -204,6 +201,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=10.0,
         metavar="SECONDS",
         help="close TCP connections idle this long (default 10)",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="ADDR[:PORT]",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (default port 9153): messages by opcode and "
+        "RCODE, answer latency (docs/operations.md)",
     )
     serve.set_defaults(func=_serve)
 

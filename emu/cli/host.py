@@ -8,11 +8,10 @@ one line naming the setting, and exit status 2, like every other :class:`UsageEr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as _dt
 import json
 import logging
-import re
+import os
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.cli import show_help
+from emu.durations import parse_duration
 from emu.errors import UsageError
 
 __all__ = ["SETTING_NAMES", "HostSettings", "load_settings", "parse_minutes", "register"]
@@ -41,13 +41,22 @@ SETTING_NAMES = (
     "renewal_interval",
     "kms_ids",
     "products",
+    "host_key_group",
+    "host_os",
+    "unpatched",
     "host_build",
     "lcid",
     "hwid",
     "epids",
     "check_time_skew",
+    "faults",
+    "profile",
     "json_log",
+    "log_exchanges",
     "log_level",
+    "workers",
+    "event_loop",
+    "metrics",
     "publish",
     "dns_server",
     "tsig_key",
@@ -57,27 +66,15 @@ SETTING_NAMES = (
     "ttl",
 )
 
-_UNITS = {"s": 1 / 60, "m": 1, "min": 1, "h": 60, "d": 1440, "w": 10080}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
-
 
 def parse_minutes(value: Any, name: str) -> int:
-    """Minutes from ``120``, ``"120"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90m"``, ``"3600s"`` (spec 8.2 units).
+    """Minutes from ``120``, ``"120"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90m"``, ``"3600s"`` (a plain number is
+    minutes: the protocol's intervals are minutes).
 
     Raises:
         UsageError: not a duration, or not a whole number of minutes of at least 1.
     """
-    if isinstance(value, bool):
-        raise UsageError(f"{name}: {value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        minutes = float(value)
-    else:
-        match = _DURATION.match(str(value).lower())
-        if match is None or match[2] not in ("", *_UNITS):
-            raise UsageError(
-                f"{name}: {value!r} is not a duration (e.g. 120, 90m, 2h, 7d, 1w; plain numbers are minutes)"
-            )
-        minutes = float(match[1]) * _UNITS.get(match[2] or "m", 1)
+    minutes = parse_duration(value, name, default_unit="m") / 60
     if minutes != int(minutes) or not 1 <= minutes < 2**32:
         raise UsageError(f"{name}: {value!r} must be a whole number of minutes between 1 and 2^32-1")
     return int(minutes)
@@ -94,7 +91,7 @@ class HostSettings:
 
 
 _DEFAULTS: dict[str, Any] = {
-    "listen": ["0.0.0.0:1688"],
+    "listen": ["127.0.0.1:1688"],  # loopback unless asked: a lab tool is not reachable by accident
     "state": None,
     "durable": False,
     "idle_timeout": None,
@@ -105,13 +102,22 @@ _DEFAULTS: dict[str, Any] = {
     "renewal_interval": None,
     "kms_ids": [],
     "products": [],
+    "host_key_group": [],
+    "host_os": None,
+    "unpatched": False,
     "host_build": None,
     "lcid": None,
     "hwid": None,
     "epids": {},
     "check_time_skew": False,
+    "faults": [],
+    "profile": "emu",
     "json_log": False,
+    "log_exchanges": False,
     "log_level": "INFO",
+    "workers": 1,
+    "event_loop": "auto",
+    "metrics": None,
     "publish": [],
     "dns_server": None,
     "tsig_key": None,
@@ -142,8 +148,7 @@ def load_settings(args: argparse.Namespace) -> HostSettings:
             norm = key.replace("-", "_")
             if norm not in SETTING_NAMES:
                 raise UsageError(f"--config {path}: unknown setting {key!r}; known: {', '.join(SETTING_NAMES)}")
-            if norm == "epids" and not isinstance(value, dict):
-                raise UsageError(f'--config {path}: epids is a table of CSVLK = "EPID"')
+            _check_kind(norm, value, path)
             values[norm] = value
     for key in SETTING_NAMES:
         given = getattr(args, key, None)
@@ -154,6 +159,79 @@ def load_settings(args: argparse.Namespace) -> HostSettings:
         else:
             values[key] = given
     return HostSettings(values)
+
+
+#: The TOML type each setting takes (a flag is text, converted and checked where it is used).
+SETTING_KINDS: dict[str, str] = {
+    "listen": "list",
+    "state": "text",
+    "durable": "bool",
+    "idle_timeout": "number",
+    "max_connections": "int",
+    "ndr64": "bool",
+    "btfn": "bool",
+    "activation_interval": "duration",
+    "renewal_interval": "duration",
+    "kms_ids": "list",
+    "products": "list",
+    "host_key_group": "list",
+    "host_os": "text",
+    "unpatched": "bool",
+    "host_build": "int",
+    "lcid": "int",
+    "hwid": "text",
+    "epids": "table",
+    "check_time_skew": "bool",
+    "faults": "list",
+    "profile": "text",
+    "json_log": "bool",
+    "log_exchanges": "bool",
+    "log_level": "text",
+    "workers": "int",
+    "event_loop": "text",
+    "metrics": "text",
+    "publish": "list",
+    "dns_server": "text",
+    "tsig_key": "text",
+    "host_name": "text",
+    "priority": "int",
+    "weight": "int",
+    "ttl": "int",
+}
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "number": "a number",
+    "duration": 'a number of minutes or a duration such as "2h"',
+    "text": "a string",
+    "list": "a string or a list of strings",
+    "table": 'a table such as {Windows = "..."}',
+}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # TOML's true/false are not numbers, text or lists here
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "number":
+        return isinstance(value, (int, float))
+    if kind == "duration":
+        return isinstance(value, (int, float, str))
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "list":
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _check_kind(name: str, value: Any, path: Path) -> None:
+    """A config value of the wrong TOML type is a usage error naming the setting (never coerced)."""
+    kind = SETTING_KINDS.get(name, "any")
+    if kind != "any" and not _fits(kind, value):
+        raise UsageError(f"--config {path}: {name} must be {_KIND_WORDS[kind]}, not {value!r} ({type(value).__name__})")
 
 
 def _epid_pairs(texts: list[str]) -> dict[str, str]:
@@ -193,9 +271,9 @@ def build_host_config(settings: HostSettings) -> Any:
         UsageError: any bad value, naming the setting.
     """
     from emu.kms import epid as _epid
+    from emu.kms.faults import parse_fault
     from emu.kms.host import (
         DEFAULT_ACTIVATION_INTERVAL,
-        DEFAULT_HOST_BUILD,
         DEFAULT_LCID,
         DEFAULT_RENEWAL_INTERVAL,
         HostConfig,
@@ -210,10 +288,15 @@ def build_host_config(settings: HostSettings) -> Any:
             settings["renewal_interval"] or DEFAULT_RENEWAL_INTERVAL, "--renewal-interval"
         ),
         "kms_ids": resolve_kms_ids(_as_list(settings["kms_ids"]), _as_list(settings["products"])),
-        "host_build": _number(settings["host_build"] or DEFAULT_HOST_BUILD, "--host-build", int),
+        "host_key_groups": tuple(_as_list(settings["host_key_group"])),
+        "host_os": str(settings["host_os"]) if settings["host_os"] else None,
+        "unpatched": bool(settings["unpatched"]),
+        "host_build": _number(settings["host_build"], "--host-build", int) if settings["host_build"] else None,
         "lcid": _number(settings["lcid"] or DEFAULT_LCID, "--lcid", int),
         "epids": {str(k): str(v) for k, v in (settings["epids"] or {}).items()},
         "check_time_skew": bool(settings["check_time_skew"]),
+        "faults": tuple(parse_fault(text) for text in _as_list(settings["faults"])),
+        "profile": str(settings["profile"]),
     }
     if settings["hwid"]:
         try:
@@ -239,6 +322,7 @@ def build_server_config(settings: HostSettings) -> Any:
         ndr64=bool(settings["ndr64"]),
         btfn=bool(settings["btfn"]),
         json_log=bool(settings["json_log"]),
+        log_exchanges=bool(settings["log_exchanges"]),
     )
 
 
@@ -312,41 +396,132 @@ def _publisher(settings: HostSettings, addresses: list[tuple[str, int]]) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     from emu.kms.host import KmsHost
+    from emu.net.host_runner import loop_factory
     from emu.net.host_store import HostStore
-    from emu.net.kms_server import KmsServer
-    from emu.rng import system_rng
+    from emu.rng import fast_rng
 
     settings = load_settings(args)
     _setup_logging(settings)
     host_config = build_host_config(settings)
     server_config = build_server_config(settings)
+    workers = _number(settings["workers"], "--workers", int, 1)
+    event_loop = str(settings["event_loop"])
+    loop_factory(event_loop)  # refuse a bad --event-loop before anything starts
+    if workers > 1 and not settings["state"]:
+        raise UsageError(f"--workers {workers}: the workers share their client table through --state FILE; give one")
     store = HostStore(settings["state"], durable=bool(settings["durable"]))
     try:
         host = KmsHost(
-            host_config, system_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
+            host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
         )
         store.save_epids(host.epids)
-        server = KmsServer(host, server_config, store)
-
-        async def main() -> None:
-            await server.start()
-            publisher = None
-            try:
-                publisher = _publisher(settings, server.addresses)
-                if publisher is not None:
-                    await publisher.start()
-                where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)
-                print(f"emu host: serving KMS on {where} (state: {store.path})", file=sys.stderr, flush=True)
-                await server.serve_until_signal()
-            finally:
-                if publisher is not None:
-                    await publisher.stop()
-                await server.stop()
-
-        asyncio.run(main())
+    except BaseException:
+        store.close()
+        raise
+    if workers > 1:
+        store.close()
+        return _serve_workers(settings, host_config, server_config, host.epids, workers, event_loop)
+    try:
+        _run_host(settings, host, server_config, store, event_loop, ready_fd=-1, publish=True)
     finally:
         store.close()
     return 0
+
+
+def _run_host(
+    settings: HostSettings, host: Any, server_config: Any, store: Any, event_loop: str, *, ready_fd: int, publish: bool
+) -> None:
+    """Serve until SIGINT/SIGTERM on ``event_loop``; with ``ready_fd`` >= 0 (a worker) say so there, not on stderr."""
+    from emu.net.host_runner import run_loop
+    from emu.net.kms_server import KmsServer
+
+    metrics = None
+    if settings["metrics"]:
+        from emu.net.kms_server import parse_listen
+        from emu.net.metrics import HostMetrics, serve_metrics
+
+        host_addr, port = parse_listen(str(settings["metrics"]), default_port=9178)
+        if server_config.worker is not None and port:
+            port += server_config.worker  # one endpoint per worker: PORT, PORT+1, ...
+        metrics = HostMetrics()
+        where = serve_metrics(metrics.registry, (host_addr, port))
+        log.info("metrics on http://%s:%d/metrics", *where)
+    server = KmsServer(host, server_config, store, metrics=metrics)
+
+    async def main() -> None:
+        await server.start()
+        publisher = None
+        try:
+            publisher = _publisher(settings, server.addresses) if publish else None
+            if publisher is not None:
+                await publisher.start()
+            if ready_fd >= 0:
+                os.write(ready_fd, b".")
+                os.close(ready_fd)
+            elif ready_fd == -1:
+                print(
+                    f"emu host: serving KMS on {_where(server.addresses)} (state: {store.path})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await server.serve_until_signal()
+        finally:
+            if publisher is not None:
+                await publisher.stop()
+            await server.stop()
+
+    run_loop(main, event_loop)
+
+
+def _where(addresses: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+
+
+def _serve_workers(
+    settings: HostSettings, host_config: Any, server_config: Any, epids: dict[str, str], workers: int, event_loop: str
+) -> int:
+    """``--workers N``: N processes on one port (SO_REUSEPORT) and one state file (see emu.net.host_runner)."""
+    import dataclasses
+
+    from emu.kms.host import KmsHost
+    from emu.net.host_runner import reserve_ports, run_workers
+    from emu.net.host_store import HostStore
+    from emu.rng import fast_rng
+
+    reserved, listen = reserve_ports(server_config.listen)
+    config = dataclasses.replace(server_config, listen=listen, reuse_port=True)
+    path = str(settings["state"])
+
+    def serve_one(index: int, ready_fd: int) -> int:
+        for sock in reserved:
+            sock.close()
+        store = HostStore(path, durable=bool(settings["durable"]))
+        worker_config = dataclasses.replace(config, worker=index)
+        try:
+            host = KmsHost(host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), epids)
+            _run_host(
+                settings,
+                host,
+                worker_config,
+                store,
+                event_loop,
+                ready_fd=ready_fd if ready_fd >= 0 else -2,
+                publish=index == 0,
+            )
+        finally:
+            store.close()
+        return 0
+
+    def on_ready() -> None:
+        for sock in reserved:
+            sock.close()
+        print(
+            f"emu host: serving KMS on {_where(listen)} with {workers} workers (state: {path})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return run_workers(workers, serve_one, on_ready)
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -355,10 +530,23 @@ def _iso(seconds: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat(timespec="seconds")
 
 
+def _product_name(sku_id: Any) -> str:
+    from emu.kms import products
+
+    if sku_id is None:
+        return ""
+    try:
+        return products.sku_by_id(sku_id).name
+    except UsageError:
+        return str(sku_id)
+
+
 def _status(args: argparse.Namespace) -> int:
+    """Per application: count, capacity and each client; as a table, JSON or CSV."""
     from emu.kms import products
     from emu.net.host_store import HostStore
 
+    fmt = "json" if args.json else args.format
     path = Path(args.state)
     if not path.exists():
         raise UsageError(f"--state {path}: no such state file (emu host serve --state {path} writes it)")
@@ -367,14 +555,29 @@ def _status(args: argparse.Namespace) -> int:
         now = time.time()
         status = store.status(now)
         epids = store.load_epids()
+        inventory = store.inventory()
     finally:
         store.close()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for app_id, app in sorted(status.items(), key=lambda kv: str(kv[0])):
         try:
             name = products.application(app_id).name
         except UsageError:
             name = str(app_id)
+        clients = [
+            {
+                "cmid": str(c.cmid),
+                "workstation": c.workstation,
+                "product": _product_name(c.sku_id),
+                "sku_id": str(c.sku_id) if c.sku_id else None,
+                "first_seen": _iso(c.first_seen),
+                "last_seen": _iso(c.last_request),
+                "last_count": c.last_count,
+                "activated": c.activated,
+            }
+            for c in inventory
+            if c.app_id == app_id
+        ]
         rows.append(
             {
                 "application": name,
@@ -384,14 +587,25 @@ def _status(args: argparse.Namespace) -> int:
                 "oldest": _iso(app.oldest),
                 "newest": _iso(app.newest),
                 "next_expiry": _iso(app.next_expiry),
+                "clients": clients,
             }
         )
-    if args.json:
-        print(
-            json.dumps(
-                {"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}, indent=2, sort_keys=True
-            )
-        )
+    if fmt == "json":
+        report = {"state": str(path), "now": _iso(now), "applications": rows, "epids": epids}
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    if fmt == "csv":
+        import csv
+
+        fields = ["application", "count", "capacity", "cmid", "workstation", "product", "sku_id"]
+        fields += ["first_seen", "last_seen", "last_count", "activated"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            for client in row["clients"]:
+                writer.writerow(
+                    {"application": row["application"], "count": row["count"], "capacity": row["capacity"], **client}
+                )
         return 0
     print(f"state {path} at {_iso(now)}")
     if not rows:
@@ -401,6 +615,15 @@ def _status(args: argparse.Namespace) -> int:
             f"{row['application']}: {row['count']} clients (capacity {row['capacity']}); "
             f"oldest {row['oldest'] or '-'}, newest {row['newest'] or '-'}, next expiry {row['next_expiry'] or '-'}"
         )
+        if row["clients"]:
+            print(f"  {'CMID':36}  {'workstation':24}  {'product':34}  {'last seen':25}  count  activated")
+        for c in row["clients"]:
+            activated = "-" if c["activated"] is None else ("yes" if c["activated"] else "no")
+            count = "-" if c["last_count"] is None else c["last_count"]
+            print(
+                f"  {c['cmid']:36}  {(c['workstation'] or '-')[:24]:24}  {(c['product'] or '-')[:34]:34}  "
+                f"{c['last_seen']:25}  {count!s:>5}  {activated}"
+            )
     for name, epid in sorted(epids.items()):
         print(f"ePID {name}: {epid}")
     return 0
@@ -431,7 +654,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--listen",
         action="append",
         metavar="ADDR[:PORT]",
-        help="address to listen on; repeatable; IPv6 as [::1]:1688 (default 0.0.0.0:1688)",
+        help="address to listen on; repeatable; IPv6 as [::1]:1688; 0.0.0.0:1688 or :1688 for every interface "
+        "(default 127.0.0.1:1688: this machine only)",
     )
     a("--state", metavar="PATH", help="SQLite file of the client table and ePIDs (default: in memory, lost at exit)")
     a("--durable", action="store_const", const=True, help="fsync every commit (survives power loss, not only kill -9)")
@@ -469,7 +693,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help="cover the KMS ID of this product (e.g. win10ent, 'Office 2019 ProPlus'); repeatable",
     )
-    a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default 26100)")
+    a(
+        "--host-key-group",
+        dest="host_key_group",
+        action="append",
+        metavar="GROUP",
+        help="KMS host key group installed, e.g. 'Windows Server 2019', 'Windows 10', 'Office LTSC 2021'; "
+        "the host activates what Microsoft documents for it and refuses the rest with 0xC004F042; "
+        "repeatable (one Windows group). Default: no group, the host activates every volume product emu "
+        "knows (docs/kms-host-keys.md)",
+    )
+    a(
+        "--host-os",
+        metavar="OS",
+        help="OS the KMS host runs, e.g. 'Windows Server 2016' (default: the newest the key group can be hosted on)",
+    )
+    a(
+        "--unpatched",
+        action="store_const",
+        const=True,
+        help="the host OS lacks the updates Microsoft lists for activating newer clients; those clients get 0xC004F042",
+    )
+    a("--host-build", metavar="BUILD", help="OS build the ePIDs claim (default: the host OS's build, else 26100)")
     a("--lcid", metavar="LCID", help="language id the ePIDs claim (default 1033)")
     a("--hwid", metavar="HEX16", help="HwId sent in v6 responses (default 3A1C049600B60076)")
     a(
@@ -477,7 +722,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="epids",
         action="append",
         metavar="CSVLK=EPID",
-        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov); repeatable",
+        help="fixed ePID for a CSVLK (Windows, Office2010, Office2013, Office2016, Office2019, WinChinaGov; with "
+        "key groups also Server2025, Server2022, Server2019, Server2016, Win10, Office2021, Office2024); repeatable",
     )
     a(
         "--check-time-skew",
@@ -485,13 +731,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         const=True,
         help="refuse clients whose clock is off by more than 4 hours (0xC004F06C)",
     )
+    a(
+        "--fault",
+        dest="faults",
+        action="append",
+        metavar="RULE",
+        help="fault injection, repeatable: ACTION[=VALUE][,product=P][,application=A][,cmid=G][,percent=N]; "
+        "actions refuse=HRESULT, low-count, drop-after-bind, drop-request, delay=SECONDS, rpc-fault[=STATUS], "
+        "corrupt-hash, corrupt-hmac (docs/operations.md, Fault injection)",
+    )
+    a(
+        "--profile",
+        metavar="NAME",
+        help="emu (default), or vlmcsd / py-kms: show that implementation's wire traits (fixed count, ePIDs, "
+        "bind answers, faults, connection handling) to test clients and detectors (docs/probe.md)",
+    )
     a("--json-log", action="store_const", const=True, help="log one JSON object per line")
+    a(
+        "--log-exchanges",
+        action="store_const",
+        const=True,
+        help="log one line per exchange (peer, product, CMID, count, result); default: a summary line a minute",
+    )
+    a(
+        "--metrics",
+        metavar="ADDR[:PORT]",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (default port 9178; worker N on PORT+N)",
+    )
+    a(
+        "--workers",
+        metavar="N",
+        help="serve from N processes on the same port (SO_REUSEPORT) sharing --state; counts stay exact (default 1)",
+    )
+    a(
+        "--event-loop",
+        metavar="LOOP",
+        help="auto (uvloop when installed, else asyncio), uvloop or asyncio (default auto)",
+    )
     # SUPPRESS: a value given before the command (emu --log-level DEBUG host serve) is kept.
     a(
         "--log-level",
         metavar="LEVEL",
         default=argparse.SUPPRESS,
-        help="DEBUG, INFO (default: one line per exchange), WARNING, ERROR",
+        help="DEBUG, INFO (default), WARNING, ERROR",
     )
     a(
         "--publish",
@@ -510,8 +792,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = commands.add_parser(
         "status",
         help="show a host's client table",
-        description="Per application: live clients, table capacity, oldest and newest record, next expiry; and the ePIDs.",
+        description="Per application: live clients, table capacity, oldest and newest record, next expiry; each "
+        "client with its CMID, workstation name, product, first and last request, the count it got and whether "
+        "it activated; and the ePIDs.",
     )
     status.add_argument("--state", required=True, metavar="PATH", help="the file given to emu host serve --state")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table (default), json (applications with their clients, ePIDs) or csv (one row per client)",
+    )
+    status.add_argument("--json", action="store_true", help="the same as --format json")
     status.set_defaults(func=_status)

@@ -68,9 +68,6 @@ class SrvAging:
         for zone in zones:
             self._track(zone, now)
 
-    def is_static(self, origin: str, name: str, rdata: RD) -> bool:
-        return (origin, name, rdata_key(_SRV, rdata)) in self._static
-
     def last_seen(self, origin: str, name: str, rdata: RD) -> float | None:
         return self._seen.get((origin, name, rdata_key(_SRV, rdata)))
 

@@ -26,9 +26,6 @@ __all__ = ["Grant", "Requester", "UpdatePolicy", "parse_grant", "parse_type_list
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: The record types a KMS host publishes (kms-behaviour.md 5).
-KMS_TYPES = frozenset({QTYPE.SRV, QTYPE.A, QTYPE.AAAA})
-
 
 @dataclass(frozen=True, slots=True)
 class Requester:

@@ -16,6 +16,7 @@ from typing import TypeVar, cast
 
 from dnslib import CLASS, QTYPE, RD, RDMAP, RR, SOA, SRV, DNSBuffer, DNSLabel
 
+from emu.durations import parse_duration
 from emu.errors import DecodeError, UsageError
 from emu.wire.dns import CLASS_IN, TYPE_SOA, canonical_name
 
@@ -315,15 +316,10 @@ def _unquote(token: str) -> str:
 
 
 def _parse_ttl(token: str) -> int | None:
-    match = re.fullmatch(r"(?:\d+[wdhms]?)+", token.lower())
-    if not match:
+    """A TTL: whole seconds, or BIND's unit form (``1h30m``); None when the token is not one."""
+    if not re.fullmatch(r"(?:\d+[wdhms]?)+", token.lower()):
         return None
-    if token.isdigit():
-        return int(token)
-    total = 0
-    for amount, unit in re.findall(r"(\d+)([wdhms]?)", token.lower()):
-        total += int(amount) * {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
-    return total
+    return int(parse_duration(token, "TTL"))
 
 
 def load_master_file(text: str, origin: str, source: str = "zone file") -> Zone:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from emu.errors import UsageError
 from emu.wire.kms import LicenseStatus, RequestBase, Version
@@ -451,10 +451,6 @@ class ClientLifecycle:
         """The events since the last call (oldest first)."""
         events, self.events = self.events, []
         return events
-
-    def with_policy(self, **changes: object) -> ClientLifecycle:
-        """A copy of this client with some policy values changed (for scenarios)."""
-        return replace(self, policy=replace(self.policy, **changes))  # type: ignore[arg-type]
 
 
 def _describe(outcome: Outcome) -> str:

@@ -1,6 +1,6 @@
 """The KMS host's ePID and HwId: format, generation, parsing and plausibility checks.
 
-An ePID (kms-wire-protocol.md 6.1) is ``PPPPP-GGGGG-KKK-KKKKKK-03-LLLL-BBBB.0000-DDDYYYY``: the host OS
+An ePID (docs/kms-host-keys.md) is ``PPPPP-GGGGG-KKK-KKKKKK-03-LLLL-BBBB.0000-DDDYYYY``: the host OS
 platform id, the CSVLK group id, the CSVLK key id, the volume channel ``03``, the host's LCID, its OS
 build, and the day-of-year and year of the host's "activation". Which CSVLK answers a product group is
 vlmcsd's ePID index (7.2); unknown product groups get the Windows CSVLK (6.2).
@@ -113,7 +113,7 @@ class Csvlk:
         return self.min_key_id <= key_id <= self.max_key_id
 
 
-#: CSVLKs (6.3 table; Server 2022/2025 group ids from 6.1, their key ranges are unknown, spec 13 Q7).
+#: CSVLKs: vlmcsd's six (by ePID index), then one per KMS host key group emu models.
 CSVLKS: tuple[Csvlk, ...] = (
     Csvlk(
         "Windows",
@@ -169,8 +169,16 @@ CSVLKS: tuple[Csvlk, ...] = (
         5,
         "03612-00206-684-137669-03-1033-17763.0000-2972018",
     ),
-    Csvlk("Server2022", 4573, None, None, None, None),
-    Csvlk("Server2025", 4918, None, None, None, None),
+    # The KMS host key groups of docs/kms-host-keys.md. Group ids 4573/4918 and every key range below
+    # come from a public KMS data file (py-kms's KmsDataBase.xml), not from a Microsoft page.
+    Csvlk("Server2025", 4918, 30_000, 20_029_999, _dt.date(2024, 11, 1), None),
+    Csvlk("Server2022", 4573, 0, 20_029_999, _dt.date(2021, 8, 18), None),
+    Csvlk("Server2019", 206, 551_000_000, 570_999_999, _dt.date(2018, 10, 2), None),
+    Csvlk("Server2016", 206, 491_000_000, 530_999_999, _dt.date(2016, 8, 2), None),
+    Csvlk("Win10", 206, 390_000_000, 404_999_999, _dt.date(2015, 7, 29), None),
+    Csvlk("Office2021", 206, 571_000_000, 590_999_999, _dt.date(2021, 9, 16), None),
+    # Office LTSC 2024: the data file repeats Office 2019's range and gives no date; GA date used.
+    Csvlk("Office2024", 206, 666_000_000, 685_999_999, _dt.date(2024, 9, 16), None),
 )
 _CSVLKS = {c.name.lower(): c for c in CSVLKS}
 

@@ -15,10 +15,13 @@ from typing import Any
 
 from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
+from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
 from emu.kms import epid as _epid
-from emu.kms import products
+from emu.kms import host_keys, products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
+from emu.kms.faults import FaultPlan, FaultRule
 from emu.kms.messages import OpenedRequest, build_response, open_request
+from emu.kms.profiles import PROFILES, PYKMS_EPID_BUILDS
 from emu.rng import Rng
 
 __all__ = [
@@ -29,7 +32,6 @@ __all__ = [
     "E_INVALID_DATA",
     "E_INVALID_TIMESTAMP",
     "E_KMS_ID_MISMATCH",
-    "HRESULT_NAMES",
     "MAX_REQUIRED_CLIENT_COUNT",
     "MAX_TIME_SKEW",
     "HostAnswer",
@@ -51,20 +53,6 @@ MAX_REQUIRED_CLIENT_COUNT = 1000
 DEFAULT_HOST_BUILD = 26100
 #: LCID in the ePIDs by default (en-US).
 DEFAULT_LCID = 1033
-
-E_INVALID_DATA = 0x8007000D  # spec 8.4
-E_KMS_ID_MISMATCH = 0xC004F042  # spec 8.4 SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH
-E_INVALID_TIMESTAMP = 0xC004F06C  # spec 8.4 SL_E_VL_INVALID_TIMESTAMP
-
-HRESULT_NAMES = {
-    0: "S_OK",
-    E_INVALID_DATA: "ERROR_INVALID_DATA",
-    E_KMS_ID_MISMATCH: "SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH",
-    E_INVALID_TIMESTAMP: "SL_E_VL_INVALID_TIMESTAMP",
-    0xC004D104: "SL_REMAPPING_SP_STATUS_INVALIDARG",
-    0xC004F038: "SL_E_VL_NOT_ENOUGH_COUNT",
-    0xC004F074: "SL_E_VL_KMS_NOT_REACHABLE (no KMS host answered)",
-}
 
 
 #: CSVLKs whose product groups are not in the default coverage: the China Government key is a
@@ -118,8 +106,13 @@ class HostConfig:
     Attributes:
         activation_interval: minutes, sent to clients (VLActivationInterval).
         renewal_interval: minutes, sent to clients (VLRenewalInterval).
-        kms_ids: the KMS counted IDs the host key covers; others get 0xC004F042.
-        host_build: OS build the ePIDs claim (spec 6.1).
+        kms_ids: the KMS counted IDs the host key covers; others get 0xC004F042. With host key
+            groups these are added to what the groups cover.
+        host_key_groups: KMS host key groups installed (docs/kms-host-keys.md), e.g. "Windows Server
+            2019", "Office LTSC 2021"; none: the host activates every volume product emu knows.
+        host_os: the OS the host runs (default: the newest the Windows key group can be hosted on).
+        unpatched: the host OS lacks the updates the required-updates table lists for it.
+        host_build: OS build the ePIDs claim (``None``: the host OS's build with key groups, else 26100).
         lcid: language the ePIDs claim.
         hwid: the 8-byte hardware ID sent in V6 responses.
         epids: fixed ePIDs per CSVLK name (overrides generation).
@@ -127,12 +120,19 @@ class HostConfig:
         max_time_skew: seconds (4 hours).
         count_policy: the client table's rules (30-day records, capacity 2 x threshold).
         max_required_count: RequiredClientCount above this is refused with 0x8007000D.
+        faults: fault-injection rules (:mod:`emu.kms.faults`), first match wins; none by default.
+        profile: ``"emu"`` (default), or ``"vlmcsd"``/``"py-kms"`` to show that implementation's traits
+            (:mod:`emu.kms.profiles`): a fixed count of 2 x the threshold, and for py-kms a new ePID in every
+            response, V4 answers after 1 s and no answer to an unknown version.
     """
 
     activation_interval: int = DEFAULT_ACTIVATION_INTERVAL
     renewal_interval: int = DEFAULT_RENEWAL_INTERVAL
     kms_ids: frozenset[uuid.UUID] | None = None
-    host_build: int = DEFAULT_HOST_BUILD
+    host_key_groups: tuple[str, ...] = ()
+    host_os: str | None = None
+    unpatched: bool = False
+    host_build: int | None = None
     lcid: int = DEFAULT_LCID
     hwid: bytes = _epid.DEFAULT_HWID
     epids: dict[str, str] = field(default_factory=dict)
@@ -140,13 +140,20 @@ class HostConfig:
     max_time_skew: float = MAX_TIME_SKEW
     count_policy: CountPolicy = field(default_factory=CountPolicy)
     max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
+    faults: tuple[FaultRule, ...] = ()
+    profile: str = "emu"
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise UsageError(f"profile {self.profile!r}: use one of {', '.join(PROFILES)}")
         if not 0 < self.activation_interval < 2**32 or not 0 < self.renewal_interval < 2**32:
             raise UsageError("activation and renewal intervals are minutes between 1 and 2^32-1")
         if len(self.hwid) != 8:
             raise UsageError(f"HwId must be 8 bytes (16 hex digits), got {len(self.hwid)}")
-        _epid.host_build(self.host_build)  # raises UsageError naming the known builds
+        if self.host_build is not None:
+            _epid.host_build(self.host_build)  # raises UsageError naming the known builds
+        if self.host_key_groups or self.host_os or self.unpatched:
+            host_keys.host_key_setup(self.host_key_groups, self.host_os, self.unpatched)  # raises UsageError
         if not 1 <= self.lcid <= 0xFFFF:
             raise UsageError(f"LCID {self.lcid} is not a Windows language id (1-65535)")
         for name, text in self.epids.items():
@@ -171,8 +178,11 @@ class HostAnswer:
         count: the count sent (0 when refused).
         reason: why the request was refused ("" when answered).
         fault: answer with a DCE/RPC fault of this NCA status instead of a response (spec 2.8);
-            None for a response. :class:`KmsHost` never faults (its faults come from the RPC
-            layer); a recorded host replays the faults it was captured sending.
+            None for a response. :class:`KmsHost` faults only when a fault-injection rule says so (its
+            other faults come from the RPC layer); a recorded host replays the faults it was captured sending.
+        drop: close the connection instead of answering (fault injection).
+        delay: seconds to hold the answer back (fault injection).
+        injected: the fault-injection rule that shaped this answer ("" when none did).
     """
 
     response: bytes | None
@@ -183,6 +193,9 @@ class HostAnswer:
     epid: str = ""
     reason: str = ""
     fault: int | None = None
+    drop: bool = False
+    delay: float = 0.0
+    injected: str = ""
 
     @property
     def ok(self) -> bool:
@@ -212,9 +225,11 @@ class HostAnswer:
         elif self.fault is not None:
             fields["result"] = f"fault 0x{self.fault:08X}"
         else:
-            fields["result"] = f"0x{self.hresult:08X} {HRESULT_NAMES.get(self.hresult, '')}".strip()
+            fields["result"] = describe(self.hresult)
         if self.reason:
             fields["reason"] = self.reason
+        if self.injected:
+            fields["fault_injected"] = self.injected
         return fields
 
 
@@ -243,8 +258,23 @@ class KmsHost:
     ) -> None:
         self.config = config
         self.rng = rng
-        self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
+        #: why an uncovered KMS ID is refused, where the key groups say more than "not covered".
+        self.refusals: dict[uuid.UUID, str] = {}
+        self._csvlk_by_kms_id: dict[uuid.UUID, str] = {}
+        build = config.host_build
+        if config.host_key_groups or config.host_os or config.unpatched:
+            setup = host_keys.host_key_setup(config.host_key_groups, config.host_os, config.unpatched)
+            self.kms_ids = setup.kms_ids | (config.kms_ids or frozenset())
+            self.refusals = dict(setup.refusals)
+            self._csvlk_by_kms_id = dict(setup.csvlk_by_kms_id)
+            build = build if build is not None else setup.host_build
+        else:
+            self.kms_ids = config.kms_ids if config.kms_ids is not None else default_kms_ids()
+        #: the OS build the ePIDs claim.
+        self.host_build = build if build is not None else DEFAULT_HOST_BUILD
         self.cache = cache if cache is not None else CountCache(config.count_policy)
+        #: fault-injection rules (docs/operations.md, "Fault injection"); empty: a well-behaved host.
+        self.faults = FaultPlan(list(config.faults), rng)
         self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
         #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
@@ -267,11 +297,12 @@ class KmsHost:
 
     def epid_for(self, kms_id: uuid.UUID) -> str:
         """The ePID this host sends for a KMS counted ID (one per CSVLK, generated once)."""
-        csvlk = _epid.csvlk_for_kms_id(kms_id)
+        group_csvlk = self._csvlk_by_kms_id.get(kms_id)
+        csvlk = _epid.csvlk(group_csvlk) if group_csvlk else _epid.csvlk_for_kms_id(kms_id)
         name = csvlk.name
         existing = self.epids.get(name)
         if existing is None:
-            existing = _epid.generate_epid(csvlk, self.config.host_build, self.config.lcid, self.rng, self._today)
+            existing = _epid.generate_epid(csvlk, self.host_build, self.config.lcid, self.rng, self._today)
             self.epids[name] = existing
         return existing
 
@@ -280,34 +311,74 @@ class KmsHost:
         try:
             request = open_request(kms_request)
         except KmsError as exc:
+            if self.config.profile == "py-kms":  # py-kms fails on what it cannot read and closes
+                return HostAnswer(None, E_INVALID_DATA, None, None, reason=str(exc), drop=True)
             return HostAnswer(None, exc.wire_code or E_INVALID_DATA, None, None, reason=str(exc))
         base = request.base
         refusal = self._refusal(request, now)
         if refusal is not None:
             hresult, reason = refusal
             return HostAnswer(None, hresult, None, request, reason=reason)
+        rule = self.faults.for_request(base.app_id, base.sku_id, base.kms_id, base.cmid) if self.faults else None
+        if rule is not None and rule.action in ("refuse", "rpc-fault", "drop-request"):
+            return HostAnswer(
+                None,
+                rule.hresult,
+                None,
+                request,
+                reason=f"fault injected: {rule.text}",
+                fault=rule.status if rule.action == "rpc-fault" else None,
+                drop=rule.action == "drop-request",
+                injected=rule.text,
+            )
         recorded = self.cache.record(base.app_id, base.cmid, base.required_client_count, self._monotonic(now))
         epid = self.epid_for(base.kms_id)
+        count = recorded.count
+        delay = 0.0
+        if self.config.profile != "emu":  # an emulator's fixed answer: 2 x the client's threshold
+            count = max(2 * base.required_client_count, 1)
+        if self.config.profile == "py-kms":
+            build = self.rng.choice(PYKMS_EPID_BUILDS)
+            epid = _epid.generate_epid(
+                _epid.csvlk_for_kms_id(base.kms_id), build, self.config.lcid, self.rng, self._today
+            )
+            delay = 1.0 if request.version.major == 4 else 0.0
+        if rule is not None and rule.action == "low-count":
+            count = min(count, max(base.required_client_count - 1, 0))
+        tamper = (
+            rule.action.removeprefix("corrupt-") if rule is not None and rule.action.startswith("corrupt-") else None
+        )
         response = build_response(
             request,
             epid=epid,
-            count=recorded.count,
+            count=count,
             activation_interval=self.config.activation_interval,
             renewal_interval=self.config.renewal_interval,
             hwid=self.config.hwid,
             rng=self.rng,
+            tamper=tamper,
         )
-        return HostAnswer(response, 0, recorded, request, count=recorded.count, epid=epid)
+        if rule is None:
+            return HostAnswer(response, 0, recorded, request, count=count, epid=epid, delay=delay)
+        delay = rule.delay if rule.action == "delay" else delay
+        return HostAnswer(response, 0, recorded, request, count=count, epid=epid, delay=delay, injected=rule.text)
 
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base
-        if base.required_client_count > self.config.max_required_count:
+        # py-kms answers any threshold; vlmcsd and emu refuse one above 1000
+        if base.required_client_count > self.config.max_required_count and self.config.profile != "py-kms":
             return (
                 E_INVALID_DATA,
                 f"required client count {base.required_client_count} > {self.config.max_required_count}",
             )
         if base.kms_id not in self.kms_ids:
-            return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key"
+            why = self.refusals.get(base.kms_id)
+            if why is None and self.config.host_key_groups:
+                names = ", ".join(self.config.host_key_groups)
+                why = f"not activated by host key group {names} (docs/kms-host-keys.md)"
+            return E_KMS_ID_MISMATCH, f"KMS ID {base.kms_id} is not covered by this host's key" + (
+                f": {why}" if why else ""
+            )
         item = products.kms_item_or_none(base.kms_id)
         if item is not None and item.app_id != base.app_id:
             return E_KMS_ID_MISMATCH, f"application {base.app_id} does not match KMS ID {base.kms_id}"

@@ -192,6 +192,11 @@ def _xor(a: bytes, b: bytes) -> bytes:
 # --- client: requests ------------------------------------------------------------------------
 
 
+def _flipped(data: bytes) -> bytes:
+    """``data`` with the lowest bit of its first byte inverted (a tampered checksum)."""
+    return bytes([data[0] ^ 1]) + data[1:]
+
+
 def message_layout(major: int) -> int:
     """The message layout and cipher a request of this major version is built with.
 
@@ -285,6 +290,7 @@ def build_response(
     rng: Rng | None = None,
     response_iv: bytes | None = None,
     random_r: bytes | None = None,
+    tamper: str | None = None,
 ) -> bytes:
     """The KMS response message answering ``request`` (spec 4.4-4.6, 5.3, 5.4).
 
@@ -295,6 +301,9 @@ def build_response(
     Raises:
         UsageError: bad sizes (hwid 8 bytes, IV and R 16), an ePID over 63 characters, missing
             randomness, or a field out of range.
+
+    ``tamper`` (fault injection, :mod:`emu.kms.faults`) builds a response a client must reject:
+    ``"hash"`` a wrong SHA-256 of R (V4: a wrong MAC), ``"hmac"`` a wrong V6 HMAC (V4/V5: as ``"hash"``).
     """
     major = request.version.major
     if len(epid) > MAX_PID_SIZE // 2 - 1:
@@ -313,7 +322,8 @@ def build_response(
     except Exception as exc:  # construct raises its own errors for out-of-range integers
         raise UsageError(f"cannot encode the response base: {exc}") from exc
     if major == 4:
-        return body + v4_mac(body)
+        mac = v4_mac(body)
+        return body + (_flipped(mac) if tamper else mac)
     if request.iv is None or request.decrypted_iv is None:
         raise UsageError("a v5/v6 response needs the request's IV (use open_request)")
 
@@ -328,7 +338,10 @@ def build_response(
 
     r = _random(random_r, "random_r")
     divreq = request.decrypted_iv
-    plain = body + _xor(r, divreq) + hashlib.sha256(r).digest()
+    digest = hashlib.sha256(r).digest()
+    if tamper == "hash" or (tamper == "hmac" and major == 5):
+        digest = _flipped(digest)
+    plain = body + _xor(r, divreq) + digest
     header = encode_version(request.version)
     if major == 5:
         return header + request.iv + cbc_encrypt(5, request.iv, pkcs7_pad(plain))
@@ -342,6 +355,8 @@ def build_response(
         response_iv = _random(response_iv, "response_iv")
     plain += hwid + divreq
     mac = v6_hmac(v6_hmac_key(base.client_time), decrypt_block(6, response_iv) + plain)
+    if tamper == "hmac":
+        mac = _flipped(mac)
     return header + response_iv + cbc_encrypt(6, response_iv, pkcs7_pad(plain + mac))
 
 

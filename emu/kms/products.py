@@ -1,7 +1,8 @@
 """Product data: applications, KMS counted IDs (product groups) and SKUs with their public GVLKs.
 
-The data lives in ``emu/data/products.json`` (kms-wire-protocol.md 7.1 and 7.2; GVLKs as Microsoft
-publishes them) and is loaded and validated once, on first use. Everything here is read-only.
+The data lives in ``emu/data/products.json`` (docs/products.md: applications, KMS counted IDs, every
+edition with a GVLK Microsoft publishes, each key with the page that publishes it) and is loaded and
+validated once, on first use. Everything here is read-only.
 
 Lookups take a GUID (any common spelling, braces optional) or a forgiving product name:
 ``lookup("win10ent")``, ``lookup("Windows 10 Enterprise")``, ``lookup("srv2019 dc")``, ``lookup("o2019")``.
@@ -19,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from emu.errors import UsageError
+from emu.kms.count_cache import CAPACITY_FACTOR
 
 __all__ = [
     "GVLK_PATTERN",
@@ -29,6 +31,7 @@ __all__ = [
     "KmsItem",
     "ProductData",
     "Sku",
+    "Source",
     "all_applications",
     "all_kms_items",
     "all_skus",
@@ -39,10 +42,14 @@ __all__ = [
     "lookup",
     "normalise_name",
     "product_data",
+    "raw_data",
+    "search",
+    "sku_by_gvlk",
     "sku_by_id",
+    "sources",
 ]
 
-#: The three application IDs of kms-wire-protocol.md 7.1.
+#: The three application IDs (docs/products.md).
 WINDOWS_APP_ID = uuid.UUID("55c92734-d682-4d71-983e-d6ec3f16059f")
 OFFICE2010_APP_ID = uuid.UUID("59a52881-a989-479d-af46-f275c6370663")
 OFFICE2013_APP_ID = uuid.UUID("0ff1ce15-a989-479d-af46-f275c6370663")
@@ -55,12 +62,14 @@ _DATA_FILE = "products.json"
 
 @dataclass(frozen=True, slots=True)
 class Application:
-    """An application family (field AppID): the unit a KMS host counts clients in (kms-behaviour.md 3).
+    """An application family (field AppID): the unit a KMS host counts clients in.
 
     Attributes:
         id: the AppID GUID.
         name: "Windows", "Office 2010" or "Office 2013+".
-        min_active_clients: vlmcsd's AppItem MinActiveClients (50 / 10), the size of a charged table.
+        min_active_clients: the size of a charged client table: ``CAPACITY_FACTOR`` (emu.kms.count_cache)
+            x the highest threshold of the application's groups (50 for Windows, 10 for Office); derived,
+            so the table size has one home.
     """
 
     id: uuid.UUID
@@ -69,8 +78,27 @@ class Application:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A published list the product data was checked against (named in products.json with its date).
+
+    Attributes:
+        id: short name used by the SKUs (``gvlk_source``).
+        title: the page's title.
+        url: where Microsoft publishes it.
+        date: the page's date as the source states it.
+        note: how the list was read.
+    """
+
+    id: str
+    title: str
+    url: str
+    date: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class KmsItem:
-    """A KMS counted ID (field KMSID): a product group that one CSVLK covers (kms-wire-protocol.md 7.2).
+    """A KMS counted ID (field KMSID): a product group that one CSVLK covers (docs/products.md).
 
     Attributes:
         id: the KMS counted ID GUID.
@@ -102,20 +130,30 @@ class Sku:
         name: the edition's name.
         kms_id: the KMS counted ID a client of this SKU sends.
         app_id: the application ID a client of this SKU sends.
-        gvlk: the public GVLK, or ``None`` where Microsoft publishes none (Home editions).
+        gvlks: the published GVLKs of the edition, newest first (two for an edition whose key changed,
+            e.g. Windows Server Standard 1709 and 1803); empty where Microsoft publishes none.
         protocol: the KMS protocol major version the client speaks (from its KMS item).
         threshold: the client count the client needs (from its KMS item).
         aliases: extra names the forgiving lookup accepts.
+        gvlk_source: id of the :class:`Source` that publishes the GVLK (``None``: no Microsoft page does).
+        note: what is not confirmed about the entry ("" when nothing is in doubt).
     """
 
     id: uuid.UUID
     name: str
     kms_id: uuid.UUID
     app_id: uuid.UUID
-    gvlk: str | None
+    gvlks: tuple[str, ...]
     protocol: int
     threshold: int
     aliases: tuple[str, ...] = ()
+    gvlk_source: str | None = None
+    note: str = ""
+
+    @property
+    def gvlk(self) -> str | None:
+        """The current published GVLK (the first), or ``None``."""
+        return self.gvlks[0] if self.gvlks else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +190,7 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "workstations": ("workstations",),
 }
 #: Words that carry no meaning in a product name.
-_NOISE = {"for", "edition", "microsoft", "the"}
+_NOISE = {"for", "edition", "microsoft", "the", "version", "and"}
 _TOKEN = re.compile(r"r2|[a-z]+|\d+")
 
 
@@ -199,12 +237,19 @@ class ProductData:
             seen[value] = where
             return value
 
+        top = {k["app"]: 0 for k in raw["kms_items"]}
+        for k in raw["kms_items"]:
+            top[k["app"]] = max(top[k["app"]], int(k["threshold"]))
         apps = [
-            Application(guid(a["id"], f"application {a['name']!r}"), a["name"], int(a["min_active_clients"]))
+            Application(guid(a["id"], f"application {a['name']!r}"), a["name"], CAPACITY_FACTOR * top.get(a["name"], 0))
             for a in raw["applications"]
         ]
         self._apps: dict[uuid.UUID, Application] = {a.id: a for a in apps}
         apps_by_name = {a.name: a for a in apps}
+        self._sources: dict[str, Source] = {
+            src["id"]: Source(src["id"], src["title"], src["url"], src["date"], src.get("note", ""))
+            for src in raw.get("sources", ())
+        }
 
         self._kms: dict[uuid.UUID, KmsItem] = {}
         for k in raw["kms_items"]:
@@ -227,26 +272,37 @@ class ProductData:
             self._kms[item.id] = item
 
         self._skus: dict[uuid.UUID, Sku] = {}
+        self._by_gvlk: dict[str, Sku] = {}
         for s in raw["skus"]:
             kms_id = uuid.UUID(s["kms"])
             parent = self._kms.get(kms_id)
             if parent is None:
                 problems.append(f"SKU {s['name']!r}: KMS ID {kms_id} is not in the KMS item table")
                 continue
-            gvlk = s.get("gvlk")
-            if gvlk is not None and not GVLK_PATTERN.match(gvlk):
-                problems.append(f"SKU {s['name']!r}: GVLK {gvlk!r} is not XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
+            gvlks = tuple(g for g in (s.get("gvlk"), *s.get("more_gvlks", ())) if g is not None)
+            for gvlk in gvlks:
+                if not GVLK_PATTERN.match(gvlk):
+                    problems.append(f"SKU {s['name']!r}: GVLK {gvlk!r} is not XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
+                elif gvlk in self._by_gvlk:
+                    problems.append(f"SKU {s['name']!r}: GVLK {gvlk} is also the key of {self._by_gvlk[gvlk].name!r}")
+            source = s.get("gvlk_source")
+            if source is not None and source not in self._sources:
+                problems.append(f"SKU {s['name']!r}: gvlk_source {source!r} is not in the sources list")
             sku = Sku(
                 id=guid(s["id"], f"SKU {s['name']!r}"),
                 name=s["name"],
                 kms_id=kms_id,
                 app_id=parent.app_id,
-                gvlk=gvlk,
+                gvlks=gvlks,
                 protocol=parent.protocol,
                 threshold=parent.threshold,
                 aliases=tuple(s.get("aliases", ())),
+                gvlk_source=source,
+                note=s.get("note", ""),
             )
             self._skus[sku.id] = sku
+            for gvlk in gvlks:
+                self._by_gvlk[gvlk] = sku
 
         names: dict[tuple[str, ...], str] = {}
         self._index: list[_NameIndexEntry] = []
@@ -272,6 +328,13 @@ class ProductData:
     def skus(self) -> tuple[Sku, ...]:
         return tuple(self._skus.values())
 
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(self._sources.values())
+
+    def find_gvlk(self, gvlk: str) -> Sku | None:
+        """The SKU whose published GVLK this is (case and spaces ignored), or ``None``."""
+        return self._by_gvlk.get(gvlk.strip().upper())
+
     # Lookups --------------------------------------------------------------------------------------
 
     def application(self, app_id: uuid.UUID | str) -> Application:
@@ -289,7 +352,7 @@ class ProductData:
         try:
             return self._kms[key]
         except KeyError:
-            raise UsageError(f"unknown KMS counted ID {key} (not in kms-wire-protocol.md 7.2)") from None
+            raise UsageError(f"unknown KMS counted ID {key} (not in emu's product data)") from None
 
     def find_kms_item(self, kms_id: uuid.UUID) -> KmsItem | None:
         """The product group with this KMS counted ID, or ``None`` (for hosts that accept unknown IDs)."""
@@ -325,6 +388,13 @@ class ProductData:
         """
         if isinstance(name_or_guid, uuid.UUID) or _looks_like_guid(name_or_guid):
             return self.sku_by_id(name_or_guid)
+        if GVLK_PATTERN.match(name_or_guid.strip().upper()):
+            by_key = self.find_gvlk(name_or_guid)
+            if by_key is None:
+                raise UsageError(
+                    f"{name_or_guid.strip()!r} is not a GVLK Microsoft publishes (see emu client products)"
+                )
+            return by_key
         query = frozenset(normalise_name(name_or_guid))
         if not query:
             raise UsageError(f"product name {name_or_guid!r} has no words to look up")
@@ -345,6 +415,36 @@ class ProductData:
         shown = [sku.name for _, sku in ranked[:12]]
         more = f" and {len(ranked) - 12} more" if len(ranked) > 12 else ""
         raise UsageError(f"product name {name_or_guid!r} is ambiguous; candidates: {', '.join(shown)}{more}")
+
+    def search(self, words: str) -> tuple[Sku, ...]:
+        """Every SKU the words could mean, best match first (the same names and aliases as :meth:`lookup`).
+
+        A GUID or a GVLK gives its one SKU; words give every SKU whose name or alias holds them all,
+        ordered by how few words the name has beyond the query. ``"win10"`` finds every Windows 10
+        edition; ``""`` finds everything.
+        """
+        text = words.strip()
+        if not text:
+            return self.skus()
+        if _looks_like_guid(text):
+            found = self.find_sku(_as_guid(text))
+            return (found,) if found is not None else ()
+        if GVLK_PATTERN.match(text.upper()):
+            by_key = self.find_gvlk(text)
+            return (by_key,) if by_key is not None else ()
+        query = frozenset(normalise_name(text))
+        best: dict[uuid.UUID, tuple[int, Sku]] = {}
+        for entry in self._index:
+            if query <= entry.tokens:
+                extra = len(entry.tokens - query)
+                previous = best.get(entry.sku.id)
+                if previous is None or extra < previous[0]:
+                    best[entry.sku.id] = (extra, entry.sku)
+        return tuple(sku for _, sku in sorted(best.values(), key=lambda pair: (pair[0], pair[1].name)))
+
+    def suggestions(self, text: str) -> str:
+        """A hint for text that names nothing ("; did you mean: ..."), as the errors of :meth:`lookup` give."""
+        return self._close_matches(text)
 
     def _close_matches(self, text: str) -> str:
         """A hint for an unknown name: correct each unknown word to the nearest known one."""
@@ -414,9 +514,15 @@ def _read_packaged() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
+def raw_data() -> dict[str, Any]:
+    """The packaged products.json as parsed JSON, read once (emu.kms.host_keys reads its sections)."""
+    return _read_packaged()
+
+
+@lru_cache(maxsize=1)
 def product_data() -> ProductData:
     """The packaged product tables, loaded and validated once."""
-    return ProductData(_read_packaged())
+    return ProductData(raw_data())
 
 
 # Module-level shortcuts over the packaged data -----------------------------------------------------
@@ -430,6 +536,21 @@ def lookup(name_or_guid: str | uuid.UUID) -> Sku:
 def sku_by_id(sku_id: uuid.UUID | str) -> Sku:
     """See :meth:`ProductData.sku_by_id`."""
     return product_data().sku_by_id(sku_id)
+
+
+def sku_by_gvlk(gvlk: str) -> Sku | None:
+    """See :meth:`ProductData.find_gvlk`."""
+    return product_data().find_gvlk(gvlk)
+
+
+def search(words: str) -> tuple[Sku, ...]:
+    """See :meth:`ProductData.search`."""
+    return product_data().search(words)
+
+
+def sources() -> tuple[Source, ...]:
+    """The published lists the product data names, with their dates."""
+    return product_data().sources()
 
 
 def kms_item(kms_id: uuid.UUID | str) -> KmsItem:

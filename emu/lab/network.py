@@ -51,6 +51,7 @@ from typing import IO, Any
 
 from emu.errors import EmuError, ScenarioError, UsageError
 from emu.kms import products
+from emu.kms.count_cache import CAPACITY_FACTOR
 from emu.net import netns
 from emu.rng import seeded
 
@@ -217,10 +218,10 @@ class LabRules:
     Args:
         hosts: the lab's hosts (name, priority).
         threshold: the product's activation threshold N.
-        capacity_factor: table size as a multiple of N (kms-behaviour.md 3: 2).
+        capacity_factor: table size as a multiple of N (emu.kms.count_cache.CAPACITY_FACTOR, 2).
     """
 
-    def __init__(self, hosts: list[tuple[str, int]], threshold: int, capacity_factor: int = 2) -> None:
+    def __init__(self, hosts: list[tuple[str, int]], threshold: int, capacity_factor: int = CAPACITY_FACTOR) -> None:
         if not hosts:
             raise UsageError("a lab needs at least one KMS host")
         self.priority = dict(hosts)

@@ -16,9 +16,10 @@ import errno
 import logging
 import sqlite3
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emu.clock import Clock, WallClock
 from emu.dns.aging import SrvAging
@@ -28,6 +29,9 @@ from emu.dns.tsig import TsigKey
 from emu.dns.zone import RRset, Zone, ZoneChange, apply_changes, rdata_from_wire, rdata_to_wire
 from emu.errors import DecodeError, ScenarioError, UsageError
 from emu.net.address import parse_host_port
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a server that serves metrics
+    from emu.net.metrics import DnsMetrics
 
 __all__ = ["DEFAULT_TCP_IDLE_TIMEOUT", "MAX_TCP_CONNECTIONS", "DnsServer", "SqliteJournal", "parse_address"]
 
@@ -145,7 +149,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            response = self.server.resolver.handle(data, Peer(addr[0], addr[1], "udp"), self.server.clock.wall())
+            response = self.server.answer(data, Peer(addr[0], addr[1], "udp"))
             if response is not None and self.transport is not None:
                 self.transport.sendto(response, addr)
         except Exception:  # the resolver never raises; this guards the socket call itself
@@ -169,6 +173,7 @@ class DnsServer:
         srv_max_age: remove a ``_vlmcs._tcp`` SRV RR not refreshed by an update for this many
             seconds (:mod:`emu.dns.aging`); None: never.
         sleep: how the aging timer waits (inject a fake that advances a virtual clock in tests).
+        metrics: Prometheus metrics to update (``emu dns serve --metrics``); None: none.
     """
 
     def __init__(
@@ -184,6 +189,7 @@ class DnsServer:
         max_tcp_connections: int = MAX_TCP_CONNECTIONS,
         srv_max_age: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: DnsMetrics | None = None,
     ) -> None:
         if not listen:
             raise UsageError("give at least one address to listen on")
@@ -194,6 +200,7 @@ class DnsServer:
         aging = SrvAging(srv_max_age, zone_list, static, self.clock.wall()) if srv_max_age is not None else None
         self.resolver = Resolver(zone_list, keys, policy, self.journal.append if self.journal else None, aging=aging)
         self._sleep = sleep
+        self.metrics = metrics
         self._timer: asyncio.Task[None] | None = None
         self._listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -202,6 +209,15 @@ class DnsServer:
         self._tcp: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self.addresses: list[tuple[str, int]] = []
+
+    def answer(self, data: bytes, peer: Peer) -> bytes | None:
+        """The resolver's answer to one message (None: dropped), counted in the metrics."""
+        if self.metrics is None:
+            return self.resolver.handle(data, peer, self.clock.wall())
+        started = time.perf_counter()
+        response = self.resolver.handle(data, peer, self.clock.wall())
+        self.metrics.observe(response, time.perf_counter() - started)
+        return response
 
     async def __aenter__(self) -> DnsServer:
         await self.start()
@@ -309,7 +325,7 @@ class DnsServer:
                     data = await asyncio.wait_for(reader.readexactly(length), self.tcp_idle_timeout)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
-                response = self.resolver.handle(data, peer, self.clock.wall())
+                response = self.answer(data, peer)
                 if response is not None:
                     writer.write(struct.pack("!H", len(response)) + response)
                     await writer.drain()

@@ -8,20 +8,30 @@ returns, so it survives the death of the process (kill -9), which is the guarant
 makes; measured, that halves the cost of a commit against ``NORMAL``, whose checkpoints fsync.
 ``durable=True`` (``--durable``, ``synchronous=FULL``) also survives a power cut, at the cost of
 an fsync per commit.
+
+Several worker processes (``emu host serve --workers N``) share one file. Each keeps the table in
+memory, as a single host does, and serialises its batches through SQLite's write lock: a batch starts
+with ``BEGIN IMMEDIATE`` (:meth:`HostStore.begin_batch`), which waits for any other worker's batch to
+commit, and reports whether another process committed since this one last did (``PRAGMA
+data_version``); the worker then reloads its table before counting. So every count is computed from
+every answer committed before it, by any worker, exactly as one host would.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from emu.errors import UsageError
 from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy, Recorded
 
-__all__ = ["SCHEMA_VERSION", "HostStore"]
+__all__ = ["SCHEMA_VERSION", "ClientSeen", "HostStore", "InventoryRow"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Milliseconds a worker waits for another worker's batch before giving up on its own (then its clients retry).
+BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,20 +39,63 @@ CREATE TABLE IF NOT EXISTS clients (
     app_id TEXT NOT NULL,
     cmid TEXT NOT NULL,
     last_request REAL NOT NULL,
+    workstation TEXT,
+    sku_id TEXT,
+    first_seen REAL,
+    last_count INTEGER,
+    activated INTEGER,
     PRIMARY KEY (app_id, cmid)
 );
 CREATE TABLE IF NOT EXISTS capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
 """
+#: Schema 1 (before the inventory) gains the inventory columns; its rows keep their counts.
+_MIGRATE_1_TO_2 = [
+    "ALTER TABLE clients ADD COLUMN workstation TEXT",
+    "ALTER TABLE clients ADD COLUMN sku_id TEXT",
+    "ALTER TABLE clients ADD COLUMN first_seen REAL",
+    "ALTER TABLE clients ADD COLUMN last_count INTEGER",
+    "ALTER TABLE clients ADD COLUMN activated INTEGER",
+]
 
 
 _UPSERT = (
-    "INSERT INTO clients VALUES (?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET last_request=excluded.last_request"
+    "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
+    "last_request=excluded.last_request, workstation=coalesce(excluded.workstation, workstation), "
+    "sku_id=coalesce(excluded.sku_id, sku_id), last_count=coalesce(excluded.last_count, last_count), "
+    "activated=coalesce(excluded.activated, activated)"
 )
 _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
 _CAPACITY = (
     "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSeen:
+    """What the inventory keeps of a client's latest request (``emu host status``)."""
+
+    app_id: uuid.UUID
+    cmid: uuid.UUID
+    workstation: str
+    sku_id: uuid.UUID
+    at: float
+    count: int
+    activated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """One client of the table, as ``emu host status`` lists it."""
+
+    app_id: uuid.UUID
+    cmid: uuid.UUID
+    last_request: float
+    workstation: str | None
+    sku_id: uuid.UUID | None
+    first_seen: float | None
+    last_count: int | None
+    activated: bool | None
 
 
 class HostStore:
@@ -55,15 +108,24 @@ class HostStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Workers sharing the file wait for each other's batches instead of failing with SQLITE_BUSY.
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 1:
+                self._db.execute("BEGIN")
+                for statement in _MIGRATE_1_TO_2:
+                    self._db.execute(statement)
+                self._db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+                self._db.execute("COMMIT")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise UsageError(f"state file {self.path} has schema {row[0]}; this emu reads schema {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"state file {self.path} is not an emu host database: {exc}") from exc
+        self._data_version: int | None = None
 
     def close(self) -> None:
         """Close the database (every change is already committed)."""
@@ -71,44 +133,84 @@ class HostStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def apply(self, change: Recorded) -> None:
-        """Apply one request's table change and commit it (before the answer is sent)."""
-        self.apply_all([change])
-
     def apply_all(self, changes: list[Recorded]) -> None:
         """Apply several requests' changes, in order, in one transaction (the server's group commit).
 
         Either all of them are committed or none is (the exception propagates and nothing is answered).
         """
-        upserts = []
-        deletes = []
+        self.begin_batch()
+        try:
+            self.write_changes(changes)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def begin_batch(self) -> bool:
+        """Take the write lock for a batch; True when another process committed since this one last did.
+
+        The caller then reloads its table (:meth:`load_cache`) before counting, computes its answers,
+        :meth:`write_changes`, and :meth:`commit` (or :meth:`rollback`) before writing any answer.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+    def commit(self) -> None:
+        """Commit the batch begun by :meth:`begin_batch`."""
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Abandon the batch begun by :meth:`begin_batch` (nothing of it is kept)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def write_changes(self, changes: list[Recorded], seen: list[ClientSeen] | None = None) -> None:
+        """Write several requests' changes, in order, inside the current batch (``seen``: the inventory).
+
+        One row per client carries both what the count needs (its last request) and what the inventory
+        shows (workstation, product, first request, the count sent, activated), written by one statement.
+        """
+        about = {(s.app_id, s.cmid): s for s in seen or ()}
+        rows: list[tuple[object, ...]] = []
+        deletes: list[list[tuple[str, str]]] = []
         capacities: dict[str, int] = {}
         for change in changes:
-            app = str(change.record.app_id)
-            upserts.append((app, str(change.record.cmid), change.record.last_request))
-            for cmid in change.removed:
-                deletes.append((app, str(cmid)))
+            record = change.record
+            app = str(record.app_id)
+            s = about.get((record.app_id, record.cmid))
+            if s is None:
+                rows.append((app, str(record.cmid), record.last_request, None, None, record.last_request, None, None))
+            else:
+                rows.append(
+                    (
+                        app,
+                        str(record.cmid),
+                        record.last_request,
+                        s.workstation,
+                        str(s.sku_id),
+                        s.at,
+                        s.count,
+                        int(s.activated),
+                    )
+                )
+            deletes.append([(app, str(cmid)) for cmid in change.removed])
             if change.capacity_grew or change.is_new:
                 capacities[app] = max(capacities.get(app, 0), change.capacity)
         db = self._db
-        db.execute("BEGIN")
-        try:
+        if not any(deletes):
+            db.executemany(_UPSERT, rows)
+        else:
             # Rows are written in the order the host made them: a CMID recorded and then evicted
             # within one batch ends up deleted, one evicted and then recorded again ends up present.
-            if not deletes:
-                db.executemany(_UPSERT, upserts)
-            else:
-                for change in changes:
-                    app = str(change.record.app_id)
-                    db.execute(_UPSERT, (app, str(change.record.cmid), change.record.last_request))
-                    if change.removed:
-                        db.executemany(_DELETE, [(app, str(c)) for c in change.removed])
-            if capacities:
-                db.executemany(_CAPACITY, sorted(capacities.items()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            for row, removed in zip(rows, deletes):
+                db.execute(_UPSERT, row)
+                if removed:
+                    db.executemany(_DELETE, removed)
+        if capacities:
+            db.executemany(_CAPACITY, sorted(capacities.items()))
 
     def save_epids(self, epids: dict[str, str]) -> None:
         """Remember the host's ePIDs so they stay the same across restarts."""
@@ -121,6 +223,8 @@ class HostStore:
     def load_cache(self, policy: CountPolicy | None = None) -> CountCache:
         """A client table holding exactly what was committed."""
         cache = CountCache(policy)
+        # The version first: a commit by another process while the rows are read makes the next batch reload.
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         records = [
             ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
             for app, cmid, last in self._db.execute(
@@ -131,6 +235,7 @@ class HostStore:
             uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")
         }
         cache.load(records, capacities)
+        self._data_version = version
         return cache
 
     def status(self, now: float) -> dict[uuid.UUID, AppStatus]:
@@ -140,6 +245,26 @@ class HostStore:
     def load_epids(self) -> dict[str, str]:
         """The ePIDs saved by :meth:`save_epids`, per CSVLK name."""
         return dict(self._db.execute("SELECT csvlk, epid FROM epids"))
+
+    def inventory(self) -> list[InventoryRow]:
+        """Every client in the table with what the inventory knows of it, oldest request first."""
+        rows = self._db.execute(
+            "SELECT app_id, cmid, last_request, workstation, sku_id, first_seen, last_count, activated "
+            "FROM clients ORDER BY last_request, rowid"
+        )
+        return [
+            InventoryRow(
+                uuid.UUID(app),
+                uuid.UUID(cmid),
+                float(last),
+                ws,
+                uuid.UUID(sku) if sku else None,
+                first,
+                count,
+                None if activated is None else bool(activated),
+            )
+            for app, cmid, last, ws, sku, first, count, activated in rows
+        ]
 
     def client_count(self) -> int:
         """Rows in the client table (all applications, expired ones included until dropped)."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from emu.clock import Clock, VirtualClock, unix_to_filetime
 from emu.errors import EmuError, RpcError, ScenarioError, UsageError
+from emu.hresults import describe, symbol_of
 from emu.kms.client import (
     Answered,
     ClientLifecycle,
@@ -40,7 +41,6 @@ from emu.kms.client import (
     Unreachable,
     VerificationFailed,
 )
-from emu.kms.host import HRESULT_NAMES
 from emu.kms.messages import VerifiedResponse, build_request, verify_response
 from emu.rng import Rng
 from emu.rpc.client import (
@@ -191,7 +191,7 @@ class ExchangeResult:
                 epid=verified.epid or "",
             )
         if self.status is ExchangeStatus.HOST_ERROR:
-            return HostError(self.hresult, HRESULT_NAMES.get(self.hresult, ""))
+            return HostError(self.hresult, symbol_of(self.hresult) or "")
         if self.status is ExchangeStatus.FAULT:
             return HostError(self.fault_status or 0, "DCE/RPC fault")
         if self.status is ExchangeStatus.VERIFICATION_FAILED and verified is not None:
@@ -200,9 +200,9 @@ class ExchangeResult:
 
 
 def describe_hresult(code: int) -> str:
-    """``0xC004F042 (SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH)``, or just the hex for unknown codes."""
-    name = HRESULT_NAMES.get(code)
-    return f"0x{code:08X}" + (f" ({name})" if name else "")
+    """``0xC004F042 (SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH)``, or just the hex for unknown codes
+    (the names come from emu's one error table, :mod:`emu.hresults`)."""
+    return describe(code)
 
 
 def describe_fault(status: int) -> str:
@@ -603,9 +603,6 @@ async def run_lifecycles(
         for client in clients:
             await _drive(client, clock, resolver, options)
         deadlines = [d for c in clients if (d := c.lifecycle.next_deadline()) is not None]
-        timer = clock.next_deadline()
-        if timer is not None:
-            deadlines.append(timer)
         upcoming = min(deadlines) if deadlines else None
         if upcoming is None or upcoming > until:
             clock.advance_to(max(until, clock.now()))

@@ -23,17 +23,24 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
+from emu.hresults import E_INVALID_DATA
 from emu.kms.count_cache import Recorded
-from emu.kms.host import HostAnswer
+from emu.kms.host import HostAnswer, KmsHost
+from emu.kms.profiles import PYKMS_ASSOC_GROUP, emu_assoc_group
 from emu.net.address import parse_host_port
+from emu.net.host_store import ClientSeen, HostStore
 from emu.rng import Rng, system_rng
-from emu.rpc.association import BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
+from emu.rpc.association import Action, BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a host that serves metrics
+    from emu.net.metrics import HostMetrics
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -57,10 +64,14 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 1024
 #: Seconds :meth:`KmsServer.stop` waits for open connections to flush their last answers.
 SHUTDOWN_GRACE = 2.0
-#: HRESULT for a request the host cannot read (spec 8.4).
-E_INVALID_DATA = 0x8007000D
+#: Seconds between two summary log lines (exchanges, activations, refusals) when exchanges are not logged one by one.
+SUMMARY_INTERVAL = 60.0
 #: PTYPE of a fault PDU (spec 2.1), to count and log the faults the association sends.
 _PTYPE_FAULT = 3
+#: PTYPE of a bind_ack (fault injection closes after it).
+_PTYPE_BIND_ACK = 12
+#: The call_id vlmcsd puts in every fault (its process-wide counter after the bind), for ``--profile vlmcsd``.
+_VLMCSD_FAULT_CALL_ID = (2).to_bytes(4, "little")
 
 
 def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -83,14 +94,22 @@ class ServerConfig:
         ndr64: negotiate NDR64 when offered (spec 2.5).
         btfn: answer Bind Time Feature Negotiation (spec 2.5).
         json_log: write each exchange's log line as one JSON object.
+        log_exchanges: log one line per exchange (peer, product, CMID, count, result). Off by default:
+            formatting a record per exchange costs about a sixth of the host's time under load; a summary
+            line every :data:`SUMMARY_INTERVAL` seconds says how many exchanges there were instead.
+        reuse_port: bind with ``SO_REUSEPORT`` so worker processes share the port (:mod:`emu.net.host_runner`).
+        worker: this process's worker index (``--workers``), named in exchange log lines.
     """
 
-    listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_PORT),)
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", DEFAULT_PORT),)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     ndr64: bool = True
     btfn: bool = True
     json_log: bool = False
+    log_exchanges: bool = False
+    reuse_port: bool = False
+    worker: int | None = None
 
     def __post_init__(self) -> None:
         if self.idle_timeout < 0:
@@ -127,9 +146,15 @@ class ActivationHandler(Protocol):
 
 
 class Store(Protocol):
-    """What the server needs of a store (:class:`emu.net.host_store.HostStore`)."""
+    """What the server needs of a store (:class:`emu.net.host_store.HostStore`): batches under a write lock."""
 
-    def apply_all(self, changes: list[Recorded]) -> None: ...
+    def begin_batch(self) -> bool: ...
+
+    def write_changes(self, changes: list[Recorded], seen: list[ClientSeen]) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
 
 
 class Service(Protocol):
@@ -143,7 +168,20 @@ class Service(Protocol):
 class _Connection(asyncio.Protocol):
     """One TCP connection: bytes → association → host → bytes (see the module docstring)."""
 
-    __slots__ = ("assoc", "close_after_flush", "closing", "held", "last_seen", "peer", "server", "timer", "transport")
+    __slots__ = (
+        "arrived",
+        "assoc",
+        "calls",
+        "close_after_flush",
+        "closing",
+        "deferred",
+        "held",
+        "last_seen",
+        "peer",
+        "server",
+        "timer",
+        "transport",
+    )
 
     def __init__(self, server: KmsServer) -> None:
         self.server = server
@@ -157,12 +195,17 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         #: close() was asked while answers were held: close once they are written.
         self.close_after_flush = False
+        #: actions waiting for the loop turn's batch, in order (None: nothing waiting).
+        self.deferred: list[Action] | None = None
+        #: when the bytes of the waiting actions arrived, and how many calls they hold (metrics).
+        self.arrived = 0.0
+        self.calls = 0
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence the cast, not an isinstance).
+        self.transport = cast(asyncio.Transport, transport)
         server = self.server
         self.peer = _peer_text(transport.get_extra_info("peername"))
         if len(server._connections) >= server.config.max_connections:
@@ -173,10 +216,13 @@ class _Connection(asyncio.Protocol):
                 len(server._connections),
                 server.config.max_connections,
             )
-            transport.abort()
+            self.transport.abort()
             return
         server._connections.add(self)
         server.stats.connections += 1
+        if server.metrics is not None:
+            server.metrics.connections.inc()
+            server.metrics.open_connections.inc()
         sock = transport.get_extra_info("sockname")
         self.assoc = ServerAssociation(server._rpc_config(sock[1] if sock else DEFAULT_PORT))
         timeout = server.config.idle_timeout
@@ -189,6 +235,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.timer is not None:
             self.last_seen = self.server._loop_time()
+        if self.deferred is None:
+            self.arrived = time.perf_counter()
         try:
             self.server._on_data(self, data)
         except Exception:  # the ladder's last rung: log it, lose only this connection
@@ -203,6 +251,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self in self.server._connections and self.server.metrics is not None:
+            self.server.metrics.open_connections.dec()
         self.server._connections.discard(self)
         if self.timer is not None:
             self.timer.cancel()
@@ -216,7 +266,7 @@ class _Connection(asyncio.Protocol):
         server = self.server
         timeout = server.config.idle_timeout
         idle = server._loop_time() - self.last_seen
-        if idle >= timeout and self.held is None:
+        if idle >= timeout and self.held is None and self.deferred is None:
             server.stats.idle_closed += 1
             log.debug("%s: idle for %.1f s; closing", self.peer, idle)
             self.close()
@@ -229,9 +279,16 @@ class _Connection(asyncio.Protocol):
         elif self.transport is not None and not self.closing:
             self.transport.write(data)
 
+    def send_late(self, data: bytes, close: bool = False) -> None:
+        """Write a delayed answer (fault injection, a profile's V4 delay), if the connection is still open."""
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+            if close:
+                self.close()
+
     def close(self) -> None:
         """Close after the held answers (if any) are written by the group commit."""
-        if self.held is not None:
+        if self.held is not None or self.deferred is not None:
             self.close_after_flush = True
             return
         self.closing = True
@@ -241,6 +298,7 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         self.closing = True
         self.held = None
+        self.deferred = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -266,19 +324,24 @@ class KmsServer:
     rng: Rng = field(default_factory=system_rng)
     on_exchange: Callable[[HostAnswer], None] | None = None
     services: list[Service] = field(default_factory=list)
+    metrics: HostMetrics | None = None
     stats: ServerStats = field(default_factory=ServerStats)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _connections: set[_Connection] = field(default_factory=set)
     _assoc_group: Any = None
     _rpc_configs: dict[int, ServerRpcConfig] = field(default_factory=dict)
     _pending_changes: list[Recorded] = field(default_factory=list)
-    _held: list[_Connection] = field(default_factory=list)
+    _pending_seen: list[ClientSeen] = field(default_factory=list)
+    _deferring: list[_Connection] = field(default_factory=list)
     _flush_scheduled: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
     _started_services: list[Service] = field(default_factory=list)
+    _summary_timer: asyncio.TimerHandle | None = None
+    _summary_base: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
         self._assoc_group = itertools.count(self.rng.randint(0x1000, 0x7FFF0000))
+        self._profile = self.host.config.profile if isinstance(self.host, KmsHost) else "emu"
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -293,7 +356,13 @@ class KmsServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
                 server = await self._loop.create_server(
-                    lambda: _Connection(self), host, port, family=family, reuse_address=True, backlog=1024
+                    lambda: _Connection(self),
+                    host,
+                    port,
+                    family=family,
+                    reuse_address=True,
+                    reuse_port=self.config.reuse_port or None,
+                    backlog=1024,
                 )
             except OSError as exc:
                 await self.stop()
@@ -301,7 +370,16 @@ class KmsServer:
                 raise UsageError(f"cannot listen on {_fmt((host, port))}: {reason}") from exc
             self._servers.append(server)
         for addr in self.addresses:
-            log.info("KMS host listening on %s", _fmt(addr))
+            if addr[0] in ("0.0.0.0", "::"):
+                log.warning("KMS host listening on %s: every interface, reachable from other machines", _fmt(addr))
+            else:
+                log.info("KMS host listening on %s", _fmt(addr))
+        if not self.config.log_exchanges:
+            self._summary_timer = self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
+        if self.metrics is not None and isinstance(self.host, KmsHost):
+            from emu.net.metrics import table_snapshot
+
+            self.metrics.watch_table(table_snapshot(self.host, self.clock.wall), self._loop)
         for service in self.services:
             await service.start()
             self._started_services.append(service)
@@ -328,6 +406,9 @@ class KmsServer:
             except Exception:  # a failing publisher must not keep the host from stopping
                 log.exception("stopping %r failed", service)
         self._started_services.clear()
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
         for server in self._servers:
             server.close()
         if self._flush_scheduled:
@@ -381,88 +462,230 @@ class KmsServer:
         # One frozen config per local port, with a fresh association group id per connection.
         base = self._rpc_configs.get(local_port)
         if base is None:
-            base = ServerRpcConfig(ndr64=self.config.ndr64, btfn=self.config.btfn, secondary_address=str(local_port))
+            profile = self._profile
+            base = ServerRpcConfig(
+                ndr64=self.config.ndr64 and profile != "py-kms",  # py-kms speaks NDR32 only
+                btfn=self.config.btfn,
+                secondary_address=str(local_port),
+                check_opnum=profile == "emu",  # vlmcsd and py-kms answer any opnum
+            )
             self._rpc_configs[local_port] = base
+        n = next(self._assoc_group)
+        if self._profile == "emu":
+            group = emu_assoc_group(n)  # emu marks its bind_acks (docs/probe.md)
+        elif self._profile == "py-kms":
+            group = PYKMS_ASSOC_GROUP
+        else:
+            group = n & 0xFFFFFFFF  # vlmcsd: a random start, +1 per connection
         return ServerRpcConfig(
             ndr64=base.ndr64,
             btfn=base.btfn,
             secondary_address=base.secondary_address,
-            assoc_group_id=next(self._assoc_group) & 0xFFFFFFFF,
+            assoc_group_id=group,
+            check_opnum=base.check_opnum,
         )
 
     def _on_data(self, conn: _Connection, data: bytes) -> None:
         assert conn.assoc is not None
-        peer = conn.peer
         for action in conn.assoc.receive_data(data):
-            if isinstance(action, Send):
-                if action.data[2] == _PTYPE_FAULT:
-                    self.stats.faults += 1
-                    status = int.from_bytes(action.data[24:28], "little") if len(action.data) >= 28 else 0
-                    log.warning("%s: fault 0x%08X sent (unknown context or operation)", peer, status)
-                conn.write(action.data)
-            elif isinstance(action, Call):
-                answer = self.host.handle_request(action.kms_request, self.clock.wall())
-                if answer.change is not None and self.store is not None:
-                    self._pending_changes.append(answer.change)
-                    if conn.held is None:
-                        conn.held = bytearray()
-                        self._held.append(conn)
-                    if not self._flush_scheduled:
-                        self._flush_scheduled = True
-                        self._running_loop().call_soon(self._flush)
-                if answer.fault is not None:  # a recorded host's fault: the association builds the PDU
-                    self.stats.faults += 1
-                    log.warning("%s: fault 0x%08X sent (the host's answer)", peer, answer.fault)
-                    conn.write(conn.assoc.fault(action, answer.fault))
-                else:
-                    conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
-                self.stats.exchanges += 1
-                if not answer.ok:
-                    self.stats.refusals += 1
-                self._log_exchange(peer, answer)
-                if self.on_exchange is not None:
-                    self.on_exchange(answer)
-            elif isinstance(action, BadCall):
-                conn.write(conn.assoc.respond(action, None, E_INVALID_DATA))
-                self.stats.exchanges += 1
-                self.stats.refusals += 1
-                log.warning(
-                    "%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA
-                )
-            elif isinstance(action, Close):
-                self.stats.closed_bad_input += 1
-                log.warning("%s: closing connection: %s", peer, action.reason)
-                conn.close()
+            if conn.deferred is None and not (isinstance(action, Call) and self.store is not None):
+                if not self._act(conn, action):
+                    return
+                continue
+            # An activation with a store waits for this loop turn's batch (see _flush); whatever the
+            # connection does after it waits too, so its answers leave in order.
+            if conn.deferred is None:
+                conn.deferred = []
+                conn.arrived = time.perf_counter()
+                conn.calls = 0
+                self._deferring.append(conn)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._running_loop().call_soon(self._flush)
+            conn.deferred.append(action)
+            conn.calls += isinstance(action, Call)
+            if isinstance(action, Close):
                 return
 
+    def _act(self, conn: _Connection, action: Action) -> bool:
+        """Carry out one action of a connection's association; False once the connection is closing."""
+        assert conn.assoc is not None
+        peer = conn.peer
+        if isinstance(action, Send):
+            ptype = action.data[2]
+            if ptype == _PTYPE_FAULT:
+                if self._profile == "vlmcsd":  # vlmcsd's faults carry call_id 2 whatever the request's
+                    action = Send(action.data[:12] + _VLMCSD_FAULT_CALL_ID + action.data[16:])
+                self.stats.faults += 1
+                status = int.from_bytes(action.data[24:28], "little") if len(action.data) >= 28 else 0
+                log.warning("%s: fault 0x%08X sent (unknown context or operation)", peer, status)
+            conn.write(action.data)
+            if ptype == _PTYPE_BIND_ACK and isinstance(self.host, KmsHost) and self.host.faults:
+                rule = self.host.faults.at_bind()
+                if rule is not None:
+                    log.warning("%s: fault injected (%s): closing after the bind_ack", peer, rule.text)
+                    conn.close()
+                    return False
+        elif isinstance(action, Call):
+            answer = self.host.handle_request(action.kms_request, self.clock.wall())
+            if answer.change is not None and self.store is not None:
+                self._pending_changes.append(answer.change)
+                if answer.request is not None:
+                    base = answer.request.base
+                    self._pending_seen.append(
+                        ClientSeen(
+                            base.app_id,
+                            base.cmid,
+                            base.workstation_name,
+                            base.sku_id,
+                            answer.change.record.last_request,
+                            answer.count,
+                            answer.activated,
+                        )
+                    )
+            if answer.injected:
+                log.warning("%s: fault injected (%s)", peer, answer.injected)
+            if answer.drop:
+                self.stats.exchanges += 1
+                self.stats.refusals += 1
+                conn.close()
+                return False
+            if answer.delay > 0:
+                data = conn.assoc.respond(action, answer.response, answer.hresult)
+                close = self._profile == "py-kms"  # py-kms closes after its one answer
+                self._running_loop().call_later(answer.delay, conn.send_late, data, close)
+            elif answer.fault is not None:  # a recorded host's fault: the association builds the PDU
+                self.stats.faults += 1
+                log.warning("%s: fault 0x%08X sent (the host's answer)", peer, answer.fault)
+                conn.write(conn.assoc.fault(action, answer.fault))
+            else:
+                conn.write(conn.assoc.respond(action, answer.response, answer.hresult))
+            self.stats.exchanges += 1
+            if not answer.ok:
+                self.stats.refusals += 1
+            if self.config.log_exchanges:
+                self._log_exchange(peer, answer)
+            if self.metrics is not None:
+                self._count(conn, answer)
+            if self.on_exchange is not None:
+                self.on_exchange(answer)
+            if self._profile == "py-kms":  # py-kms serves one request per connection
+                if answer.delay <= 0:
+                    conn.close()
+                return False
+        elif isinstance(action, BadCall):
+            conn.write(conn.assoc.respond(action, None, E_INVALID_DATA))
+            self.stats.exchanges += 1
+            self.stats.refusals += 1
+            log.warning("%s: unreadable activation request (%s): answered 0x%08X", peer, action.reason, E_INVALID_DATA)
+        elif isinstance(action, Close):
+            self.stats.closed_bad_input += 1
+            log.warning("%s: closing connection: %s", peer, action.reason)
+            conn.close()
+            return False
+        return True
+
     def _flush(self) -> None:
-        """Commit every change of this loop turn in one transaction, then write the held answers."""
+        """Answer this loop turn's activations as one batch: count, commit, then write.
+
+        The batch holds the store's write lock from before the first count to the commit, so worker
+        processes sharing the store count one batch after another; when another worker committed since
+        this one's last batch, the table is reloaded first. Only after the commit are the answers
+        written: a kill -9 at any moment loses no answered activation.
+        """
         self._flush_scheduled = False
-        changes, self._pending_changes = self._pending_changes, []
-        held, self._held = self._held, []
-        if changes and self.store is not None:
-            try:
-                self.store.apply_all(changes)
+        conns, self._deferring = self._deferring, []
+        store = self.store
+        try:
+            if store is not None and store.begin_batch():
+                self._reload_table()
+            for conn in conns:
+                actions, conn.deferred = conn.deferred or [], None
+                conn.held = bytearray()
+                for action in actions:
+                    if not self._act(conn, action):
+                        break
+            changes, self._pending_changes = self._pending_changes, []
+            seen, self._pending_seen = self._pending_seen, []
+            if store is not None:
+                store.write_changes(changes, seen)
+                store.commit()
                 self.stats.commits += 1
-            except Exception:
-                # Not committed, so not answered: those clients see their connection drop and retry.
-                self.stats.internal_errors += 1
-                log.exception("cannot commit %d table changes; dropping their %d connections", len(changes), len(held))
-                for conn in held:
-                    conn.abort()
-                return
-        for conn in held:
+                if self.metrics is not None:
+                    self.metrics.commits.inc()
+        except Exception:
+            # Not committed, so not answered: those clients see their connection drop and retry.
+            self.stats.internal_errors += 1
+            self._pending_changes = []
+            self._pending_seen = []
+            log.exception("cannot commit this batch's table changes; dropping its %d connections", len(conns))
+            if store is not None:
+                try:
+                    store.rollback()
+                    self._reload_table()  # the table in memory counted what was not committed
+                except Exception:  # pragma: no cover - the store is gone; keep serving from memory
+                    log.exception("cannot reload the client table from the store")
+            for conn in conns:
+                conn.deferred = None
+                conn.abort()
+            return
+        for conn in conns:
             data, conn.held = conn.held, None
             if conn.transport is not None and not conn.closing:
                 if data:
                     conn.transport.write(data)
                 if conn.close_after_flush:
                     conn.close()
+        if self.metrics is not None:
+            done = time.perf_counter()
+            for conn in conns:
+                for _ in range(conn.calls):
+                    self.metrics.latency.observe(done - conn.arrived)
+
+    def _count(self, conn: _Connection, answer: HostAnswer) -> None:
+        """One exchange in the metrics (the latency of batched ones is observed once they are written)."""
+        assert self.metrics is not None
+        if answer.drop:
+            result = "dropped"
+        elif answer.fault is not None:
+            result = "fault"
+        elif not answer.ok:
+            result = "refused"
+        else:
+            result = "activated" if answer.activated else "below-threshold"
+        change = answer.change
+        self.metrics.exchange(result, len(change.expired) if change else 0, len(change.evicted) if change else 0)
+        if conn.deferred is None and conn.held is None:  # answered at once (no store): observe now
+            self.metrics.latency.observe(time.perf_counter() - conn.arrived)
+
+    def _reload_table(self) -> None:
+        """Load the committed client table into the host (another worker changed it, or a batch failed)."""
+        if isinstance(self.host, KmsHost) and isinstance(self.store, HostStore):
+            self.host.cache = self.store.load_cache(self.host.config.count_policy)
+
+    def _summarise(self) -> None:
+        """The periodic summary line that stands in for per-exchange lines (``log_exchanges`` off)."""
+        stats = self.stats
+        now = (stats.exchanges, stats.refusals, stats.faults)
+        exchanges, refusals, faults = (a - b for a, b in zip(now, self._summary_base))
+        self._summary_base = now
+        if exchanges or faults:
+            log.info(
+                "%d exchanges in the last %.0f s (%d refused, %d faults); --log-exchanges logs each one",
+                exchanges,
+                SUMMARY_INTERVAL,
+                refusals,
+                faults,
+            )
+        if self._loop is not None and self._servers:
+            self._summary_timer = self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
 
     def _log_exchange(self, peer: str, answer: HostAnswer) -> None:
-        if not log.isEnabledFor(logging.INFO):
+        if not self.config.log_exchanges or not log.isEnabledFor(logging.INFO):
             return
-        record = {"peer": peer, **answer.log_fields()}
+        record: dict[str, Any] = {"peer": peer, **answer.log_fields()}
+        if self.config.worker is not None:
+            record["worker"] = self.config.worker
         if self.config.json_log:
             stamp = _dt.datetime.fromtimestamp(self.clock.wall(), _dt.UTC).isoformat(timespec="milliseconds")
             log.info(json.dumps({"ts": stamp, "event": "exchange", **record}, sort_keys=True))

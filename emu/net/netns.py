@@ -263,10 +263,20 @@ def popen_in(ns: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[An
     return subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kwargs)
 
 
-def _ethtool_features(ifname: str) -> dict[str, bool]:
-    from pyroute2.ethtool import Ethtool
+def _pyroute2_ethtool() -> Any:
+    """pyroute2's Ethtool (the ``lab`` extra), used where the ethtool program is not installed."""
+    try:
+        from pyroute2.ethtool import Ethtool
+    except ImportError:
+        raise ScenarioError(
+            "reading or changing offloads needs the ethtool program or pyroute2: apt-get install ethtool, "
+            "or pip install 'emu[lab]'"
+        ) from None
+    return Ethtool()
 
-    tool = Ethtool()
+
+def _ethtool_features(ifname: str) -> dict[str, bool]:
+    tool = _pyroute2_ethtool()
     try:
         features = tool.get_features(ifname)
         for name in OFFLOAD_FEATURES:
@@ -283,9 +293,7 @@ def offloads(ns: str, ifname: str) -> dict[str, bool]:
     """The offload features of :data:`OFFLOAD_FEATURES` on ``ifname`` in ``ns`` and whether each is on."""
 
     def read() -> dict[str, bool]:
-        from pyroute2.ethtool import Ethtool
-
-        tool = Ethtool()
+        tool = _pyroute2_ethtool()
         try:
             now = tool.get_features(ifname).features
             return {name: bool(now[name].enable) for name in OFFLOAD_FEATURES if name in now}

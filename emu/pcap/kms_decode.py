@@ -1,17 +1,18 @@
-"""Decode the KMS traffic of a capture: every DCE/RPC PDU and the KMS message inside it.
+"""Decode the KMS traffic of a TCP conversation: every DCE/RPC PDU and the KMS message inside it.
 
-This is the logic behind ``emu decode`` (no printing here). :func:`decode_capture` reads a pcap or
-pcapng with :func:`emu.pcap.reader.read_conversations`, finds the KMS conversations on any port, cuts
-each direction's reassembled byte stream into PDUs by ``frag_length`` and decodes them with
-:mod:`emu.wire.rpc`, :mod:`emu.wire.ndr` and :mod:`emu.kms.messages`. Responses are paired with
-their request (same call_id) and verified with every named check of spec 5.6.
+This is the KMS decoder behind ``emu decode`` (no printing here). :func:`decode_conversation` cuts each
+direction's reassembled byte stream (:mod:`emu.pcap.reader`) into PDUs by ``frag_length`` and decodes
+them with :mod:`emu.wire.rpc`, :mod:`emu.wire.ndr` and :mod:`emu.kms.messages`; responses are paired
+with their request (same call_id) and verified with every named check. :func:`decode_capture` and
+:func:`iter_decode` run it over a whole file through :mod:`emu.pcap.decode` (streaming, summary).
+The records are in :mod:`emu.pcap.kms_records`, the KMS field extraction in :mod:`emu.pcap.kms_fields`.
 
 Bad traffic never raises: whatever does not decode becomes a record with ``error`` set (the
 :class:`~emu.errors.DecodeError` message with its offset), and stream problems (gaps, a damaged last
 record, bytes skipped to find a header) become :class:`StreamNote` records. Only an unreadable file
 raises (:class:`~emu.errors.UsageError`).
 
-How a conversation is recognised as KMS (any port; spec 2.1-2.3):
+How a conversation is recognised as KMS (any port; docs/howto-decode.md):
 
 * a stream starts with a plausible DCE/RPC v5.0 header (rpc_vers 5, minor 0, known PTYPE, drep
   ``10 00 00 00``, frag_length 16..65535), or one is found by scanning (a capture that starts
@@ -25,33 +26,36 @@ How a conversation is recognised as KMS (any port; spec 2.1-2.3):
 from __future__ import annotations
 
 import bisect
-import datetime as _dt
 import logging
-import struct
-import uuid
 from collections import deque
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.clock import filetime_to_unix
-from emu.errors import DecodeError, KmsError
-from emu.kms.crypto import BLOCK_SIZE, cbc_decrypt
-from emu.kms.epid import format_hwid, parse_epid
-from emu.kms.messages import OpenedRequest, VerifiedResponse, open_request, verify_response
-from emu.kms.products import describe_kms_id, product_data
-from emu.pcap.reader import Conversation, TcpStream, read_conversations
-from emu.wire.kms import (
-    ResponseBase,
-    ResponseV4,
-    ResponseV5Plain,
-    ResponseV6Plain,
-    decode_encrypted_message,
-    decode_response_v4,
-    decode_response_v5_plain,
-    decode_response_v6_plain,
-    decode_version,
+from emu.errors import DecodeError
+from emu.kms.messages import OpenedRequest
+from emu.pcap.kms_fields import (
+    abstract_name,
+    endpoint,
+    guess_request_syntax,
+    guess_response_syntax,
+    request_info,
+    response_info,
+    syntax_name,
 )
+from emu.pcap.kms_records import (
+    CLIENT_TO_SERVER,
+    SERVER_TO_CLIENT,
+    CaptureDecode,
+    ContextAnswer,
+    ContextOffer,
+    DecodedPdu,
+    KmsRequestInfo,
+    KmsResponseInfo,
+    StreamNote,
+)
+from emu.pcap.reader import Conversation, TcpStream
 from emu.wire.ndr import TransferSyntax, decode_request_stub, decode_response_stub
 from emu.wire.rpc import (
     FAULT_STATUS_NAMES,
@@ -69,250 +73,44 @@ from emu.wire.rpc import (
     Request,
     Response,
     SyntaxId,
-    btfn_bitmask,
     decode_pdu,
 )
 
 __all__ = [
     "CLIENT_TO_SERVER",
-    "HRESULT_NAMES",
     "SERVER_TO_CLIENT",
     "CaptureDecode",
-    "CheckResult",
     "ContextAnswer",
     "ContextOffer",
     "DecodedPdu",
+    "KmsDecoder",
     "KmsRequestInfo",
     "KmsResponseInfo",
     "StreamNote",
     "decode_capture",
     "decode_conversation",
+    "iter_decode",
     "looks_like_rpc_header",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Direction labels of :attr:`DecodedPdu.direction`.
-CLIENT_TO_SERVER = "C->S"
-SERVER_TO_CLIENT = "S->C"
-
-#: HRESULTs a KMS host returns in the response stub (spec 8.4), plus the client-side ones a log may show.
-HRESULT_NAMES: dict[int, str] = {
-    0x00000000: "S_OK",
-    0x8007000D: "ERROR_INVALID_DATA",
-    0xC004F042: "SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH",
-    0xC004F06C: "SL_E_VL_INVALID_TIMESTAMP",
-    0xC004D104: "SL_REMAPPING_SP_STATUS_INVALIDARG",
-    0xC004F038: "SL_E_VL_NOT_ENOUGH_COUNT",
-    0xC004F074: "SL_E_VL_KMS_NOT_REACHABLE",
-    0xC004F041: "SL_E_VL_KMS_SERVICE_NOT_ACTIVATED",
-    0xC004F039: "SL_E_VL_KMS_SERVICE_NOT_ENABLED",
-    0xC004F06B: "SL_E_VL_MACHINE_NOT_VIRTUAL_ALLOWED",
-}
-
-#: Smallest and largest frag_length taken as plausible (spec 2.1: the 16-byte header; u16 field).
+#: Smallest and largest frag_length taken as plausible (the 16-byte header; u16 field).
 _MIN_FRAG = HEADER_LENGTH
 _MAX_FRAG = 0xFFFF
 #: How far into a stream we look for a first DCE/RPC header before giving up (bytes).
 _RESYNC_LIMIT = 64 * 1024
 _KNOWN_PTYPES = frozenset(int(p) for p in PType)
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _PTYPE_NAMES = {int(p): p.name.lower() for p in PType}
 
-
-# --- records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One client-side check of a response (spec 5.6) or the v4 request MAC, named as in vlmcs."""
-
-    name: str
-    passed: bool
-    severity: str = "error"
-    detail: str = ""
+#: The fields of a :class:`DecodedPdu` being filled in (built once at the end: cheaper than replace()).
+_Fields = dict[str, Any]
+_BASE_KEYS = ("capture", "time", "conversation", "src", "dst", "direction", "offset", "size", "ptype")
 
 
-@dataclass(frozen=True, slots=True)
-class ContextOffer:
-    """A presentation context offered in a bind or alter_context (spec 2.3)."""
-
-    p_cont_id: int
-    abstract_syntax: str
-    transfer_syntaxes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ContextAnswer:
-    """One result of a bind_ack or alter_context_resp (spec 2.4).
-
-    ``p_cont_id`` is the context it answers, known when the offer was captured (results come in
-    the order of the offered elements).
-    """
-
-    result: str
-    reason: int
-    transfer_syntax: str
-    p_cont_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KmsRequestInfo:
-    """The fields of a KMS request (spec 4.2), with product names from the packaged data (spec 7).
-
-    For a version with no message layout (anything but 4.0, 5.0, 6.0) only ``version`` and
-    ``refused`` are set: what a host does with it is answer 0x8007000D (spec 8.4).
-    """
-
-    version: str
-    size: int
-    refused: str = ""
-    application: str | None = None
-    product: str | None = None
-    sku_name: str | None = None
-    app_id: str | None = None
-    sku_id: str | None = None
-    kms_id: str | None = None
-    cmid: str | None = None
-    previous_cmid: str | None = None
-    workstation: str | None = None
-    required_client_count: int | None = None
-    client_time: str | None = None
-    vm: bool | None = None
-    license_status: str | None = None
-    binding_expiration: int | None = None
-    #: v4 only: whether the V4-MAC of the request is right (hosts do not reject on it, spec 5.2)
-    mac_ok: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KmsResponseInfo:
-    """A KMS response stub: the HRESULT and, when present, the decoded message and its verification.
-
-    ``checks`` is empty when there was no request to verify against (half conversation) or the
-    stub carried no message; ``verified`` is then ``None``.
-    """
-
-    hresult: int
-    hresult_name: str
-    version: str | None = None
-    size: int | None = None
-    epid: str | None = None
-    epid_problems: tuple[str, ...] = ()
-    hwid: str | None = None
-    count: int | None = None
-    threshold: int | None = None
-    activation_interval: int | None = None
-    renewal_interval: int | None = None
-    cmid: str | None = None
-    client_time: str | None = None
-    checks: tuple[CheckResult, ...] = ()
-    verified: bool | None = None
-    #: why the message could not be shown (undecryptable without its request, undecodable ...)
-    note: str = ""
-
-    @property
-    def failed_checks(self) -> tuple[str, ...]:
-        """Names of the checks that did not pass (warnings included)."""
-        return tuple(c.name for c in self.checks if not c.passed)
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedPdu:
-    """One DCE/RPC PDU of a capture, decoded as far as it goes.
-
-    Attributes:
-        capture: the capture file's name.
-        time: capture timestamp (Unix seconds) of the segment that carried the PDU's first byte.
-        conversation: index of the TCP conversation in the capture (order of appearance).
-        src, dst: ``"address:port"`` of sender and receiver.
-        direction: :data:`CLIENT_TO_SERVER` or :data:`SERVER_TO_CLIENT`.
-        offset: where the PDU starts in its direction's reassembled byte stream.
-        size: bytes of the PDU (its frag_length, or what was captured of it).
-        ptype: PTYPE name (``bind``, ``request`` ...), ``None`` when not even a header was readable.
-        error: why (part of) the PDU did not decode, ``None`` when everything did.
-    """
-
-    capture: str
-    time: float | None
-    conversation: int
-    src: str
-    dst: str
-    direction: str
-    offset: int
-    size: int
-    ptype: str | None
-    call_id: int | None = None
-    pfc_flags: int | None = None
-    p_cont_id: int | None = None
-    opnum: int | None = None
-    syntax: str | None = None
-    syntax_guessed: bool = False
-    contexts: tuple[ContextOffer, ...] = ()
-    results: tuple[ContextAnswer, ...] = ()
-    fault_status: int | None = None
-    fault_name: str | None = None
-    request: KmsRequestInfo | None = None
-    response: KmsResponseInfo | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        """A decode error, a failed error-severity check of a response, or a bad v4 request MAC."""
-        if self.error is not None:
-            return True
-        if self.response is not None and self.response.verified is False:
-            return True
-        return self.request is not None and self.request.mac_ok is False
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict with stable keys (the ``--json`` line of ``emu decode``)."""
-        return _json_pdu(self)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamNote:
-    """Something about a conversation's byte stream that is not one PDU: a gap, a damaged capture."""
-
-    capture: str
-    conversation: int
-    direction: str | None
-    message: str
-    time: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "record": "note",
-            "capture": self.capture,
-            "time": _json_time(self.time),
-            "conversation": self.conversation,
-            "direction": self.direction,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureDecode:
-    """The result of decoding one capture.
-
-    Attributes:
-        pdus: every PDU of the KMS conversations, ordered by capture time.
-        notes: stream problems of those conversations.
-        conversations: number of TCP conversations in the capture.
-        kms_conversations: indexes of the conversations decoded as KMS.
-    """
-
-    capture: str
-    pdus: tuple[DecodedPdu, ...]
-    notes: tuple[StreamNote, ...]
-    conversations: int
-    kms_conversations: tuple[int, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Every PDU decoded, every verification passed, no stream problem."""
-        return not self.notes and not any(p.failed for p in self.pdus)
+def _set(fields: _Fields, **changes: Any) -> _Fields:
+    fields.update(changes)
+    return fields
 
 
 # --- stream splitting -------------------------------------------------------------------------
@@ -403,207 +201,6 @@ def _split(stream: TcpStream) -> list[_Piece]:
     return pieces
 
 
-# --- small converters -------------------------------------------------------------------------
-
-
-def _endpoint(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _iso_filetime(filetime: int) -> str:
-    try:
-        when = _dt.datetime.fromtimestamp(filetime_to_unix(filetime), tz=_dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        return f"FILETIME {filetime} (out of range)"
-    return when.isoformat().replace("+00:00", "Z")
-
-
-def _syntax_name(syntax: SyntaxId) -> str:
-    ndr = TransferSyntax.of(syntax)
-    if ndr is not None:
-        return ndr.name
-    bits = btfn_bitmask(syntax)
-    if bits is not None:
-        return f"BTFN(0x{bits:02x})"
-    if syntax.uuid.int == 0 and syntax.version == 0:
-        return "none"
-    return f"{syntax.uuid} v{syntax.version}"
-
-
-def _abstract_name(syntax: SyntaxId) -> str:
-    if syntax == KMS_INTERFACE:
-        return "KMS v1.0"
-    return f"{syntax.uuid} v{syntax.major}.{syntax.minor}"
-
-
-def _hresult_name(hresult: int) -> str:
-    return HRESULT_NAMES.get(hresult, "unknown HRESULT")
-
-
-def _guess_request_syntax(stub: bytes) -> TransferSyntax | None:
-    """NDR32 stubs start with two equal u32 sizes, NDR64 with two equal u64 sizes (spec 3.2, 3.3)."""
-    if len(stub) >= 16:
-        a, b = _U64.unpack_from(stub, 0)[0], _U64.unpack_from(stub, 8)[0]
-        if a == b and 0 < a <= len(stub) - 16:
-            return TransferSyntax.NDR64
-    if len(stub) >= 8:
-        a, b = _U32.unpack_from(stub, 0)[0], _U32.unpack_from(stub, 4)[0]
-        if a == b and 0 < a <= len(stub) - 8:
-            return TransferSyntax.NDR32
-    return None
-
-
-def _guess_response_syntax(stub: bytes) -> TransferSyntax | None:
-    """By the referent id (0x20000, or 0 in the error form) at the NDR32 or NDR64 position."""
-    if len(stub) >= 16 and _U64.unpack_from(stub, 8)[0] == 0x20000:
-        return TransferSyntax.NDR64
-    if len(stub) >= 8 and _U32.unpack_from(stub, 4)[0] == 0x20000:
-        return TransferSyntax.NDR32
-    if len(stub) in (12, 16):
-        return TransferSyntax.NDR32
-    if len(stub) in (20, 24):
-        return TransferSyntax.NDR64
-    return None
-
-
-def _threshold(kms_id: uuid.UUID | None, sku_id: uuid.UUID | None) -> int | None:
-    data = product_data()
-    if sku_id is not None:
-        sku = data.find_sku(sku_id)
-        if sku is not None and (kms_id is None or sku.kms_id == kms_id):
-            return sku.threshold
-    if kms_id is not None:
-        item = data.find_kms_item(kms_id)
-        if item is not None:
-            return item.threshold
-    return None
-
-
-def _request_info(data: bytes) -> tuple[KmsRequestInfo, OpenedRequest | None]:
-    """Decode a KMS request; a version without layout is reported, not raised (spec 8.4).
-
-    Raises:
-        DecodeError: not even a version header, or a known version whose body does not decode.
-    """
-    version = decode_version(data)
-    try:
-        opened = open_request(data)
-    except KmsError as exc:
-        if version.minor != 0 or version.major not in (4, 5, 6):
-            return KmsRequestInfo(version=str(version), size=len(data), refused=str(exc)), None
-        raise DecodeError(str(exc), offset=0, path="KMS request") from exc
-    base = opened.base
-    products = product_data()
-    sku = products.find_sku(base.sku_id)
-    app = next((a for a in products.applications() if a.id == base.app_id), None)
-    info = KmsRequestInfo(
-        version=str(opened.version),
-        size=len(data),
-        application=app.name if app is not None else None,
-        product=describe_kms_id(base.kms_id, base.sku_id),
-        sku_name=sku.name if sku is not None else None,
-        app_id=str(base.app_id),
-        sku_id=str(base.sku_id),
-        kms_id=str(base.kms_id),
-        cmid=str(base.cmid),
-        previous_cmid=str(base.previous_cmid),
-        workstation=base.workstation_name,
-        required_client_count=base.required_client_count,
-        client_time=_iso_filetime(base.client_time),
-        vm=bool(base.vm_info),
-        license_status=base.license_status.name if hasattr(base.license_status, "name") else str(base.license_status),
-        binding_expiration=base.binding_expiration,
-        mac_ok=opened.mac_ok,
-    )
-    return info, opened
-
-
-def _open_unpaired(data: bytes) -> ResponseV4 | ResponseV5Plain | ResponseV6Plain:
-    """Decode a response without its request: v4 is clear, v5/v6 decrypt with the response IV.
-
-    Raises:
-        DecodeError: unknown version or undecodable message.
-    """
-    version = decode_version(data)
-    if version.major == 4:
-        return decode_response_v4(data)
-    if version.major not in (5, 6):
-        raise DecodeError(f"KMS response version {version} has no message layout", offset=0, path="KMS response")
-    env = decode_encrypted_message(data)
-    if not env.ciphertext or len(env.ciphertext) % BLOCK_SIZE:
-        raise DecodeError(
-            f"ciphertext of {len(env.ciphertext)} bytes is not whole AES blocks",
-            offset=20,
-            path="KMS response -> ciphertext",
-        )
-    plain = cbc_decrypt(version.major, env.iv, env.ciphertext)
-    return decode_response_v5_plain(plain) if version.major == 5 else decode_response_v6_plain(plain)
-
-
-def _response_info(
-    hresult: int, data: bytes | None, request: OpenedRequest | None, request_info: KmsRequestInfo | None
-) -> KmsResponseInfo:
-    """Decode (and with its request, verify) a response's KMS message. Never raises."""
-    name = _hresult_name(hresult)
-    if data is None:
-        return KmsResponseInfo(hresult=hresult, hresult_name=name)
-    message: ResponseV4 | ResponseV5Plain | ResponseV6Plain | None = None
-    checks: tuple[CheckResult, ...] = ()
-    verified: bool | None = None
-    note = ""
-    version: str | None = None
-    if len(data) >= 4:
-        version = str(decode_version(data))
-    if request is not None:
-        result: VerifiedResponse = verify_response(request, data)
-        message = result.message
-        checks = tuple(CheckResult(c.name, c.passed, c.severity, c.detail) for c in result.checks)
-        verified = result.ok
-        if message is None:
-            note = "response could not be decoded: " + "; ".join(c.detail for c in result.checks if not c.passed)
-    else:
-        try:
-            message = _open_unpaired(data)
-            note = "not verified: its request is not in the capture"
-        except (DecodeError, ValueError) as exc:
-            note = f"response could not be decoded without its request: {exc}"
-    if message is None:
-        return KmsResponseInfo(
-            hresult=hresult,
-            hresult_name=name,
-            version=version,
-            size=len(data),
-            checks=checks,
-            verified=verified,
-            note=note,
-        )
-    base: ResponseBase = message.base
-    epid = parse_epid(base.epid)
-    hwid = format_hwid(message.hwid) if isinstance(message, ResponseV6Plain) else None
-    threshold = None
-    if request is not None:
-        threshold = _threshold(request.base.kms_id, request.base.sku_id)
-    return KmsResponseInfo(
-        hresult=hresult,
-        hresult_name=name,
-        version=version,
-        size=len(data),
-        epid=base.epid,
-        epid_problems=epid.problems,
-        hwid=hwid,
-        count=base.count,
-        threshold=threshold,
-        activation_interval=base.activation_interval,
-        renewal_interval=base.renewal_interval,
-        cmid=str(base.cmid),
-        client_time=_iso_filetime(base.client_time),
-        checks=checks,
-        verified=verified,
-        note=note,
-    )
-
-
 # --- per-conversation decoding ------------------------------------------------------------------
 
 
@@ -625,27 +222,27 @@ class _State:
     kms_evidence: bool = False
 
 
-def _decode_piece(piece: _Piece, direction: str, base: DecodedPdu, state: _State) -> DecodedPdu:
+def _decode_piece(piece: _Piece, direction: str, base: _Fields, state: _State) -> _Fields:
     """``base`` (where the piece is: capture, time, endpoints, offset, size) with what it decodes to."""
     if not piece.whole:
         ptype = _PTYPE_NAMES.get(piece.data[2]) if looks_like_rpc_header(piece.data) else None
-        return replace(base, ptype=ptype, error=piece.problem)
+        return _set(base, ptype=ptype, error=piece.problem)
     try:
         pdu = decode_pdu(piece.data)
     except DecodeError as exc:
-        return replace(base, ptype=_PTYPE_NAMES.get(piece.data[2]), error=str(exc))
-    common = replace(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
+        return _set(base, ptype=_PTYPE_NAMES.get(piece.data[2]), error=str(exc))
+    common = _set(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
     if isinstance(pdu, (Bind, AlterContext)):
         offers = tuple(
             ContextOffer(
-                e.p_cont_id, _abstract_name(e.abstract_syntax), tuple(_syntax_name(s) for s in e.transfer_syntaxes)
+                e.p_cont_id, abstract_name(e.abstract_syntax), tuple(syntax_name(s) for s in e.transfer_syntaxes)
             )
             for e in pdu.context_elements
         )
         if any(e.abstract_syntax == KMS_INTERFACE for e in pdu.context_elements):
             state.kms_evidence = True
         state.offers.append(_Offer(tuple((e.p_cont_id, e.transfer_syntaxes) for e in pdu.context_elements)))
-        return replace(common, contexts=offers)
+        return _set(common, contexts=offers)
     if isinstance(pdu, (BindAck, AlterContextResp)):
         offer = state.offers.popleft() if state.offers else None
         answers = []
@@ -659,19 +256,19 @@ def _decode_piece(piece: _Piece, direction: str, base: DecodedPdu, state: _State
                         ndr = TransferSyntax.of(offered[0])
                     if ndr is not None:
                         state.contexts[ctx_id] = ndr
-            answers.append(ContextAnswer(r.result.name.lower(), r.reason, _syntax_name(r.transfer_syntax), ctx_id))
-        return replace(common, results=tuple(answers))
+            answers.append(ContextAnswer(r.result.name.lower(), r.reason, syntax_name(r.transfer_syntax), ctx_id))
+        return _set(common, results=tuple(answers))
     if isinstance(pdu, BindNak):
         if state.offers:
             state.offers.popleft()
-        return replace(
+        return _set(
             common,
             error=None,
             fault_status=pdu.provider_reject_reason,
             fault_name=f"bind_nak reason {pdu.provider_reject_reason}",
         )
     if isinstance(pdu, Fault):
-        return replace(
+        return _set(
             common,
             p_cont_id=pdu.p_cont_id,
             fault_status=pdu.status,
@@ -698,38 +295,38 @@ def _reassembled(pdu: Request | Response, direction: str, state: _State) -> byte
     return bytes(state.fragments.pop(key))
 
 
-def _decode_request(pdu: Request, common: DecodedPdu, direction: str, state: _State) -> DecodedPdu:
-    common = replace(common, p_cont_id=pdu.p_cont_id, opnum=pdu.opnum)
+def _decode_request(pdu: Request, common: _Fields, direction: str, state: _State) -> _Fields:
+    common = _set(common, p_cont_id=pdu.p_cont_id, opnum=pdu.opnum)
     queue = state.requests.setdefault(pdu.call_id, deque())
     stub = _reassembled(pdu, direction, state)
     if stub is None:
-        return replace(common, error=None)
+        return _set(common, error=None)
     syntax = state.contexts.get(pdu.p_cont_id)
     guessed = syntax is None
     if syntax is None:
-        syntax = _guess_request_syntax(stub)
+        syntax = guess_request_syntax(stub)
     if syntax is None:
         queue.append((None, None, None))
-        return replace(
+        return _set(
             common,
             error=f"request on context {pdu.p_cont_id} with no negotiated transfer syntax, "
             "and the stub is neither an NDR32 nor an NDR64 RequestActivation stub",
         )
-    common = replace(common, syntax=syntax.name, syntax_guessed=guessed)
+    common = _set(common, syntax=syntax.name, syntax_guessed=guessed)
     try:
         decoded = decode_request_stub(stub, syntax)
-        info, opened = _request_info(decoded.kms_data)
+        info, opened = request_info(decoded.kms_data)
     except DecodeError as exc:
         queue.append((None, None, syntax))
-        return replace(common, error=str(exc))
+        return _set(common, error=str(exc))
     if opened is not None:
         state.kms_evidence = True
     queue.append((opened, info, syntax))
-    return replace(common, request=info)
+    return _set(common, request=info)
 
 
-def _decode_response(pdu: Response, common: DecodedPdu, direction: str, state: _State) -> DecodedPdu:
-    common = replace(common, p_cont_id=pdu.p_cont_id)
+def _decode_response(pdu: Response, common: _Fields, direction: str, state: _State) -> _Fields:
+    common = _set(common, p_cont_id=pdu.p_cont_id)
     stub = _reassembled(pdu, direction, state)
     if stub is None:
         return common
@@ -738,21 +335,21 @@ def _decode_response(pdu: Response, common: DecodedPdu, direction: str, state: _
     syntax = state.contexts.get(pdu.p_cont_id) or req_syntax
     guessed = syntax is None
     if syntax is None:
-        syntax = _guess_response_syntax(stub)
+        syntax = guess_response_syntax(stub)
     if syntax is None:
-        return replace(common, error="response stub is neither an NDR32 nor an NDR64 RequestActivation stub")
-    common = replace(common, syntax=syntax.name, syntax_guessed=guessed)
+        return _set(common, error="response stub is neither an NDR32 nor an NDR64 RequestActivation stub")
+    common = _set(common, syntax=syntax.name, syntax_guessed=guessed)
     try:
         decoded = decode_response_stub(stub, syntax)
     except DecodeError as exc:
-        return replace(common, error=str(exc))
-    info = _response_info(decoded.hresult, decoded.kms_data, opened, req_info)
+        return _set(common, error=str(exc))
+    info = response_info(decoded.hresult, decoded.kms_data, opened, req_info)
     if info.epid is not None or (decoded.kms_data is None and opened is not None):
         state.kms_evidence = True
     error = None
     if decoded.kms_data is not None and info.epid is None and opened is None:
         error = info.note
-    return replace(common, response=info, error=error)
+    return _set(common, response=info, error=error)
 
 
 def _merge(client: list[_Piece], server: list[_Piece]) -> list[tuple[str, _Piece]]:
@@ -788,147 +385,102 @@ def decode_conversation(conv: Conversation, capture: str = "", *, force: bool = 
         return None
     state = _State()
     records: list[DecodedPdu] = []
+    client_end, server_end = endpoint(conv.client.src), endpoint(conv.client.dst)
+    endpoints = {CLIENT_TO_SERVER: (client_end, server_end), SERVER_TO_CLIENT: (server_end, client_end)}
     for direction, piece in _merge(client, server):
-        stream = conv.client if direction == CLIENT_TO_SERVER else conv.server
-        base = DecodedPdu(
-            capture=capture,
-            time=piece.time,
-            conversation=conv.index,
-            src=_endpoint(stream.src),
-            dst=_endpoint(stream.dst),
-            direction=direction,
-            offset=piece.offset,
-            size=len(piece.data),
-            ptype=None,
-        )
+        base: _Fields = {
+            "capture": capture,
+            "time": piece.time,
+            "conversation": conv.index,
+            "src": endpoints[direction][0],
+            "dst": endpoints[direction][1],
+            "direction": direction,
+            "offset": piece.offset,
+            "size": len(piece.data),
+            "ptype": None,
+        }
         try:
-            records.append(_decode_piece(piece, direction, base, state))
+            records.append(DecodedPdu(**_decode_piece(piece, direction, base, state)))
         except Exception as exc:  # a bug of ours must not cost the rest of the capture
             log.exception("decoding %s conversation %d at offset %d", capture, conv.index, piece.offset)
-            records.append(replace(base, error=f"internal error while decoding: {exc!r}"))
+            base = {k: base[k] for k in _BASE_KEYS}
+            records.append(DecodedPdu(**base, error=f"internal error while decoding: {exc!r}"))
     if not force and not state.kms_evidence:
         return None
     return records
 
 
-def decode_capture(path: str | Path, *, port: int | None = None) -> CaptureDecode:
-    """Decode every KMS conversation of a pcap or pcapng file.
+def stream_notes(conv: Conversation, capture: str) -> list[StreamNote]:
+    """The reassembly problems of a conversation's two streams, as note records."""
+    return [
+        StreamNote(capture, conv.index, direction, problem, conv.start)
+        for direction, stream in ((CLIENT_TO_SERVER, conv.client), (SERVER_TO_CLIENT, conv.server))
+        for problem in stream.problems
+    ]
+
+
+class KmsDecoder:
+    """The KMS plug-in of :mod:`emu.pcap.decode`: DCE/RPC conversations carrying KMS, on any port."""
+
+    name = "kms"
+
+    def decode(self, conv: Conversation, capture: str, force: bool) -> list[DecodedPdu | StreamNote] | None:
+        pdus = decode_conversation(conv, capture, force=force)
+        if pdus is None:
+            return None
+        out: list[DecodedPdu | StreamNote] = list(pdus)
+        out += stream_notes(conv, capture)
+        return out
+
+    def rpc_but_not_kms(self, conv: Conversation) -> bool:
+        """Both or either stream starts with a DCE/RPC header but nothing said KMS (reported, not hidden)."""
+        return looks_like_rpc_header(conv.client.data) or looks_like_rpc_header(conv.server.data)
+
+
+def iter_decode(
+    path: str | Path, *, port: int | None = None, jobs: int = 1
+) -> Iterator[DecodedPdu | StreamNote | object]:
+    """Stream the KMS records of a capture, conversation by conversation, then its summary record.
+
+    See :func:`emu.pcap.decode.iter_records` (this is it with the KMS decoder).
+    """
+    from emu.pcap.decode import iter_records
+
+    return iter_records(path, port=port, jobs=jobs)
+
+
+def decode_capture(path: str | Path, *, port: int | None = None, jobs: int = 1) -> CaptureDecode:
+    """Decode every KMS conversation of a pcap or pcapng file, all in memory, PDUs in time order.
 
     Args:
         path: the capture.
         port: decode every conversation with this TCP port (either end) as KMS, whatever it holds;
             the others are still recognised by their content.
+        jobs: worker processes (conversations are independent).
 
     Raises:
-        UsageError: the file does not exist or is not a capture (from :func:`read_conversations`).
+        UsageError: the file does not exist or is not a capture.
     """
-    path = Path(path)
-    conversations = read_conversations(path)
-    name = path.name
+    from emu.pcap.decode import DecodeSummary, iter_records
+
     pdus: list[DecodedPdu] = []
     notes: list[StreamNote] = []
-    kms: list[int] = []
-    for conv in conversations:
-        force = port is not None and port in (conv.client.src[1], conv.client.dst[1])
-        records = decode_conversation(conv, name, force=force)
-        if records is None:
-            continue
-        kms.append(conv.index)
-        pdus.extend(records)
-        for direction, stream in ((CLIENT_TO_SERVER, conv.client), (SERVER_TO_CLIENT, conv.server)):
-            for problem in stream.problems:
-                notes.append(StreamNote(name, conv.index, direction, problem, conv.start))
-    pdus.sort(key=lambda p: (p.time is None, p.time or 0.0))
-    return CaptureDecode(name, tuple(pdus), tuple(notes), len(conversations), tuple(kms))
-
-
-# --- JSON -------------------------------------------------------------------------------------
-
-
-def _json_time(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return _dt.datetime.fromtimestamp(t, tz=_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _json_pdu(p: DecodedPdu) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "record": "pdu",
-        "capture": p.capture,
-        "time": _json_time(p.time),
-        "conversation": p.conversation,
-        "src": p.src,
-        "dst": p.dst,
-        "direction": p.direction,
-        "offset": p.offset,
-        "size": p.size,
-        "ptype": p.ptype,
-        "call_id": p.call_id,
-        "pfc_flags": p.pfc_flags,
-        "p_cont_id": p.p_cont_id,
-        "opnum": p.opnum,
-        "syntax": p.syntax,
-        "syntax_guessed": p.syntax_guessed,
-        "contexts": [
-            {
-                "p_cont_id": c.p_cont_id,
-                "abstract_syntax": c.abstract_syntax,
-                "transfer_syntaxes": list(c.transfer_syntaxes),
-            }
-            for c in p.contexts
-        ],
-        "results": [
-            {"p_cont_id": r.p_cont_id, "result": r.result, "reason": r.reason, "transfer_syntax": r.transfer_syntax}
-            for r in p.results
-        ],
-        "fault_status": None if p.fault_status is None else f"0x{p.fault_status:08X}",
-        "fault_name": p.fault_name,
-        "request": None,
-        "response": None,
-        "error": p.error,
-    }
-    if p.request is not None:
-        r = p.request
-        out["request"] = {
-            "version": r.version,
-            "size": r.size,
-            "refused": r.refused or None,
-            "application": r.application,
-            "product": r.product,
-            "sku_name": r.sku_name,
-            "app_id": r.app_id,
-            "sku_id": r.sku_id,
-            "kms_id": r.kms_id,
-            "cmid": r.cmid,
-            "previous_cmid": r.previous_cmid,
-            "workstation": r.workstation,
-            "required_client_count": r.required_client_count,
-            "client_time": r.client_time,
-            "vm": r.vm,
-            "license_status": r.license_status,
-            "binding_expiration": r.binding_expiration,
-            "mac_ok": r.mac_ok,
-        }
-    if p.response is not None:
-        s = p.response
-        out["response"] = {
-            "hresult": f"0x{s.hresult:08X}",
-            "hresult_name": s.hresult_name,
-            "version": s.version,
-            "size": s.size,
-            "epid": s.epid,
-            "epid_problems": list(s.epid_problems),
-            "hwid": s.hwid,
-            "count": s.count,
-            "threshold": s.threshold,
-            "activation_interval": s.activation_interval,
-            "renewal_interval": s.renewal_interval,
-            "cmid": s.cmid,
-            "client_time": s.client_time,
-            "verified": s.verified,
-            "checks": [
-                {"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail} for c in s.checks
-            ],
-            "note": s.note or None,
-        }
-    return out
+    summary: DecodeSummary | None = None
+    for record in iter_records(path, port=port, jobs=jobs):
+        if isinstance(record, DecodedPdu):
+            pdus.append(record)
+        elif isinstance(record, StreamNote):
+            notes.append(record)
+        elif isinstance(record, DecodeSummary):
+            summary = record
+    assert summary is not None
+    pdus.sort(key=lambda p: (p.time is None, p.time or 0.0, p.conversation))
+    notes.sort(key=lambda n: n.conversation)
+    return CaptureDecode(
+        summary.capture,
+        tuple(pdus),
+        tuple(notes),
+        summary.tcp_conversations,
+        tuple(summary.kms_conversation_ids),
+        summary,
+    )

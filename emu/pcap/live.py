@@ -9,9 +9,9 @@ TCP connection reassembled, then split at the 2-byte length prefix of every mess
 
 Pitfalls handled (net.md 2 and 4):
 
-* loopback: libpcap is used (Scapy's own ``lo`` socket sees every frame twice) and identical
-  back-to-back frames are dropped; loopback frames carry checksums the kernel never filled in, so
-  on ``lo`` they are recomputed before writing;
+* loopback: libpcap is used (Scapy's own ``lo`` socket sees every frame twice) and the fix-ups of
+  :mod:`emu.pcap.fixup` apply (duplicates dropped, checksums filled in) on loopback only; frames
+  of any other interface are written exactly as captured;
 * veth checksum offload: frames are written as seen, so the interface must compute its checksums;
   namespaces made by :mod:`emu.net.netns` have offloads off;
 * namespaces: with ``netns`` the sniffer's socket is opened by a thread that entered the namespace
@@ -34,8 +34,10 @@ from typing import Any
 
 from emu.errors import ScenarioError, UsageError
 from emu.pcap.dns_decode import DNS_PORT, summary_line
+from emu.pcap.fixup import FrameFixup, is_loopback_interface
+from emu.pcap.frames import TcpPacket
 from emu.pcap.kms_decode import DecodedPdu, decode_conversation
-from emu.pcap.reader import Conversation, SegmentLog, reassemble
+from emu.pcap.reader import Conversation, ConversationTracker
 
 __all__ = [
     "MAX_CONNECTIONS_TRACKED",
@@ -133,54 +135,69 @@ def exchange_line(request: DecodedPdu | None, answer: DecodedPdu) -> str:
 
 
 class ExchangeSummaries:
-    """Turn captured frames into summary lines, live: KMS per connection, DNS per datagram or per
-    length-prefixed message of a TCP stream."""
+    """Turn captured frames into summary lines, live: KMS per exchange, DNS per datagram or per
+    length-prefixed message of a TCP stream.
+
+    TCP is tracked by :class:`emu.pcap.reader.ConversationTracker`, the one conversation tracking of
+    emu (the same as ``emu decode``): a client port reused for a new connection is a new
+    conversation here too.
+    """
 
     def __init__(self, kms_port: int, dns_port: int | None) -> None:
         self.kms_port = kms_port
         self.dns_port = dns_port
-        self._directions: dict[tuple[tuple[str, int], tuple[str, int]], SegmentLog] = {}
-        self._reported: dict[frozenset[tuple[str, int]], int] = {}
-        #: DNS over TCP: per direction, the stream offset up to which messages were reported.
-        self._dns_done: dict[tuple[tuple[str, int], tuple[str, int]], int] = {}
+        self._tracker = ConversationTracker()
+        #: per conversation index: KMS answers reported so far
+        self._reported: dict[int, int] = {}
+        #: DNS over TCP: per (conversation index, sender), the stream offset up to which messages were reported.
+        self._dns_done: dict[tuple[int, tuple[str, int]], int] = {}
         self.exchanges = 0
 
-    def _direction(self, src: tuple[str, int], dst: tuple[str, int], when: float) -> SegmentLog:
-        direction = self._directions.get((src, dst))
-        if direction is None:
-            if len(self._directions) >= 2 * MAX_CONNECTIONS_TRACKED:
-                self._directions.clear()
-                self._reported.clear()
-                self._dns_done.clear()
-            direction = self._directions[(src, dst)] = SegmentLog(src, dst, first_time=when)
-        return direction
+    def _conversation(self, pkt: TcpPacket) -> Conversation | None:
+        """Track ``pkt``; the conversation it belongs to, reassembled so far (or as it ended)."""
+        if self._tracker.open_count >= MAX_CONNECTIONS_TRACKED:
+            self._tracker.finish()  # forget connections that never closed
+            self._reported.clear()
+            self._dns_done.clear()
+        ended = self._tracker.feed(pkt)
+        ends = {pkt.src, pkt.dst}
+        mine = next((c for c in ended if {c.client.src, c.client.dst} == ends and c.packets), None)
+        for conv in ended:
+            if conv is not mine:
+                self._forget(conv.index)
+        return mine if mine is not None else self._tracker.peek(pkt.src, pkt.dst)
 
-    def _dns_over_tcp(
-        self, src: tuple[str, int], dst: tuple[str, int], flags: int, seq: int, payload: bytes, when: float
-    ) -> list[str]:
+    def _forget(self, index: int) -> None:
+        self._reported.pop(index, None)
+        for key in [k for k in self._dns_done if k[0] == index]:
+            del self._dns_done[key]
+
+    def _dns_over_tcp(self, pkt: TcpPacket) -> list[str]:
         """A line per DNS message this segment completed in its direction (RFC 1035 4.2.2 framing)."""
         from emu.pcap.dns_decode import _decode
 
-        direction = self._direction(src, dst, when)
-        direction.observe(flags, seq, payload, when)
-        if not payload:
+        conv = self._conversation(pkt)
+        if conv is None or not pkt.payload:
             return []
-        data = reassemble(direction).data
-        off = self._dns_done.get((src, dst), 0)
+        stream = conv.client if conv.client.src == pkt.src else conv.server
+        data = stream.data
+        key = (conv.index, pkt.src)
+        off = self._dns_done.get(key, 0)
         lines = []
+        src, dst = pkt.src, pkt.dst
         while off + 2 <= len(data):  # each turn consumes at least the 2-byte prefix
             size = int.from_bytes(data[off : off + 2], "big")
             if off + 2 + size > len(data):
                 break  # the rest of this message is still to come
             message, error = _decode(data[off + 2 : off + 2 + size])
-            where = f"{_clock(when)} {src[0]}:{src[1]} -> {dst[0]}:{dst[1]}"
+            where = f"{_clock(pkt.time)} {src[0]}:{src[1]} -> {dst[0]}:{dst[1]}"
             lines.append(f"{where} {summary_line(message) if message else 'DNS undecodable: ' + error}")
             off += 2 + size
-        self._dns_done[(src, dst)] = off
+        self._dns_done[key] = off
         return lines
 
     def feed(self, frame: Any) -> list[str]:
-        """Lines for what ``frame`` completed (usually none)."""
+        """Lines for what ``frame`` (a Scapy packet) completed (usually none)."""
         from scapy.layers.inet import IP, TCP, UDP
         from scapy.layers.inet6 import IPv6
 
@@ -197,21 +214,27 @@ class ExchangeSummaries:
         tcp = frame.getlayer(TCP)
         if tcp is None:
             return []
-        src, dst = (str(ip.src), int(tcp.sport)), (str(ip.dst), int(tcp.dport))
-        if self.kms_port not in (tcp.sport, tcp.dport):
-            if self.dns_port is not None and self.dns_port in (tcp.sport, tcp.dport):
-                return self._dns_over_tcp(src, dst, int(tcp.flags), int(tcp.seq), bytes(tcp.payload), float(frame.time))
+        pkt = TcpPacket(
+            float(frame.time),
+            (str(ip.src), int(tcp.sport)),
+            (str(ip.dst), int(tcp.dport)),
+            int(tcp.seq),
+            int(tcp.flags),
+            bytes(tcp.payload),
+        )
+        return self.feed_segment(pkt)
+
+    def feed_segment(self, pkt: TcpPacket) -> list[str]:
+        """Lines for what one TCP segment completed (the transport-neutral half of :meth:`feed`)."""
+        if self.kms_port not in (pkt.src[1], pkt.dst[1]):
+            if self.dns_port is not None and self.dns_port in (pkt.src[1], pkt.dst[1]):
+                return self._dns_over_tcp(pkt)
             return []
-        direction = self._direction(src, dst, float(frame.time))
-        payload = bytes(tcp.payload)
-        direction.observe(int(tcp.flags), int(tcp.seq), payload, float(frame.time))
-        if not payload or src[1] != self.kms_port:
+        conv = self._conversation(pkt)
+        if conv is None or not pkt.payload or pkt.src[1] != self.kms_port:
             return []  # only the host's bytes can complete an exchange
-        client = self._directions.get((dst, src), SegmentLog(dst, src))
-        conv = Conversation(0, reassemble(client), reassemble(direction), client.first_time)
         pdus = decode_conversation(conv, force=True) or []
-        key = frozenset((src, dst))
-        done = self._reported.get(key, 0)
+        done = self._reported.get(conv.index, 0)
         answers = [p for p in pdus if p.direction == "S->C" and p.ptype in ("response", "fault")]
         lines = []
         for answer in answers[done:]:
@@ -220,54 +243,41 @@ class ExchangeSummaries:
                 None,
             )
             lines.append(exchange_line(request, answer))
-        self._reported[key] = len(answers)
+        if conv.end == "open":
+            self._reported[conv.index] = len(answers)
+        else:
+            self._forget(conv.index)
         self.exchanges += len(lines)
         return lines
 
 
 class _Writer:
-    """Writes frames as they come: loopback duplicates dropped and checksums filled in on ``lo``."""
+    """Writes frames as they come, through :class:`emu.pcap.fixup.FrameFixup` (loopback fix-ups only)."""
 
     def __init__(self, path: Path, loopback: bool) -> None:
         from scapy.utils import PcapWriter
 
-        self.loopback = loopback
-        self.previous: bytes | None = None
-        self.frames = self.duplicates = 0
+        self.fixup = FrameFixup(loopback)
+        self.frames = 0
         try:
             self._writer = PcapWriter(str(path), sync=True)
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
+    @property
+    def duplicates(self) -> int:
+        return self.fixup.duplicates
+
     def write(self, frame: Any) -> Any | None:
-        raw = bytes(frame)
-        if self.loopback and raw == self.previous:  # elsewhere an identical frame is a real retransmission
-            self.duplicates += 1
+        fixed = self.fixup.apply(frame)
+        if fixed is None:
             return None
-        self.previous = raw
-        if self.loopback:
-            frame = _with_checksums(frame)
-        self._writer.write(frame)
+        self._writer.write(fixed)
         self.frames += 1
-        return frame
+        return fixed
 
     def close(self) -> None:
         self._writer.close()
-
-
-def _with_checksums(frame: Any) -> Any:
-    from scapy.layers.inet import IP, TCP, UDP
-    from scapy.layers.inet6 import IPv6
-
-    fixed = frame.copy()
-    if IP in fixed:
-        del fixed[IP].chksum
-    for layer in (TCP, UDP):
-        if layer in fixed and (IP in fixed or IPv6 in fixed):
-            del fixed[layer].chksum
-    rebuilt = fixed.__class__(bytes(fixed))
-    rebuilt.time = frame.time
-    return rebuilt
 
 
 def capture(
@@ -293,7 +303,7 @@ def capture(
     listening = threading.Event()
     result = CaptureResult(options.output)
     summaries = ExchangeSummaries(options.port, options.dns_port if options.dns else None)
-    writer = _Writer(options.output, options.interface == "lo")
+    writer = _Writer(options.output, is_loopback_interface(options.interface))
     lock = threading.Lock()
     seen = [0]
 

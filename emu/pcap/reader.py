@@ -1,22 +1,56 @@
-"""Read captures (pcap or pcapng) into reassembled TCP byte streams.
+"""TCP conversations of a capture, tracked the way the TCP specification and tshark do, and reassembled.
 
-Scapy reads the file; reassembly is ours so that retransmissions, overlapping and out-of-order
-segments, and captures that start or end mid-conversation are handled the same way everywhere
-(``emu decode``, replay, the tests). Nothing here raises on odd traffic: what cannot be placed
-is reported in :attr:`TcpStream.problems`.
+This is the one implementation of TCP conversation tracking in emu: ``emu decode`` (and its
+``--summary``), replay, ``--as-server``, the live lines of ``emu capture`` and every later reader of
+captures (the conformance suite, probe, watch) go through :class:`ConversationTracker`, fed by
+:func:`emu.pcap.frames.read_tcp_packets` from a file or by a live sniffer.
+
+Conversation rules (docs/howto-decode.md, "Conversation tracking"):
+
+* a conversation is keyed by its 4-tuple (both addresses and ports, either direction);
+* a SYN (without ACK) on a 4-tuple whose conversation ended (an RST, or a FIN from each side) starts a
+  new conversation, and so does a SYN whose sequence number differs from the first one seen in that
+  direction (a new initial sequence number: the port was reused before the old connection was seen to
+  close). A SYN with the same sequence number is a retransmission and stays in its conversation;
+* a conversation ends at the RST or at the second side's FIN (simultaneous close included); segments
+  that arrive after that (the last ACK, a retransmitted FIN) still belong to it: their bytes, if any,
+  are counted as late, never attributed to a new conversation;
+* a capture that starts mid-connection, or a connection whose handshake is not in the capture, is a
+  conversation from its first segment; its client is the side that sent the SYN without ACK, else the
+  side of the SYN/ACK's peer, else the side seen first.
+
+Conversations are handed out as they end (streaming: memory is bounded by the open conversations,
+not by the size of the file), the rest at the end of the capture. Reassembly is ours, so that
+retransmissions, overlapping and out-of-order segments are handled the same way everywhere. Nothing
+here raises on odd traffic: what cannot be placed is reported in :attr:`TcpStream.problems`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.errors import UsageError
+from emu.pcap.frames import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ReadStats, TcpPacket, read_tcp_packets
 
-__all__ = ["Conversation", "Segment", "SegmentLog", "TcpStream", "read_conversations", "reassemble"]
+__all__ = [
+    "LINGER_SECONDS",
+    "CaptureStats",
+    "Conversation",
+    "ConversationTracker",
+    "Segment",
+    "SegmentLog",
+    "TcpStream",
+    "iter_conversations",
+    "read_conversations",
+    "reassemble",
+]
 
 log = logging.getLogger(__name__)
+
+#: How long (capture seconds) an ended conversation still claims its 4-tuple's late segments.
+LINGER_SECONDS = 240.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +94,10 @@ class Conversation:
     client: TcpStream
     server: TcpStream
     start: float
+    #: how it ended: ``fin`` (both sides), ``rst``, ``reused`` (a new SYN took its 4-tuple) or ``open``
+    #: (still open at the end of the capture)
+    end: str = "open"
+    packets: int = 0
 
     @property
     def client_addr(self) -> tuple[str, int]:
@@ -83,15 +121,18 @@ class SegmentLog:
     syn_seen: bool = False
     segments: list[tuple[int, bytes, float]] = field(default_factory=list)
     first_time: float = 0.0
-    fin_or_rst: bool = False
+    #: sequence number of the first segment seen in this direction (tshark's base_seq)
+    first_seq: int | None = None
+    #: this direction sent a SYN with ACK (it is the answering side)
+    syn_ack: bool = False
 
     def observe(self, flags: int, seq: int, payload: bytes, when: float) -> None:
         """Record one TCP segment of this direction (flags as the TCP header's bits)."""
+        if self.first_seq is None:
+            self.first_seq = seq
         if flags & 0x02:  # SYN: the stream starts at ISN + 1
             self.isn = seq
             self.syn_seen = True
-        if flags & 0x05:  # FIN or RST
-            self.fin_or_rst = True
         if payload:
             self.segments.append((seq, payload, when))
 
@@ -135,65 +176,156 @@ def reassemble(direction: SegmentLog) -> TcpStream:
     return stream
 
 
-def read_conversations(path: str | Path) -> list[Conversation]:
-    """All TCP conversations of a capture, in the order they started.
+@dataclass(slots=True)
+class _Open:
+    """A conversation being tracked: its two directions, in the order they were first seen."""
+
+    index: int
+    first: SegmentLog
+    second: SegmentLog
+    start: float
+    fins: int = 0  # bit 1: first direction sent FIN, bit 2: second did
+    rst: bool = False
+    packets: int = 0
+
+    def side(self, src: tuple[str, int]) -> tuple[SegmentLog, int]:
+        return (self.first, 1) if src == self.first.src else (self.second, 2)
+
+    def conversation(self, end: str) -> Conversation:
+        """Reassemble both directions; the client is the side that opened (see the module rules)."""
+        client, server = self.first, self.second
+        opened_first = client.syn_seen and not client.syn_ack
+        opened_second = server.syn_seen and not server.syn_ack
+        if (opened_second and not opened_first) or (not opened_first and client.syn_ack and not server.syn_ack):
+            client, server = server, client
+        return Conversation(self.index, reassemble(client), reassemble(server), self.start, end, self.packets)
+
+
+class ConversationTracker:
+    """Sort TCP segments into conversations (module rules); hand each out when it ends.
+
+    Feed it :class:`~emu.pcap.frames.TcpPacket` in capture order with :meth:`feed` (which returns the
+    conversations that segment ended), then call :meth:`finish` for those still open. Indexes are
+    given in order of first appearance, as tshark numbers ``tcp.stream``.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[tuple[str, int], tuple[str, int]], _Open] = {}
+        self._ended: dict[tuple[tuple[str, int], tuple[str, int]], float] = {}
+        self.conversations = 0
+        #: segments with payload seen after their conversation ended, and their bytes
+        self.late_segments = 0
+        self.late_bytes = 0
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def feed(self, pkt: TcpPacket) -> list[Conversation]:
+        """Track one segment; returns the conversations it ended (usually none)."""
+        src, dst = pkt.src, pkt.dst
+        key = (src, dst) if src <= dst else (dst, src)
+        flags = pkt.flags
+        conv = self._open.get(key)
+        out: list[Conversation] = []
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN and conv is not None:
+            log_, _ = conv.side(src)
+            if log_.first_seq is not None and log_.first_seq != pkt.seq:
+                del self._open[key]
+                out.append(conv.conversation("reused"))
+                conv = None
+        if conv is None:
+            ended = self._ended.get(key)
+            if ended is not None:
+                if flags & (TCP_SYN | TCP_ACK) != TCP_SYN:
+                    if pkt.payload:
+                        self.late_segments += 1
+                        self.late_bytes += len(pkt.payload)
+                    return out
+                del self._ended[key]
+            conv = self._open[key] = _Open(
+                self.conversations, SegmentLog(src, dst, first_time=pkt.time), SegmentLog(dst, src), pkt.time
+            )
+            self.conversations += 1
+        direction, bit = conv.side(src)
+        if not direction.first_time:
+            direction.first_time = pkt.time
+        direction.observe(flags, pkt.seq, pkt.payload, pkt.time)
+        if flags & TCP_SYN and flags & TCP_ACK:
+            direction.syn_ack = True
+        conv.packets += 1
+        if flags & TCP_RST:
+            conv.rst = True
+        if flags & TCP_FIN:
+            conv.fins |= bit
+        if conv.rst or conv.fins == 3:
+            del self._open[key]
+            self._ended[key] = pkt.time
+            out.append(conv.conversation("rst" if conv.rst else "fin"))
+            self._forget_before(pkt.time - LINGER_SECONDS)
+        return out
+
+    def _forget_before(self, when: float) -> None:
+        """Ended conversations stop claiming their 4-tuple after :data:`LINGER_SECONDS`."""
+        ended = self._ended
+        while ended:
+            key, t = next(iter(ended.items()))
+            if t >= when:
+                return
+            del ended[key]
+
+    def peek(self, src: tuple[str, int], dst: tuple[str, int]) -> Conversation | None:
+        """The open conversation of this 4-tuple as reassembled so far (live summaries)."""
+        key = (src, dst) if src <= dst else (dst, src)
+        conv = self._open.get(key)
+        return None if conv is None else conv.conversation("open")
+
+    def finish(self) -> list[Conversation]:
+        """The conversations still open at the end of the capture, in order of appearance."""
+        out = [conv.conversation("open") for conv in self._open.values()]
+        self._open.clear()
+        return out
+
+
+@dataclass(slots=True)
+class CaptureStats:
+    """Counts of a whole capture read: the reader's and the tracker's."""
+
+    read: ReadStats = field(default_factory=ReadStats)
+    conversations: int = 0
+    late_segments: int = 0
+    late_bytes: int = 0
+
+
+def iter_conversations(path: str | Path, stats: CaptureStats | None = None) -> Iterator[Conversation]:
+    """The TCP conversations of a capture, each as soon as it ends (streaming; see the module rules).
+
+    ``stats`` (when given) is complete once the iterator is exhausted. When the file ends with a
+    damaged record, the conversations still open then say so in their client stream's problems.
 
     Raises:
-        UsageError: the file does not exist or is not a capture Scapy can read.
+        UsageError: the file does not exist or is not a pcap/pcapng file.
     """
-    from scapy.error import Scapy_Exception
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.inet6 import IPv6
-    from scapy.utils import PcapReader
+    stats = stats if stats is not None else CaptureStats()
+    tracker = ConversationTracker()
+    feed = tracker.feed
+    for pkt in read_tcp_packets(path, stats.read):
+        ended = feed(pkt)
+        if ended:
+            yield from ended
+    rest = tracker.finish()
+    if stats.read.damaged:
+        for conv in rest:
+            conv.client.problems.append(stats.read.damaged)
+    stats.conversations = tracker.conversations
+    stats.late_segments, stats.late_bytes = tracker.late_segments, tracker.late_bytes
+    yield from rest
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such capture file")
-    directions: dict[tuple[tuple[str, int], tuple[str, int]], SegmentLog] = {}
-    order: list[tuple[tuple[str, int], tuple[str, int]]] = []
-    truncated = False
-    try:
-        reader = PcapReader(str(path))
-    except (Scapy_Exception, OSError, EOFError, ValueError) as exc:
-        raise UsageError(f"{path}: not a pcap or pcapng file Scapy can read ({exc})") from exc
-    with reader:
-        while True:
-            try:
-                pkt = reader.read_packet()
-            except EOFError:
-                break
-            except Exception as exc:  # a truncated record at the end of the file
-                log.warning("%s: stopped reading at a damaged record: %s", path, exc)
-                truncated = True
-                break
-            if pkt is None:
-                break
-            ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-            tcp = pkt.getlayer(TCP)
-            if ip is None or tcp is None:
-                continue
-            src, dst = (str(ip.src), int(tcp.sport)), (str(ip.dst), int(tcp.dport))
-            key = (src, dst)
-            direction = directions.get(key)
-            if direction is None:
-                direction = directions[key] = SegmentLog(src, dst, first_time=float(pkt.time))
-                order.append(key)
-            direction.observe(int(tcp.flags), int(tcp.seq), bytes(tcp.payload), float(pkt.time))
-    conversations: list[Conversation] = []
-    seen: set[frozenset[tuple[str, int]]] = set()
-    for key in order:
-        pair = frozenset(key)
-        if pair in seen:
-            continue
-        seen.add(pair)
-        fwd = directions[key]
-        rev = directions.get((key[1], key[0]), SegmentLog(key[1], key[0]))
-        # The client is the side whose SYN had no ACK, else the side seen first.
-        client, server = fwd, rev
-        if rev.syn_seen and not fwd.syn_seen:
-            client, server = rev, fwd
-        conv = Conversation(len(conversations), reassemble(client), reassemble(server), fwd.first_time)
-        if truncated:
-            conv.client.problems.append("capture file ends with a damaged record")
-        conversations.append(conv)
-    return conversations
+
+def read_conversations(path: str | Path) -> list[Conversation]:
+    """All TCP conversations of a capture, in the order they started (see :func:`iter_conversations`).
+
+    Raises:
+        UsageError: the file does not exist or is not a pcap/pcapng file.
+    """
+    return sorted(iter_conversations(path), key=lambda c: c.index)

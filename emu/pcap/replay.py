@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu.clock import unix_to_filetime
 from emu.errors import DecodeError, EmuError, KmsError, UsageError
 from emu.kms.messages import build_request, open_request, verify_response
 from emu.pcap.kms_decode import decode_capture
@@ -57,7 +58,6 @@ __all__ = [
     "resign",
 ]
 
-_FILETIME_EPOCH = 116444736000000000
 #: Seconds to wait for one answer PDU.
 DEFAULT_TIMEOUT = 5.0
 
@@ -143,7 +143,7 @@ def _ptype_name(pdu: bytes) -> str:
 
 
 def _now_filetime() -> int:
-    return _FILETIME_EPOCH + int(time.time() * 10_000_000)
+    return unix_to_filetime(time.time())
 
 
 def _rewrite_request(

@@ -54,6 +54,7 @@ from scapy.layers.dcerpc import (
 from scapy.layers.inet import TCP
 from scapy.packet import Packet, bind_bottom_up, bind_top_down
 
+from emu.clock import filetime_to_unix, unix_to_filetime
 from emu.errors import DecodeError
 from emu.kms import crypto
 from emu.kms.messages import REQUEST_V4_SIZE, REQUEST_V5_SIZE
@@ -79,14 +80,13 @@ __all__ = [
 
 #: The KMS TCP port (spec 1).
 KMS_PORT = 1688
-_FILETIME_EPOCH = 116444736000000000  # 1601-01-01 to 1970-01-01 in 100 ns units
 _ZERO_UUID = uuid.UUID(int=0)
 _LICENSE_NAMES = {int(s): s.name.lower() for s in wkms.LicenseStatus}
 
 
 def filetime_now() -> int:
     """The current UTC time as a FILETIME (the default ``client_time`` of a crafted request)."""
-    return _FILETIME_EPOCH + int(time.time() * 10_000_000)
+    return unix_to_filetime(time.time())
 
 
 def _product_name(kind: str, value: uuid.UUID) -> str | None:
@@ -149,7 +149,7 @@ class _FileTimeField(Field[int, int]):
     def i2repr(self, pkt: Packet | None, x: Any) -> str:
         if not isinstance(x, int):
             return repr(x)
-        seconds = (x - _FILETIME_EPOCH) / 10_000_000
+        seconds = filetime_to_unix(x)
         try:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
         except (OverflowError, OSError, ValueError):

@@ -1,9 +1,10 @@
 """Record the TCP connections a client makes into a pcap with Scapy (``emu client activate --capture``).
 
-Two loopback pitfalls are handled here (net.md 2, "Pitfall: loopback capture" and the offload
-notes): Scapy's native ``lo`` sniffer sees every frame twice, so libpcap is used (it drops the
-outgoing copy) and any remaining identical back-to-back frames are dropped; and loopback frames carry
-checksums the kernel never filled in, so they are recomputed before writing, which keeps tshark quiet.
+Scapy's native ``lo`` sniffer sees every frame twice, so libpcap is used (it drops the outgoing
+copy). What is written goes through :class:`emu.pcap.fixup.FrameFixup`, the same fix-ups as
+``emu capture``: on loopback only, remaining identical back-to-back frames are dropped and checksums
+the kernel never filled in are recomputed; on any other interface frames are written exactly as
+captured (an identical frame there is a real retransmission).
 Sniffing needs root (CAP_NET_RAW); without it :class:`ScenarioError` says so before anything is sent.
 
 Scapy is imported lazily: it is slow to import and has import-time side effects.
@@ -20,6 +21,7 @@ from typing import Any
 
 from emu.errors import ScenarioError, UsageError
 from emu.kms.client import HostAddress
+from emu.pcap.fixup import FrameFixup, is_loopback_interface
 
 __all__ = ["DRAIN_TIMEOUT", "SNIFF_START_TIMEOUT", "TcpCapture", "interface_for"]
 
@@ -54,6 +56,7 @@ class TcpCapture:
     def __init__(self) -> None:
         self._frames: list[Any] = []
         self._sniffer: Any = None
+        self._interface = ""
         self._lock = threading.Lock()
 
     async def start(self, hosts: Sequence[HostAddress]) -> None:
@@ -73,6 +76,7 @@ class TcpCapture:
 
         conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (net.md 2)
         iface = interface_for(hosts[0].host)
+        self._interface = iface
         ports = sorted({h.port for h in hosts})
         bpf = "tcp and (" + " or ".join(f"port {p}" for p in ports) + ")"
         started = threading.Event()
@@ -131,30 +135,20 @@ class TcpCapture:
         Raises:
             UsageError: the file cannot be written.
         """
-        from scapy.layers.inet import IP, TCP
-        from scapy.layers.inet6 import IPv6
+        from scapy.layers.inet import TCP
         from scapy.utils import wrpcap
 
         wanted = set(client_ports)
         out: list[Any] = []
-        previous: bytes | None = None
+        fixup = FrameFixup(is_loopback_interface(self._interface))
         with self._lock:
             frames = list(self._frames)
         for frame in frames:
             if TCP not in frame or not ({frame[TCP].sport, frame[TCP].dport} & wanted):
                 continue
-            raw = bytes(frame)
-            if raw == previous:  # the second copy of a loopback frame
-                continue
-            previous = raw
-            fixed = frame.copy()
-            if IP in fixed:
-                del fixed[IP].chksum
-            if IPv6 in fixed or IP in fixed:
-                del fixed[TCP].chksum
-            rebuilt = fixed.__class__(bytes(fixed))
-            rebuilt.time = frame.time
-            out.append(rebuilt)
+            fixed = fixup.apply(frame)
+            if fixed is not None:
+                out.append(fixed)
         try:
             wrpcap(path, out)
         except OSError as exc:

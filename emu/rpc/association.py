@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from emu.errors import DecodeError, UsageError
+from emu.hresults import E_INVALID_DATA
 from emu.wire.ndr import TransferSyntax, decode_request_stub, encode_response_stub
 from emu.wire.rpc import (
     KMS_INTERFACE,
@@ -83,8 +84,8 @@ MAX_CONTEXTS = 6
 MAX_STUB_LENGTH = 16384
 #: BTFN features we grant: security context multiplexing | keep connection on orphan (spec 2.5).
 BTFN_SUPPORTED = 0x0003
-#: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (spec 2.10, 8.4).
-HRESULT_INVALID_DATA = 0x8007000D
+#: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (from emu's one error table).
+HRESULT_INVALID_DATA = E_INVALID_DATA
 #: RequestActivation is the only operation of the interface (spec 3.1).
 KMS_OPNUM = 0
 
@@ -104,6 +105,8 @@ class ServerRpcConfig:
         assoc_group_id: the association group id put in bind_acks.
         max_pdu: largest frag_length accepted; above it the connection is closed.
         max_contexts: most context elements in a bind/alter_context; above it, close.
+        check_opnum: fault requests for an operation other than RequestActivation (False: treat every
+            opnum as RequestActivation, as vlmcsd and py-kms do; the host's ``--profile`` uses it).
     """
 
     ndr64: bool = True
@@ -112,6 +115,7 @@ class ServerRpcConfig:
     assoc_group_id: int = 0
     max_pdu: int = MAX_FRAG_LENGTH
     max_contexts: int = MAX_CONTEXTS
+    check_opnum: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +381,7 @@ class ServerAssociation:
         syntax = self.contexts.get(req.p_cont_id)
         if syntax is None:
             return self._fault(req, NCA_S_UNK_IF)
-        if req.opnum != KMS_OPNUM:
+        if req.opnum != KMS_OPNUM and self.config.check_opnum:
             return self._fault(req, NCA_S_OP_RNG_ERROR)
         try:
             stub = decode_request_stub(req.stub_data, syntax)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emu_testing import require_tool
+from emu_testing import TSHARK_ENV, require_tool
 
 from emu.cli import main
 from emu.kms.host import HostConfig, KmsHost
@@ -355,6 +355,7 @@ def test_capture_writes_a_pcap_that_tshark_reads(
     out = subprocess.run(
         [tshark, "-r", str(pcap), "-d", f"tcp.port=={port},dcerpc", "-Y", "dcerpc"],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=60,
     ).stdout

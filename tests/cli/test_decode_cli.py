@@ -76,7 +76,18 @@ def test_json_lines_parse_with_stable_keys(capsys):
     assert main(["decode", "--json", str(VECTORS_DIR / "vlmcs-vlmcsd-v6-ndr64-win10ent.pcap")]) == 0
     lines = capsys.readouterr().out.splitlines()
     records = [json.loads(line) for line in lines]
-    assert len(records) == 8
+    assert len(records) == 9
+    *records, summary = records
+    assert summary["record"] == "summary"
+    assert summary["kms_conversations"] == 1 and summary["exchanges"] == 2 and summary["errors"] == 0
+    assert summary["pdus"] == {
+        "alter_context": 1,
+        "alter_context_resp": 1,
+        "bind": 1,
+        "bind_ack": 1,
+        "request": 2,
+        "response": 2,
+    }
     assert all(set(r) == PDU_KEYS for r in records)
     responses = [r for r in records if r["ptype"] == "response"]
     assert [r["syntax"] for r in responses] == ["NDR32", "NDR64"]
@@ -109,7 +120,8 @@ def test_garbage_with_forced_port_reports_errors_and_exits_1(tmp_path: Path, cap
     rng = random.Random(5)
     path = write_pcap(tmp_path / "junk.pcap", packets(segments([("C", bytes(rng.randrange(256) for _ in range(100)))])))
     assert main(["decode", str(path)]) == 0
-    assert "0 PDUs in 0 KMS conversation(s); 1 other TCP conversation(s) skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 TCP conversations, 0 KMS" in out and "not KMS: 1 conversation(s)" in out
     assert main(["decode", "--port", str(SERVER[1]), str(path)]) == 1
     assert "error: 100 bytes that are not a DCE/RPC v5.0 PDU" in capsys.readouterr().out
 

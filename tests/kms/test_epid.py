@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 
 import pytest
+from emu_testing import VECTORS_DIR, requires_vectors
 
 from emu.errors import UsageError
 from emu.kms import epid as E
@@ -34,7 +34,8 @@ INDEX_EPIDS = [
 #: Label -> CSVLK order of the INDEX table's columns.
 COLUMNS = ["Windows", "Office2010", "Office2013", "Office2016", "Office2019"]
 TODAY = dt.date(2026, 11, 28)  # the day the captures were made
-SERVER_LOGS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "out" / "server-logs"
+#: The reference servers' logs, beside the captures ($EMU_VECTORS, like every other test that reads them).
+SERVER_LOGS = VECTORS_DIR / "out" / "server-logs"
 
 
 @pytest.mark.parametrize("text", INDEX_EPIDS)
@@ -60,8 +61,9 @@ def test_reference_epid_fields_are_split_as_the_spec_says():
     assert parsed.date == dt.date(2025, 11, 29)
 
 
-@pytest.mark.skipif(not SERVER_LOGS.is_dir(), reason="reference server logs not found")
+@requires_vectors
 def test_every_epid_in_the_reference_server_logs_is_well_formed():
+    assert SERVER_LOGS.is_dir(), f"{SERVER_LOGS}: the reference server logs belong with the captures"
     pattern = re.compile(r"\d{5}-\d{5}-\d{3}-\d{6}-03-\d+-\d+\.0000-\d{7}")
     found = {m for path in SERVER_LOGS.glob("*.log") for m in pattern.findall(path.read_text(errors="replace"))}
     assert len(found) > 20
@@ -147,7 +149,7 @@ def test_today_before_the_release_dates_gives_today():
 
 def test_csvlk_without_known_key_range_cannot_generate():
     with pytest.raises(UsageError, match="not known"):
-        E.generate_epid("Server2025", 26100, 1033, seeded(1), TODAY)
+        E.generate_epid(E.Csvlk("Lab", 206, None, None, None, None), 26100, 1033, seeded(1), TODAY)
 
 
 def test_unknown_build_and_csvlk_are_usage_errors():

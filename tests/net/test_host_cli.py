@@ -72,7 +72,7 @@ def test_flags_override_the_config_file(tmp_path):
 def test_defaults_without_config():
     settings = load_settings(_args())
     server, host = build_server_config(settings), build_host_config(settings)
-    assert server.listen == (("0.0.0.0", 1688),) and server.idle_timeout == 30.0 and server.max_connections == 1024
+    assert server.listen == (("127.0.0.1", 1688),) and server.idle_timeout == 30.0 and server.max_connections == 1024
     assert (host.activation_interval, host.renewal_interval, host.kms_ids) == (120, 10080, None)
 
 
@@ -137,3 +137,104 @@ def test_publish_without_a_dns_server_is_one_line_exit_2(capsys):
     assert main(["host", "serve", "--listen", "127.0.0.1:0", "--publish", "kms.test", "--log-level", "ERROR"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "emu: error: --publish needs --dns-server ADDR:PORT (the primary that accepts updates)"
+
+
+def test_status_lists_each_client_with_workstation_product_count_and_activation(tmp_path, capsys):
+    import asyncio
+    import json
+
+    from kms_host_peer import kms_request, running_host, session
+
+    from emu.net.host_store import HostStore
+    from emu.rng import seeded
+
+    state = tmp_path / "inv.sqlite"
+    store = HostStore(state)
+    rng = seeded(11)
+
+    async def go():
+        async with running_host(store=store) as server:
+            await session(server.addresses[0], [kms_request(rng, "Office 2019 ProPlus") for _ in range(5)])
+
+    asyncio.run(go())
+    store.close()
+    assert main(["host", "status", "--state", str(state), "--format", "json"]) == 0
+    (app,) = json.loads(capsys.readouterr().out)["applications"]
+    assert app["count"] == 5 and len(app["clients"]) == 5
+    assert [c["last_count"] for c in app["clients"]] == [1, 2, 3, 4, 5]
+    assert [c["activated"] for c in app["clients"]] == [False] * 4 + [True]
+    assert {c["workstation"] for c in app["clients"]} == {"peer.lab.test"}
+    assert {c["product"] for c in app["clients"]} == {"Office Professional Plus 2019"}
+    assert main(["host", "status", "--state", str(state), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("application,count,capacity,cmid,") and len(lines) == 6
+    assert main(["host", "status", "--state", str(state)]) == 0
+    assert "Office Professional Plus 2019" in capsys.readouterr().out
+
+
+def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_clients(tmp_path):
+    import sqlite3
+
+    from emu.net.host_store import SCHEMA_VERSION, HostStore
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE clients (app_id TEXT NOT NULL, cmid TEXT NOT NULL, last_request REAL NOT NULL,"
+        " PRIMARY KEY (app_id, cmid));"
+        "CREATE TABLE capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);"
+        "CREATE TABLE epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "INSERT INTO clients VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', '00000000-0000-0000-0000-000000000001', 1e9);"
+        "INSERT INTO capacities VALUES ('55c92734-d682-4d71-983e-d6ec3f16059f', 50);"
+    )
+    db.close()
+    store = HostStore(path)
+    try:
+        (row,) = store.inventory()
+        assert row.last_request == 1e9 and row.workstation is None and store.client_count() == 1
+        assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+    finally:
+        store.close()
+
+
+def test_every_host_setting_has_a_toml_type():
+    from emu.cli.host import SETTING_KINDS, SETTING_NAMES
+
+    assert set(SETTING_KINDS) == set(SETTING_NAMES)
+
+
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        ('check_time_skew = "false"', "check_time_skew must be true or false"),
+        ("durable = 1", "durable must be true or false"),
+        ('max_connections = "many"', "max_connections must be a whole number"),
+        ("max_connections = true", "max_connections must be a whole number"),
+        ('idle_timeout = "soon"', "idle_timeout must be a number"),
+        ("listen = 1688", "listen must be a string or a list of strings"),
+        ("activation_interval = true", "activation_interval must be a number of minutes"),
+        ("host_name = 5", "host_name must be a string"),
+        ('epids = "x"', "epids must be a table"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_a_usage_error_naming_the_key(tmp_path, capsys, line, words):
+    config = tmp_path / "host.toml"
+    config.write_text(line + "\n")
+    assert main(["host", "serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_the_host_listens_on_loopback_unless_told_otherwise():
+    from emu.cli import build_parser
+    from emu.cli.host import build_server_config, load_settings
+
+    args = build_parser(["host"]).parse_args(["host", "serve"])
+    assert build_server_config(load_settings(args)).listen == (("127.0.0.1", 1688),)
+
+
+def test_an_unknown_log_level_is_refused(capsys):
+    assert main(["--log-level", "FOO", "host", "status", "--state", "x"]) == 2
+    assert "--log-level 'FOO'" in capsys.readouterr().err

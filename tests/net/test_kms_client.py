@@ -7,22 +7,24 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 
 import pytest
 from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.clock import unix_to_filetime
-from emu.errors import DecodeError
+from emu.errors import DecodeError, KmsError
 from emu.kms.client import Answered, HostAddress, HostError, RequestTemplate, Unreachable, VerificationFailed
+from emu.kms.crypto import cbc_decrypt
 from emu.kms.host import HostConfig, KmsHost
-from emu.kms.messages import open_request
+from emu.kms.messages import message_layout, open_request
 from emu.kms.products import lookup
 from emu.net.kms_client import ExchangeStatus, KmsClientSession, RpcOptions, exchange
 from emu.net.kms_server import KmsServer, ServerConfig
 from emu.pcap.reader import read_conversations
 from emu.rng import seeded
 from emu.rpc.association import Call, Send, ServerAssociation, ServerRpcConfig
-from emu.wire.kms import Version
+from emu.wire.kms import Version, decode_request_base, decode_version
 from emu.wire.ndr import TransferSyntax, decode_request_stub, decode_response_stub
 from emu.wire.rpc import Bind, Fault, PfcFlag, Request, btfn_bitmask, decode_pdu, encode_pdu
 
@@ -107,23 +109,36 @@ def _options_of(bind_pdu: bytes) -> RpcOptions:
 
 
 def _captured_requests(client: list[bytes]):  # type: ignore[no-untyped-def]
-    """The opened KMS requests of the captured client, in order (None where the version is unusable)."""
+    """What the captured client asked, in order: the opened request, or for a protocol version no host
+    opens (vlmcs -K3.0 / -K7.0) its base and IV read in the layout vlmcs sent it in."""
     out = []
     for pdu in client:
         if pdu[2] != 0:
             continue
         req = decode_pdu(pdu)
         assert isinstance(req, Request)
-        kms = None
+        stubs = []
         for syntax in (NDR32, NDR64):
             try:
-                kms = decode_request_stub(req.stub_data, syntax).kms_data
-                break
+                stubs.append(decode_request_stub(req.stub_data, syntax).kms_data)
             except DecodeError:
                 continue
-        assert kms is not None
-        out.append(open_request(kms))
+        kms = max(stubs, key=len)  # the other syntax reads an NDR64 stub as an empty NDR32 one
+        try:
+            out.append(open_request(kms))
+        except KmsError:
+            out.append(_unopenable(kms))
     return out
+
+
+def _unopenable(kms: bytes) -> SimpleNamespace:
+    """A request of an unsupported version, as vlmcs builds it: the v4 layout below 5, the v6 one above."""
+    version = decode_version(kms)
+    if message_layout(version.major) == 4:
+        return SimpleNamespace(base=decode_request_base(kms[:-16]), iv=None, version=version)
+    iv = kms[4:20]
+    plain = cbc_decrypt(6, iv, kms[20:])
+    return SimpleNamespace(base=decode_request_base(plain[: -plain[-1]]), iv=iv, version=version)
 
 
 def _replayer(server_pdus: list[bytes], tamper: Callable[[bytes], bytes] | None = None) -> Handler:
@@ -155,15 +170,16 @@ async def _replay(name: str, index: int, tamper: Callable[[bytes], bytes] | None
     return client, server_pdus, opened, results
 
 
-def _usable(name: str, index: int) -> bool:
-    try:
-        _captured_requests(_captured(name, index)[0])
-    except Exception:
-        return False
-    return True
+REPLAY_CASES = _replay_cases()
+#: Every vlmcs conversation of the reference captures whose requests were all answered (none dropped).
+EXPECTED_REPLAY_CASES = 52
 
 
-REPLAY_CASES = [c for c in _replay_cases() if _usable(*c)]
+@requires_vectors
+def test_every_answered_vlmcs_conversation_of_the_captures_is_a_replay_case() -> None:
+    assert len(REPLAY_CASES) == EXPECTED_REPLAY_CASES
+    for name, index in REPLAY_CASES:
+        assert _captured_requests(_captured(name, index)[0])  # each one readable, none silently left out
 
 
 @requires_vectors

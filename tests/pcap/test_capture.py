@@ -43,6 +43,8 @@ def _base(rng):
 
 
 def _lines(path: Path, dns_port: int | None = None) -> list[str]:
+    import scapy.layers.inet
+    import scapy.layers.l2  # noqa: F401
     from scapy.utils import rdpcap
 
     summaries = ExchangeSummaries(1688, dns_port)

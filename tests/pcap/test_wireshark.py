@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from emu_testing import ROOT, require_tool, requires_vectors, vector_files
+from emu_testing import ROOT, TSHARK_ENV, require_tool, requires_vectors, vector_files
 
 from emu.cli import main
 from emu.cli.wireshark import dissector_source, install
@@ -39,6 +39,7 @@ def _tshark_kms(tshark: str, path: Path) -> list[dict[str, str]]:
             *functools.reduce(operator.iadd, (["-e", f] for f in FIELDS), []),
         ],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=120,
         check=True,
@@ -113,6 +114,7 @@ def test_tshark_dissects_sample_pcap_as_dcerpc_without_expert_errors(path):
             "-q",
         ],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=60,
         check=True,
@@ -122,6 +124,7 @@ def test_tshark_dissects_sample_pcap_as_dcerpc_without_expert_errors(path):
     protocols = subprocess.run(
         [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "frame.protocols", "-Y", "tcp.len > 0 or udp"],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=60,
         check=True,
@@ -143,3 +146,37 @@ def test_wireshark_install_into_unwritable_place_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match="cannot install"):
         install(blocker / "plugins")
+
+
+def test_a_second_copy_of_the_dissector_steps_aside_with_one_warning(tmp_path: Path) -> None:
+    """After `emu wireshark install`, running tshark with -X lua_script: loads the dissector twice."""
+    tshark = require_tool("tshark")
+    plugins = tmp_path / ".local" / "lib" / "wireshark" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "kms.lua").write_bytes(LUA.read_bytes())
+    env = {**TSHARK_ENV, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+    sample = ROOT / "pcaps" / "emu-v6-ndr64-windows10.pcap"
+    done = subprocess.run(
+        [
+            tshark,
+            "-n",
+            "-X",
+            f"lua_script:{LUA}",
+            "-r",
+            str(sample),
+            "-Y",
+            "kms.count",
+            "-T",
+            "fields",
+            "-e",
+            "kms.count",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if line.strip() and "kms.lua" not in line] == ["26", "27"]
+    said = done.stdout + done.stderr
+    assert said.count("already loaded") == 1 and "Lua: Error" not in said and "two protocols" not in said

@@ -14,7 +14,15 @@
 -- Install: `emu wireshark install` (copies this file into the personal plugins folder), or run
 -- once with `tshark -X lua_script:kms.lua -r capture.pcap -Y kms`.
 
-local kms = Proto("kms", "KMS Volume Activation")
+-- A second copy (one installed in the plugins folder and one given with -X lua_script:, say) must
+-- not stop Wireshark with "there cannot be two protocols with the same description": the copy that
+-- loads second says so once and steps aside.
+local made, kms = pcall(Proto, "kms", "KMS Volume Activation")
+if not made then
+  local note = "emu kms.lua: a KMS dissector is already loaded; this copy is not used"
+  if type(warn) == "function" then warn(note) else print(note) end
+  return
+end
 
 local LICENSE = {
   [0] = "Unlicensed", [1] = "Licensed", [2] = "OOB grace", [3] = "OOT grace",

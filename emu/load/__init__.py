@@ -1,0 +1,1 @@
+"""Load from many emulated KMS clients on Locust's engine (``emu load``): one user per client machine."""

@@ -1,0 +1,249 @@
+"""Decode a whole capture as a stream: conversations tracked, each handed to the protocol decoders, a summary.
+
+:func:`iter_records` is the entry point every reader of captures uses (``emu decode``, the conformance
+suite, probe, watch): it reads the file with :func:`emu.pcap.reader.iter_conversations` (one TCP
+tracking for everyone), gives each conversation as soon as it ends to the decoders in
+:data:`DECODERS` (the first that claims it wins), yields the records they return, and ends with
+one :class:`DecodeSummary`. Memory is bounded by the conversations open at a time, and the first
+records come out long before the end of a large file. With ``jobs > 1`` the conversations are
+decoded by that many worker processes (they are independent); records keep the order of
+conversations ending.
+
+Adding a protocol (LDAP, ...): write a class with a ``name``, a
+``decode(conversation, capture, force) -> list[record] | None`` method (``None``: not mine) and,
+optionally, ``rpc_but_not_kms``-style recognition, and append an instance to :data:`DECODERS`.
+Records need a ``to_json()`` (a dict with a ``"record"`` key); :meth:`DecodeSummary.count`
+tallies KMS PDUs and notes and counts any other record under its ``"record"`` kind.
+
+Nothing is dropped silently: a conversation no decoder claims is counted (``other_conversations``);
+one that starts like DCE/RPC but never shows KMS gets a note saying it was not decoded; stream
+problems become notes; segments arriving after their conversation ended are counted as late bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from emu.pcap.kms_decode import KmsDecoder
+from emu.pcap.kms_records import SERVER_TO_CLIENT, DecodedPdu, StreamNote
+from emu.pcap.reader import CaptureStats, Conversation, iter_conversations
+
+__all__ = ["DECODERS", "ConversationDecoder", "DecodeSummary", "iter_records"]
+
+
+class ConversationDecoder(Protocol):
+    """A protocol decoder plugged into :func:`iter_records`."""
+
+    name: str
+
+    def decode(self, conv: Conversation, capture: str, force: bool) -> list[Any] | None:
+        """The records of ``conv``, or ``None`` when it is not this protocol (and not forced)."""
+        ...
+
+
+#: The decoders tried on each conversation, in order.
+DECODERS: list[ConversationDecoder] = [KmsDecoder()]
+
+
+@dataclass(slots=True)
+class DecodeSummary:
+    """The final record of a decode run: what was read and what became of it.
+
+    Attributes:
+        packets: frames in the file; tcp_packets those that were TCP over IP.
+        other_packets: frames that were not TCP (UDP, ARP ...); unparsed_packets: IP fragments and
+            frames cut short.
+        tcp_conversations: TCP conversations tracked; kms_conversations: those decoded as KMS;
+            other_conversations: the rest (``not_decoded_rpc`` of them looked like DCE/RPC).
+        pdus: PDUs by PTYPE name (``"?"`` for bytes that were not a PDU).
+        exchanges: responses and faults answering a request.
+        errors: records with an error (PDUs that did not decode or failed a check, stream notes).
+        bytes_not_decoded: bytes of PDUs with an error plus late bytes.
+        late_bytes: payload that arrived after its conversation ended.
+        damaged: the capture file's damage, if any.
+    """
+
+    capture: str
+    packets: int = 0
+    tcp_packets: int = 0
+    other_packets: int = 0
+    unparsed_packets: int = 0
+    tcp_conversations: int = 0
+    kms_conversations: int = 0
+    other_conversations: int = 0
+    not_decoded_rpc: int = 0
+    pdus: Counter[str] = field(default_factory=Counter)
+    records: Counter[str] = field(default_factory=Counter)
+    exchanges: int = 0
+    errors: int = 0
+    bytes_not_decoded: int = 0
+    late_bytes: int = 0
+    damaged: str = ""
+    kms_conversation_ids: list[int] = field(default_factory=list)
+
+    def count(self, record: Any) -> None:
+        """Tally one record."""
+        if isinstance(record, DecodedPdu):
+            self.pdus[record.ptype or "?"] += 1
+            if record.direction == SERVER_TO_CLIENT and record.ptype in ("response", "fault"):
+                self.exchanges += 1
+            if record.failed:
+                self.errors += 1
+            if record.error is not None:
+                self.bytes_not_decoded += record.size
+        elif isinstance(record, StreamNote):
+            self.errors += 1
+        else:
+            kind = record.to_json().get("record", type(record).__name__)
+            self.records[str(kind)] += 1
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and not self.damaged
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``"summary"`` record of ``emu decode --json`` (always the last line)."""
+        return {
+            "record": "summary",
+            "capture": self.capture,
+            "packets": self.packets,
+            "tcp_packets": self.tcp_packets,
+            "other_packets": self.other_packets,
+            "unparsed_packets": self.unparsed_packets,
+            "tcp_conversations": self.tcp_conversations,
+            "kms_conversations": self.kms_conversations,
+            "other_conversations": self.other_conversations,
+            "not_decoded_rpc_conversations": self.not_decoded_rpc,
+            "pdus": dict(sorted(self.pdus.items())),
+            "other_records": dict(sorted(self.records.items())),
+            "exchanges": self.exchanges,
+            "errors": self.errors,
+            "bytes_not_decoded": self.bytes_not_decoded,
+            "late_bytes": self.late_bytes,
+            "damaged": self.damaged or None,
+        }
+
+    def lines(self) -> list[str]:
+        """The summary as text (the last lines of ``emu decode``)."""
+        pdus = ", ".join(f"{n} {k}" for k, n in sorted(self.pdus.items())) or "none"
+        out = [
+            f"== {self.capture}: {self.packets} packets ({self.tcp_packets} TCP), "
+            f"{self.tcp_conversations} TCP conversations, {self.kms_conversations} KMS",
+            f"   PDUs: {pdus}; exchanges: {self.exchanges}; errors: {self.errors}; "
+            f"bytes not decoded: {self.bytes_not_decoded}",
+        ]
+        skipped = self.other_conversations
+        if skipped or self.other_packets or self.unparsed_packets:
+            out.append(
+                f"   not KMS: {skipped} conversation(s) ({self.not_decoded_rpc} of them DCE/RPC without KMS), "
+                f"{self.other_packets} non-TCP packet(s), {self.unparsed_packets} IP fragment(s) or cut frame(s)"
+            )
+        if self.late_bytes:
+            out.append(f"   {self.late_bytes} byte(s) arrived after their conversation ended (not decoded)")
+        if self.damaged:
+            out.append(f"   {self.damaged}")
+        return out
+
+
+def _decode_one(conv: Conversation, capture: str, port: int | None) -> tuple[str, list[Any]]:
+    """(outcome, records) of one conversation: outcome is a decoder's name, ``"rpc"`` or ``"other"``."""
+    force = port is not None and port in (conv.client.src[1], conv.client.dst[1])
+    for decoder in DECODERS:
+        records = decoder.decode(conv, capture, force)
+        if records is not None:
+            return decoder.name, records
+    kms = DECODERS[0]
+    if isinstance(kms, KmsDecoder) and kms.rpc_but_not_kms(conv):
+        note = StreamNote(
+            capture,
+            conv.index,
+            None,
+            "DCE/RPC conversation that never showed the KMS interface or a KMS message: not decoded "
+            "(use --port to decode it as KMS)",
+            conv.start,
+        )
+        return "rpc", [note]
+    return "other", []
+
+
+def _worker(args: tuple[Conversation, str, int | None]) -> tuple[str, list[Any]]:
+    return _decode_one(*args)
+
+
+def _outcomes(
+    conversations: Iterable[Conversation], capture: str, port: int | None, jobs: int
+) -> Iterator[tuple[Conversation | None, tuple[str, list[Any]]]]:
+    if jobs <= 1:
+        for conv in conversations:
+            yield conv, _decode_one(conv, capture, port)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ctx.Pool(jobs) as pool:
+        work = ((conv, capture, port) for conv in conversations)
+        for result in pool.imap(_worker, work, chunksize=64):
+            yield None, result
+
+
+def iter_records(path: str | Path, *, port: int | None = None, jobs: int = 1, keep_ids: bool = True) -> Iterator[Any]:
+    """The decoded records of a capture, conversation by conversation as they end, then a :class:`DecodeSummary`.
+
+    Args:
+        path: a pcap or pcapng file.
+        port: decode every conversation with this TCP port as KMS whatever it holds.
+        jobs: worker processes decoding conversations (1: in this process).
+        keep_ids: list the KMS conversations' indexes in the summary (memory grows with them).
+
+    Raises:
+        UsageError: the file does not exist or is not a capture (before the first record).
+    """
+    path = Path(path)
+    stats = CaptureStats()
+    summary = DecodeSummary(path.name)
+    conversations = iter_conversations(path, stats)
+    first = next(conversations, None)  # raises UsageError now, not at the consumer's first record
+
+    def all_conversations() -> Iterator[Conversation]:
+        if first is not None:
+            yield first
+            yield from conversations
+
+    index_of: list[int] = []
+    for conv, (outcome, records) in _outcomes(all_conversations(), path.name, port, jobs):
+        if outcome == "other":
+            summary.other_conversations += 1
+        elif outcome == "rpc":
+            summary.other_conversations += 1
+            summary.not_decoded_rpc += 1
+        else:
+            summary.kms_conversations += 1
+            if keep_ids:
+                index = conv.index if conv is not None else _index(records)
+                if index is not None:
+                    index_of.append(index)
+        for record in records:
+            summary.count(record)
+            yield record
+    read = stats.read
+    summary.packets, summary.tcp_packets = read.packets, read.tcp_packets
+    summary.other_packets, summary.unparsed_packets = read.other_packets, read.unparsed_packets
+    summary.tcp_conversations = stats.conversations
+    summary.late_bytes = stats.late_bytes
+    summary.bytes_not_decoded += stats.late_bytes
+    summary.damaged = read.damaged
+    summary.kms_conversation_ids = sorted(index_of)
+    yield summary
+
+
+def _index(records: list[Any]) -> int | None:
+    for record in records:
+        conversation = getattr(record, "conversation", None)
+        if isinstance(conversation, int):
+            return conversation
+    return None
