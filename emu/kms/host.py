@@ -15,7 +15,7 @@ from typing import Any
 
 from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
-from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
+from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, E_KMS_NOT_ACTIVATED, describe
 from emu.kms import epid as _epid
 from emu.kms import host_keys, products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
@@ -121,6 +121,9 @@ class HostConfig:
         count_policy: the client table's rules (30-day records, capacity 2 x threshold).
         max_required_count: RequiredClientCount above this is refused with 0x8007000D.
         faults: fault-injection rules (:mod:`emu.kms.faults`), first match wins; none by default.
+        key_activated: the host's KMS host key is activated (``emu host serve --csvlk``: by the lab activation
+            service, docs/mak.md); False: every request is refused with 0xC004F041, as a real host whose key is
+            not activated makes its clients fail.
         profile: ``"emu"`` (default), or ``"vlmcsd"``/``"py-kms"`` to show that implementation's traits
             (:mod:`emu.kms.profiles`): a fixed count of 2 x the threshold, and for py-kms a new ePID in every
             response, V4 answers after 1 s and no answer to an unknown version.
@@ -142,6 +145,7 @@ class HostConfig:
     max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
     faults: tuple[FaultRule, ...] = ()
     profile: str = "emu"
+    key_activated: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -365,6 +369,8 @@ class KmsHost:
 
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base
+        if not self.config.key_activated:
+            return E_KMS_NOT_ACTIVATED, "this host's KMS host key is not activated (emu host serve --csvlk)"
         # py-kms answers any threshold; vlmcsd and emu refuse one above 1000
         if base.required_client_count > self.config.max_required_count and self.config.profile != "py-kms":
             return (

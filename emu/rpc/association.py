@@ -20,7 +20,6 @@ validation), 12 (checklist); quirks Q1, Q2, Q4, Q15-Q17. Where we differ from vl
 
 from __future__ import annotations
 
-import struct
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -45,11 +44,14 @@ from emu.wire.rpc import (
     PType,
     RejectReason,
     Request,
+    Response,
     ResultEntry,
     SyntaxId,
     btfn_bitmask,
     decode_pdu,
     encode_pdu,
+    frag_length_of,
+    read_header,
     secondary_address_bytes,
 )
 
@@ -90,7 +92,6 @@ KMS_OPNUM = 0
 _FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE  # 0x23 (spec 2.8)
 _FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
 _ZERO_SYNTAX = SyntaxId(uuid.UUID(int=0), 0)
-_RESP_HEAD = struct.Struct("<BBBB4sHHIIHBB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,7 @@ class ServerAssociation:
             problem = self._check_header(buf)
             if problem is not None:
                 return actions + [self._close(problem)]
-            frag = buf[8] | buf[9] << 8
+            frag = frag_length_of(buf)
             if len(buf) < frag:
                 break
             pdu = bytes(buf[:frag])
@@ -224,25 +225,20 @@ class ServerAssociation:
         """
         stub = encode_response_stub(kms_response, hresult, call.syntax)
         req = call.request
-        flags = req.pfc_flags | _FIRST_LAST
-        frag = 24 + len(stub)
-        if frag > 0xFFFF:
-            raise UsageError(f"response of {frag} bytes does not fit in one PDU")
-        head = _RESP_HEAD.pack(
-            req.rpc_vers,
-            req.rpc_vers_minor,
-            PType.RESPONSE,
-            flags,
-            req.drep,
-            frag,
-            0,
-            req.call_id,
-            len(stub),
-            req.p_cont_id,
-            0,
-            0,
+        if 24 + len(stub) > 0xFFFF:
+            raise UsageError(f"response of {24 + len(stub)} bytes does not fit in one PDU")
+        return encode_pdu(
+            Response(
+                rpc_vers=req.rpc_vers,
+                rpc_vers_minor=req.rpc_vers_minor,
+                pfc_flags=req.pfc_flags | _FIRST_LAST,
+                drep=req.drep,
+                call_id=req.call_id,
+                alloc_hint=len(stub),
+                p_cont_id=req.p_cont_id,
+                stub_data=stub,
+            )
         )
-        return head + stub
 
     def fault(self, call: Call | BadCall, status: int) -> bytes:
         """The fault PDU answering ``call`` with NCA ``status`` instead of a response (spec 2.8).
@@ -269,16 +265,17 @@ class ServerAssociation:
         return Close(reason)
 
     def _check_header(self, buf: bytearray) -> str | None:
-        if buf[0] != 5 or buf[1] > 1:
-            return f"unsupported RPC version {buf[0]}.{buf[1]} (expected 5.0)"
-        if buf[2] not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
-            return f"unsupported PTYPE {buf[2]} from a client (spec 2.10: only 0, 11, 14)"
-        if buf[4] & 0xF0 != 0x10:
-            return f"unsupported data representation {bytes(buf[4:8]).hex()} (only little-endian integers)"
-        frag = buf[8] | buf[9] << 8
+        head = read_header(buf)
+        if head.rpc_vers != 5 or head.rpc_vers_minor > 1:
+            return f"unsupported RPC version {head.rpc_vers}.{head.rpc_vers_minor} (expected 5.0)"
+        if head.ptype not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
+            return f"unsupported PTYPE {head.ptype} from a client (spec 2.10: only 0, 11, 14)"
+        if head.drep[0] & 0xF0 != 0x10:
+            return f"unsupported data representation {head.drep.hex()} (only little-endian integers)"
+        frag = head.frag_length
         if frag < MIN_FRAG_LENGTH or frag > self.config.max_pdu:
             return f"frag_length {frag} outside {MIN_FRAG_LENGTH}..{self.config.max_pdu}"
-        if buf[10] or buf[11]:
+        if head.auth_length:
             return "authenticated PDUs are not supported (auth_length must be 0)"
         return None
 

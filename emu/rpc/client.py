@@ -38,6 +38,7 @@ from emu.wire.rpc import (
     btfn_syntax,
     decode_pdu,
     encode_pdu,
+    frag_length_of,
 )
 
 __all__ = [
@@ -273,7 +274,7 @@ class ClientAssociation:
         events: list[ClientEvent] = []
         try:
             while len(self._buffer) >= 16:
-                frag = self._buffer[8] | self._buffer[9] << 8
+                frag = frag_length_of(self._buffer)
                 if frag < 16 or frag > self.max_frag:
                     raise RpcCheckFailed(CHECK_FRAG_LENGTH, f"frag_length {frag} outside 16..{self.max_frag}")
                 if len(self._buffer) < frag:
