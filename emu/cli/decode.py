@@ -199,6 +199,8 @@ def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
             out.write(format_note(record) + "\n")
         elif isinstance(record, DecodeSummary):
             out.write("\n".join(record.lines()) + "\n")
+        elif hasattr(record, "line"):  # another protocol's decoder with a text form (LDAP)
+            out.write(record.line() + "\n")
         else:  # a record of another protocol's decoder
             out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
     return ok
