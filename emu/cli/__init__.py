@@ -24,6 +24,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
+    "emu.cli.adba",
+    "emu.cli.dc",
     "emu.cli.demo",
     "emu.cli.diagnose",
     "emu.cli.decode",
@@ -39,6 +41,8 @@ COMMAND_MODULES = (
     "emu.cli.replay",
     "emu.cli.watch",
     "emu.cli.wireshark",
+    "emu.cli.actsvc",
+    "emu.cli.vamt",
 )
 
 

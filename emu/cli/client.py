@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import importlib
 import json
 import socket
 import sys
@@ -142,6 +143,7 @@ def register(subparsers: Any) -> None:
     """Add ``emu client`` and its ``activate`` subcommand."""
     client = subparsers.add_parser("client", help="KMS client tools (activate against a host)")
     sub = client.add_subparsers(dest="client_command", metavar="SUBCOMMAND")
+    importlib.import_module("emu.cli.client_mak").register(sub)  # emu client mak ... (MAK)
     p = sub.add_parser(
         "activate",
         help="send activation requests to a KMS host and check the answers (like vlmcs)",
@@ -245,6 +247,13 @@ def register(subparsers: Any) -> None:
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
     g.add_argument("--capture", metavar="FILE.pcap", help="record the exchange into a pcap (needs root)")
     g.add_argument("--seed", type=int, help="seed for CMIDs, IVs and names (reproducible runs)")
+    g = p.add_argument_group("ADBA (one Active Directory-based activation attempt instead of KMS; docs/adba.md)")
+    g.add_argument(
+        "--adba", metavar="DOMAIN", help="look for an activation object in this forest (exit 1: none, fall back to KMS)"
+    )
+    g.add_argument("--dc", metavar="HOST:PORT", help="the domain controller (default: SRV _ldap._tcp.dc._msdcs.DOMAIN)")
+    g.add_argument("--bind-dn", help="account to bind as (default the forest's Administrator)")
+    g.add_argument("--password", help="its password (default emu's lab password)")
     p.set_defaults(func=_activate)
     g = sub.add_parser(
         "grab",
@@ -635,6 +644,10 @@ def _json_result(result: ExchangeResult) -> dict[str, Any]:
 
 
 def _activate(args: argparse.Namespace) -> int:
+    if args.adba:
+        from emu.cli.client_adba import run_adba_attempt
+
+        return run_adba_attempt(args)
     if args.json and args.verbose:
         raise UsageError("--json already carries every field; drop -v")
     rng = seeded(args.seed) if args.seed is not None else system_rng()

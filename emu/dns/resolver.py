@@ -1,6 +1,6 @@
 """The DNS server's one entry point: raw request bytes + peer + now -> raw response bytes.
 
-:meth:`Resolver.handle` never raises. It follows the error ladder of emu's style:
+:meth:`Resolver.handle` never raises. It follows the error ladder of emu's style rules:
 
 * fewer than 12 bytes, or a response (QR=1): dropped (``None``);
 * undecodable after the header: FORMERR with the header's ID and opcode;

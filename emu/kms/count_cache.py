@@ -42,9 +42,9 @@ __all__ = [
 
 #: Seconds in a day.
 DAY = 86_400.0
-#: How long a client's record stays after its last request (docs/kms-host.md, "Count cache": 30 days).
+#: How long a client's record stays after its last request (docs/kms-host.md: 30 days).
 RECORD_LIFETIME = 30 * DAY
-#: Table size = this x the highest threshold seen (docs/kms-host.md, "Cache size = 2 x ...").
+#: Table size = this x the highest threshold seen (docs/kms-host.md).
 CAPACITY_FACTOR = 2
 
 
@@ -160,7 +160,7 @@ class CountCache:
             app_id: the request's application ID (the table it is counted in).
             cmid: the request's client machine ID.
             threshold: the request's required client count N; the capacity becomes at least
-                ``capacity_factor x N``. N below 1 is counted as 1 (as vlmcsd does, docs/kms-wire-protocol.md 8.1).
+                ``capacity_factor x N``. N below 1 is counted as 1 (as vlmcsd does, docs/kms-wire-protocol.md).
             now: seconds on the host's monotonic clock.
 
         Raises:

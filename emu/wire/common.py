@@ -1,6 +1,6 @@
 """Adapters shared by the wire modules: GUIDs, FILETIMEs, fixed UTF-16LE names, the decode guard.
 
-Spec: docs/kms-wire-protocol.md (conventions) and 4.2 (WorkstationName, quirk Q3).
+Spec: docs/kms-wire-protocol.md (conventions; WorkstationName quirk).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = [
     "NULL_GUID",
     "FileTime",
     "Guid",
+    "IndexedArray",
     "decode_guard",
     "guid_bytes",
     "join_fixed_utf16",
@@ -44,6 +45,23 @@ Guid = _GuidAdapter(cs.Bytes(16))
 #: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (docs/kms-wire-protocol.md). Kept as the raw
 #: integer so that decoding is lossless; :mod:`emu.clock` converts to and from Unix seconds.
 FileTime = cs.Int64ul
+
+
+class IndexedArray(cs.Array):  # type: ignore[misc]  # construct has no type hints: Array is Any
+    """``cs.Array`` whose parse errors name the element index (``elements -> 3 -> field``).
+
+    Only the interpreted parser differs; compiled code is Construct's own.
+    """
+
+    def _parse(self, stream: object, context: cs.Container, path: str) -> cs.ListContainer:
+        count = cs.evaluate(self.count, context)
+        if not count >= 0:
+            raise cs.RangeError(f"invalid count {count}", path=path)
+        obj = cs.ListContainer()
+        for i in range(count):
+            context._index = i
+            obj.append(self.subcon._parsereport(stream, context, f"{path} -> {i}"))
+        return obj
 
 
 def guid_bytes(value: uuid.UUID | str) -> bytes:
@@ -101,11 +119,16 @@ def decode_guard(what: str) -> Iterator[None]:
     except cs.ConstructError as exc:
         path = getattr(exc, "path", "") or ""
         offset = _offset_of(exc)
-        raise DecodeError(
-            f"malformed {what}: {_short(exc)}", offset=offset, path=path.replace("(parsing) -> ", "")
-        ) from exc
+        raise DecodeError(f"malformed {what}: {_short(exc)}", offset=offset, path=_clean_path(path)) from exc
     except (UnicodeError, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
         raise DecodeError(f"malformed {what}: {exc}") from exc
+
+
+def _clean_path(path: str) -> str:
+    """Construct's path without the "(parsing)" root and the repeats a documented field adds."""
+    parts = [p for p in path.split(" -> ") if p and p != "(parsing)"]
+    out = [p for i, p in enumerate(parts) if i == 0 or parts[i - 1] != p]
+    return " -> ".join(out)
 
 
 def _short(exc: Exception) -> str:
