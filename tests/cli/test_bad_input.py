@@ -40,6 +40,13 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["explain", "no such thing at all"], "no such thing at all"),
     (["conform", "kms-host"], "KMS host"),
     (["--log-level", "LOUD", "host", "status", "--state", "x"], "LOUD"),
+    (["dc", "serve", "--listen", "127.0.0.1:99999"], "99999"),
+    (["dc", "import", "/nonexistent.ldif"], "--state"),
+    (["adba", "list"], "--server"),
+    (["actsvc", "serve"], "--state"),
+    (["actsvc", "phone"], "--state"),
+    (["vamt", "discover"], "--clients"),
+    (["vamt", "import", "--cil", "/nonexistent.xml", "/nonexistent.json"], "/nonexistent.xml"),
 ]
 
 
