@@ -40,7 +40,13 @@ LAYERS = {
 #: Layer-2 packages built on another layer-2 package (everything else on layer 2 is mutually independent):
 #: the AD directory and the ADBA rules speak LDAP through emu.ldap's messages; emu.activation orders the
 #: client's paths (ADBA, KMS, DNS discovery; MAK later) and so sits above them.
-BUILT_ON = {("adba", "ldap"), ("activation", "kms"), ("activation", "adba"), ("activation", "dns")}
+BUILT_ON = {
+    ("adba", "ldap"),
+    ("activation", "kms"),
+    ("activation", "adba"),
+    ("activation", "dns"),
+    ("activation", "mak"),
+}
 #: Modules core code (layers 1-2) must not import: sockets, event loops, packets, processes, time, entropy.
 FORBIDDEN_IN_CORE = {
     "socket",
