@@ -1,7 +1,7 @@
-"""``emu client activate``: a vlmcs-class activation tool (kms-wire-protocol.md 9.1).
+"""``emu client activate``: a vlmcs-class activation tool (docs/kms-wire-protocol.md).
 
 It builds activation requests for a product, sends them to a KMS host over DCE/RPC/TCP, checks
-every response the way vlmcs does (spec 2.11, 5.6) and prints one line per request. The target is
+every response the way vlmcs does (docs/kms-wire-protocol.md) and prints one line per request. The target is
 ``host[:port]``, ``[v6addr]:port``, ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
 RFC 2782 order with failover) or ``-`` (``_vlmcs._tcp`` in each domain of the resolver's search
 list, from resolv.conf's ``search``/``domain`` line: the first domain with records is used, as
@@ -57,7 +57,7 @@ DEFAULT_PORT = 1688
 DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
 #: Where the system resolver's nameservers and search list live (resolv.conf(5)).
 RESOLV_CONF = "/etc/resolv.conf"
-#: The target that means "search the resolver's domains" (vlmcs ``-``, kms-wire-protocol.md 9.1).
+#: The target that means "search the resolver's domains" (vlmcs ``-``, docs/kms-wire-protocol.md).
 SEARCH_TARGET = "-"
 
 EXIT_ACTIVATED = 0

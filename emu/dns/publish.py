@@ -1,4 +1,4 @@
-"""The UPDATE messages a KMS host sends to publish itself (kms-behaviour.md 5, dns.md 2.1 end).
+"""The UPDATE messages a KMS host sends to publish itself (docs/kms-host.md, docs/dns.md end).
 
 Several hosts share the RRset ``_vlmcs._tcp.<domain> SRV``, so a host only ever touches its own
 RRs: it adds its SRV RR and its A/AAAA (re-adding refreshes the TTL), changes priority or weight
@@ -30,9 +30,9 @@ __all__ = [
     "srv_owner",
 ]
 
-#: The KMS service label (kms-behaviour.md 5; shown upper-case by Windows, names compare case-insensitively).
+#: The KMS service label (docs/kms-host.md; shown upper-case by Windows, names compare case-insensitively).
 SERVICE_LABEL = "_vlmcs._tcp"
-#: The KMS host's default TCP port (dns.md 3).
+#: The KMS host's default TCP port (docs/dns.md).
 KMS_PORT = 1688
 
 

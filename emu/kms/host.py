@@ -1,4 +1,4 @@
-"""The KMS host's decisions as a sans-IO object (kms-behaviour.md 3, 7; kms-wire-protocol.md 8).
+"""The KMS host's decisions as a sans-IO object (docs/kms-host.md; docs/kms-wire-protocol.md).
 
 :meth:`KmsHost.handle_request` takes the bytes of one KMS request message and the time, and returns
 the response bytes (or the HRESULT that refuses it), the change it made to the client table (for the
@@ -41,22 +41,22 @@ __all__ = [
     "resolve_kms_ids",
 ]
 
-#: Minutes a client not yet activated waits before retrying (spec 8.2; kms-behaviour.md 3: 2 hours).
+#: Minutes a client not yet activated waits before retrying (docs/kms-host.md: 2 hours).
 DEFAULT_ACTIVATION_INTERVAL = 120
-#: Minutes between renewals of an activated client (spec 8.2; kms-behaviour.md 4: 7 days).
+#: Minutes between renewals of an activated client (docs/kms-host.md: 7 days).
 DEFAULT_RENEWAL_INTERVAL = 10080
-#: Largest client clock skew a genuine host accepts when the check is on (spec 8.3: 4 hours).
+#: Largest client clock skew a genuine host accepts when the check is on (docs/kms-wire-protocol.md: 4 hours).
 MAX_TIME_SKEW = 4 * 3600.0
-#: Largest RequiredClientCount a host accepts (spec 8.4: vlmcsd refuses N-policy > 1000).
+#: Largest RequiredClientCount a host accepts (docs/kms-wire-protocol.md: vlmcsd refuses N-policy > 1000).
 MAX_REQUIRED_CLIENT_COUNT = 1000
-#: Host OS build the ePIDs claim by default (Windows Server 2025, spec 6.1 platform id 03612).
+#: Host OS build the ePIDs claim by default (Windows Server 2025, docs/kms-wire-protocol.md platform id 03612).
 DEFAULT_HOST_BUILD = 26100
 #: LCID in the ePIDs by default (en-US).
 DEFAULT_LCID = 1033
 
 
 #: CSVLKs whose product groups are not in the default coverage: the China Government key is a
-#: separate host key (spec 6.3), not part of a Windows Server CSVLK.
+#: separate host key (docs/kms-wire-protocol.md), not part of a Windows Server CSVLK.
 _NOT_DEFAULT_CSVLKS = frozenset({"WinChinaGov"})
 
 
@@ -65,7 +65,7 @@ def default_kms_ids() -> frozenset[uuid.UUID]:
 
     That is every volume (non-retail, non-preview) Windows group from Vista to Server 2025 and every
     volume Office group (2010 and 2013+); retail, preview and China Government groups are refused with
-    0xC004F042, as vlmcsd ``-K3`` refuses them (spec 8.4).
+    0xC004F042, as vlmcsd ``-K3`` refuses them (docs/kms-wire-protocol.md).
     """
     return frozenset(
         item.id
@@ -181,7 +181,7 @@ class HostAnswer:
         request: the decoded request (None when it could not be read).
         count: the count sent (0 when refused).
         reason: why the request was refused ("" when answered).
-        fault: answer with a DCE/RPC fault of this NCA status instead of a response (spec 2.8);
+        fault: answer with a DCE/RPC fault of this NCA status instead of a response (docs/kms-wire-protocol.md);
             None for a response. :class:`KmsHost` faults only when a fault-injection rule says so (its
             other faults come from the RPC layer); a recorded host replays the faults it was captured sending.
         drop: close the connection instead of answering (fault injection).
@@ -280,7 +280,7 @@ class KmsHost:
         #: fault-injection rules (docs/operations.md, "Fault injection"); empty: a well-behaved host.
         self.faults = FaultPlan(list(config.faults), rng)
         self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
-        #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
+        #: ePID per CSVLK, stable for the host's lifetime (docs/kms-wire-protocol.md "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
         self.epids.update(dict(epids or {}))
         self.epids.update(config.epids)

@@ -1,7 +1,7 @@
 """KMS host discovery for clients: SRV query, RFC 2782 order, A/AAAA of each target.
 
 Addresses come from the additional section when the server put them there, otherwise from
-follow-up A and AAAA queries (dns.md 2.2 step 4).
+follow-up A and AAAA queries (docs/dns.md).
 """
 
 from __future__ import annotations

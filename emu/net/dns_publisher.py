@@ -37,14 +37,14 @@ __all__ = ["DEFAULT_REFRESH_INTERVAL", "PublishDomain", "Publisher", "parse_publ
 
 log = logging.getLogger(__name__)
 
-#: Seconds between re-publications. Not documented by Microsoft for KMS (dns.md 3); a day keeps
+#: Seconds between re-publications. Not documented by Microsoft for KMS (docs/dns.md); a day keeps
 #: the records fresh against server-side aging without being chatty. Configurable.
 DEFAULT_REFRESH_INTERVAL = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
 class PublishDomain:
-    """One DnsDomainPublishList entry: ``domain[, priority[, weight]]`` (dns.md 3)."""
+    """One DnsDomainPublishList entry: ``domain[, priority[, weight]]`` (docs/dns.md)."""
 
     domain: str
     priority: int = 0

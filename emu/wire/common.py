@@ -1,6 +1,6 @@
 """Adapters shared by the wire modules: GUIDs, FILETIMEs, fixed UTF-16LE names, the decode guard.
 
-Spec: kms-wire-protocol.md 0.3 (conventions) and 4.2 (WorkstationName, quirk Q3).
+Spec: docs/kms-wire-protocol.md (conventions; WorkstationName quirk).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class _GuidAdapter(cs.Adapter):  # type: ignore[misc]  # construct has no type h
         return obj.bytes_le
 
 
-#: 16-byte GUID, mixed-endian (spec 0.3), decoded to :class:`uuid.UUID`.
+#: 16-byte GUID, mixed-endian (docs/kms-wire-protocol.md), decoded to :class:`uuid.UUID`.
 Guid = _GuidAdapter(cs.Bytes(16))
 
-#: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (spec 0.3). Kept as the raw
+#: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (docs/kms-wire-protocol.md). Kept as the raw
 #: integer so that decoding is lossless; :mod:`emu.clock` converts to and from Unix seconds.
 FileTime = cs.Int64ul
 

@@ -1,6 +1,6 @@
 """KMS message layer: version header, request/response bases, v4 bodies, v5/v6 envelopes and plaintexts.
 
-Spec: kms-wire-protocol.md section 4 (one Construct struct per table). Only layout lives here;
+Spec: docs/kms-wire-protocol.md (one Construct struct per table). Only layout lives here;
 MACs, encryption and the checks on the values are in :mod:`emu.kms.crypto` and
 :mod:`emu.kms.messages`.
 
@@ -63,22 +63,22 @@ __all__ = [
     "encode_version",
 ]
 
-#: Request base size, bytes (spec 4.2).
+#: Request base size, bytes (docs/kms-wire-protocol.md).
 REQUEST_BASE_SIZE = 236
-#: WorkstationName buffer, WCHAR[64] (spec 4.2).
+#: WorkstationName buffer, WCHAR[64] (docs/kms-wire-protocol.md).
 WORKSTATION_NAME_SIZE = 128
-#: V4 MAC size (spec 4.4).
+#: V4 MAC size (docs/kms-wire-protocol.md).
 MAC_SIZE = 16
-#: v5/v6 IV size (spec 4.5).
+#: v5/v6 IV size (docs/kms-wire-protocol.md).
 IV_SIZE = 16
-#: SHA-256 hash of R (spec 4.5).
+#: SHA-256 hash of R (docs/kms-wire-protocol.md).
 HASH_SIZE = 32
-#: HwId size (spec 4.6).
+#: HwId size (docs/kms-wire-protocol.md).
 HWID_SIZE = 8
 
 
 class LicenseStatus(IntEnum):
-    """Client licence state sent in the request (spec 4.2, LicenseStatus)."""
+    """Client licence state sent in the request (docs/kms-wire-protocol.md, LicenseStatus)."""
 
     UNLICENSED = 0
     LICENSED = 1
@@ -91,13 +91,13 @@ class LicenseStatus(IntEnum):
 
 # --- Construct definitions, one per spec table --------------------------------------------------
 
-# kms-wire-protocol.md 4.1
+# docs/kms-wire-protocol.md
 VersionHeader = cs.Struct(
     "minor_ver" / cs.Int16ul * "minor protocol version, 0",  # +0x00
     "major_ver" / cs.Int16ul * "major protocol version, 4/5/6",  # +0x02
 )
 
-# kms-wire-protocol.md 4.2 (236 bytes)
+# docs/kms-wire-protocol.md (236 bytes)
 KmsRequestBase = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "vm_info" / cs.Int32ul * "0 physical, 1 virtual machine",  # +0x04
@@ -113,7 +113,7 @@ KmsRequestBase = cs.Struct(
     "workstation_name" / cs.Bytes(WORKSTATION_NAME_SIZE) * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
 )
 
-# kms-wire-protocol.md 4.3 (44 + P bytes; fields after KmsPID are unaligned)
+# docs/kms-wire-protocol.md (44 + P bytes; fields after KmsPID are unaligned)
 KmsResponseBase = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "pid_size" / cs.Rebuild(cs.Int32ul, cs.len_(cs.this.kms_pid)) * "P: bytes of KmsPID incl. NUL",  # +0x04
@@ -125,28 +125,28 @@ KmsResponseBase = cs.Struct(
     "renewal_interval" / cs.Int32ul * "minutes between renewals",
 )
 
-# kms-wire-protocol.md 4.4, request (252 bytes)
+# docs/kms-wire-protocol.md, request (252 bytes)
 KmsRequestV4 = cs.Struct(
     "base" / KmsRequestBase,  # +0x00
     "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
     cs.Terminated,
 )
 
-# kms-wire-protocol.md 4.4, response (60 + P bytes)
+# docs/kms-wire-protocol.md, response (60 + P bytes)
 KmsResponseV4 = cs.Struct(
     "base" / KmsResponseBase,
     "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
     cs.Terminated,
 )
 
-# kms-wire-protocol.md 4.5 / 4.6: the clear-text envelope of every v5/v6 request and response
+# docs/kms-wire-protocol.md: the clear-text envelope of every v5/v6 request and response
 KmsEncryptedMessage = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "iv" / cs.Bytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
     "ciphertext" / cs.GreedyBytes * "CBC ciphertext of the PKCS#7-padded plaintext",  # +0x14
 )
 
-# kms-wire-protocol.md 4.5, response plaintext (92 + P bytes, then PKCS#7 padding)
+# docs/kms-wire-protocol.md, response plaintext (92 + P bytes, then PKCS#7 padding)
 KmsResponseV5Plain = cs.Struct(
     "base" / KmsResponseBase,
     "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
@@ -154,7 +154,7 @@ KmsResponseV5Plain = cs.Struct(
     "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
 )
 
-# kms-wire-protocol.md 4.6, response plaintext (132 + P bytes, then PKCS#7 padding)
+# docs/kms-wire-protocol.md, response plaintext (132 + P bytes, then PKCS#7 padding)
 KmsResponseV6Plain = cs.Struct(
     "base" / KmsResponseBase,
     "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
@@ -171,7 +171,7 @@ KmsResponseV6Plain = cs.Struct(
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """The 4-byte version header: MinorVer then MajorVer (spec 4.1)."""
+    """The 4-byte version header: MinorVer then MajorVer (docs/kms-wire-protocol.md)."""
 
     major: int
     minor: int = 0
@@ -182,7 +182,7 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class RequestBase:
-    """The 236-byte request base, identical for all versions (spec 4.2)."""
+    """The 236-byte request base, identical for all versions (docs/kms-wire-protocol.md)."""
 
     version: Version
     vm_info: int
@@ -202,7 +202,7 @@ class RequestBase:
 
 @dataclass(frozen=True, slots=True)
 class ResponseBase:
-    """The response base, 44 + P bytes (spec 4.3)."""
+    """The response base, 44 + P bytes (docs/kms-wire-protocol.md)."""
 
     version: Version
     epid: str
@@ -224,7 +224,7 @@ class ResponseBase:
 
 @dataclass(frozen=True, slots=True)
 class RequestV4:
-    """A v4 request: base plus V4-MAC (spec 4.4)."""
+    """A v4 request: base plus V4-MAC (docs/kms-wire-protocol.md)."""
 
     base: RequestBase
     mac: bytes
@@ -232,7 +232,7 @@ class RequestV4:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV4:
-    """A v4 response: base plus V4-MAC (spec 4.4)."""
+    """A v4 response: base plus V4-MAC (docs/kms-wire-protocol.md)."""
 
     base: ResponseBase
     mac: bytes
@@ -240,7 +240,7 @@ class ResponseV4:
 
 @dataclass(frozen=True, slots=True)
 class EncryptedMessage:
-    """A v5/v6 request or response as sent: clear version, IV, ciphertext (spec 4.5, 4.6)."""
+    """A v5/v6 request or response as sent: clear version, IV, ciphertext (docs/kms-wire-protocol.md)."""
 
     version: Version
     iv: bytes
@@ -249,7 +249,7 @@ class EncryptedMessage:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV5Plain:
-    """Decrypted v5 response (spec 4.5); ``padding`` is the PKCS#7 tail as decrypted."""
+    """Decrypted v5 response (docs/kms-wire-protocol.md); ``padding`` is the PKCS#7 tail as decrypted."""
 
     base: ResponseBase
     random_xored_ivs: bytes
@@ -259,7 +259,7 @@ class ResponseV5Plain:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV6Plain:
-    """Decrypted v6 response (spec 4.6); ``padding`` is the PKCS#7 tail as decrypted."""
+    """Decrypted v6 response (docs/kms-wire-protocol.md); ``padding`` is the PKCS#7 tail as decrypted."""
 
     base: ResponseBase
     random_xored_ivs: bytes
@@ -397,7 +397,7 @@ def encode_version(version: Version) -> bytes:
 
 
 def decode_request_base(data: bytes) -> RequestBase:
-    """A 236-byte request base (spec 4.2).
+    """A 236-byte request base (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: wrong length or a license status outside 0..6.
@@ -438,7 +438,7 @@ def encode_request_base(base: RequestBase) -> bytes:
 
 
 def decode_response_base(data: bytes) -> ResponseBase:
-    """A response base of exactly 44 + PIDSize bytes (spec 4.3).
+    """A response base of exactly 44 + PIDSize bytes (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
@@ -464,7 +464,7 @@ def encode_response_base(base: ResponseBase) -> bytes:
 
 
 def decode_request_v4(data: bytes) -> RequestV4:
-    """A 252-byte v4 request (spec 4.4). The MAC is not checked here.
+    """A 252-byte v4 request (docs/kms-wire-protocol.md). The MAC is not checked here.
 
     Raises:
         DecodeError: wrong length or a bad field.
@@ -486,7 +486,7 @@ def encode_request_v4(msg: RequestV4) -> bytes:
 
 
 def decode_response_v4(data: bytes) -> ResponseV4:
-    """A v4 response, 60 + P bytes (spec 4.4). The MAC is not checked here.
+    """A v4 response, 60 + P bytes (docs/kms-wire-protocol.md). The MAC is not checked here.
 
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
@@ -502,7 +502,7 @@ def encode_response_v4(msg: ResponseV4) -> bytes:
 
 
 def decode_encrypted_message(data: bytes) -> EncryptedMessage:
-    """The clear envelope of a v5/v6 message: version, IV, ciphertext (spec 4.5, 4.6).
+    """The clear envelope of a v5/v6 message: version, IV, ciphertext (docs/kms-wire-protocol.md).
 
     The ciphertext length is not checked here (see :mod:`emu.kms.messages`).
 
@@ -529,7 +529,7 @@ def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
 
 
 def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
-    """A decrypted v5 response, padding included (spec 4.5). The padding is kept, not checked.
+    """A decrypted v5 response, padding included (docs/kms-wire-protocol.md). The padding is kept, not checked.
 
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
@@ -556,7 +556,7 @@ def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
 
 
 def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
-    """A decrypted v6 response, padding included (spec 4.6). The padding is kept, not checked.
+    """A decrypted v6 response, padding included (docs/kms-wire-protocol.md). The padding is kept, not checked.
 
     Raises:
         DecodeError: truncated or PIDSize beyond the data.

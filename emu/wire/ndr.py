@@ -1,6 +1,6 @@
 """The RequestActivation (opnum 0) NDR stubs, in NDR32 and NDR64.
 
-Spec: kms-wire-protocol.md section 3 (3.1 interface, 3.2 NDR32, 3.3 NDR64), quirks Q10 and Q11.
+Spec: docs/kms-wire-protocol.md (interface, NDR32, NDR64 and their quirks).
 
 Request stub:  requestSize, max_count, KMS request bytes (u32 each in NDR32; u64 in NDR64, where
 the int is followed by 4 pad bytes, which reads the same as a u64 for sizes < 2**32).
@@ -34,12 +34,12 @@ __all__ = [
     "reencode_stub",
 ]
 
-#: Referent id both servers give the unique response pointer (spec 3.2/3.3: bytes 00 00 02 00).
+#: Referent id both servers give the unique response pointer (docs/kms-wire-protocol.md: bytes 00 00 02 00).
 REFERENT_ID = 0x00020000
 
 
 class TransferSyntax(enum.Enum):
-    """The two NDR transfer syntaxes of the KMS interface (spec 2.2)."""
+    """The two NDR transfer syntaxes of the KMS interface (docs/kms-wire-protocol.md)."""
 
     NDR32 = 32
     NDR64 = 64
@@ -73,7 +73,7 @@ class Placement(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RequestStub:
-    """A decoded request stub (spec 3.2/3.3 request tables).
+    """A decoded request stub (docs/kms-wire-protocol.md request tables).
 
     Attributes:
         kms_data: the KMS request message, ``max_count`` bytes.
@@ -91,7 +91,7 @@ class RequestStub:
 
 @dataclass(frozen=True, slots=True)
 class ResponseStub:
-    """A decoded response stub (spec 3.2/3.3 response tables).
+    """A decoded response stub (docs/kms-wire-protocol.md response tables).
 
     Attributes:
         kms_data: the KMS response message, or ``None`` in the error form (NULL referent).

@@ -63,3 +63,41 @@ class DcProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def write_ldap_pcap(path: Path, requests: list[object]) -> None:
+    """A pcap of ``requests`` (emu.ldap messages) answered by emu's directory with a Windows object,
+    framed as one TCP connection with handshake (client 40000 -> server 389)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import wrpcap
+
+    from emu.adba.session import LdapSession
+    from emu.ldap import messages as m
+    from emu.net.dc_runner import DcOptions, open_dsa, seed_activation_object
+
+    dsa, _ = open_dsa(DcOptions())
+    seed_activation_object(dsa, None, "Windows")
+    session = LdapSession(dsa)
+    c, s = ("127.0.0.1", 40000), ("127.0.0.1", 389)
+    seq = {True: 1000, False: 5000}
+
+    def frame(from_client: bool, flags: str, payload: bytes = b"") -> object:
+        src, dst = (c, s) if from_client else (s, c)
+        ack = seq[not from_client]
+        pkt = IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq[from_client], ack=ack)
+        if payload:
+            pkt = pkt / payload
+        seq[from_client] += len(payload) + (1 if "S" in flags or "F" in flags else 0)
+        return pkt
+
+    frames = [frame(True, "S")]
+    seq[False] -= 0
+    frames.append(frame(False, "SA"))
+    frames.append(frame(True, "A"))
+    for msg in requests:
+        assert isinstance(msg, m.LdapMessage)
+        frames.append(frame(True, "PA", m.encode_message(msg)))
+        for r in session.handle(msg).responses:
+            frames.append(frame(False, "PA", m.encode_message(r)))
+    frames += [frame(True, "FA"), frame(False, "FA"), frame(True, "A")]
+    wrpcap(str(path), frames)

@@ -1,7 +1,7 @@
 """DCE/RPC v5 connection-oriented PDUs as KMS uses them: bind, bind_ack, bind_nak, alter_context,
 alter_context_resp, request, response, fault.
 
-Spec: kms-wire-protocol.md section 2 (tables 2.1-2.8), quirks Q1, Q2, Q15; DCE 1.1 RPC (C706)
+Spec: docs/kms-wire-protocol.md (PDU tables and quirks); DCE 1.1 RPC (C706)
 chapter 12.6 and [MS-RPCE] 2.2.2 for names and the status codes.
 
 The package is split by concern: :mod:`~emu.wire.rpc.names` (codes, syntax ids, framing helpers),

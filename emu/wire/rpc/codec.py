@@ -63,7 +63,7 @@ _OBJECT = int(PfcFlag.OBJECT_UUID)
 
 
 class RawHeader(tuple[int, int, int, int, bytes, int, int, int]):
-    """The 16-byte common header as read (spec 2.1), before any check; see :func:`read_header`."""
+    """The 16-byte common header as read (docs/kms-wire-protocol.md), before any check; see :func:`read_header`."""
 
     __slots__ = ()
 

@@ -1,7 +1,7 @@
 """DCE/RPC v5 names and constants KMS uses: PTYPEs, flags, result and reason codes, NCA fault
 statuses, syntax ids (KMS interface, NDR32, NDR64, BTFN) and the frag_length framing helpers.
 
-Spec: kms-wire-protocol.md 2.1-2.8; DCE 1.1 RPC (C706) 12.6 and [MS-RPCE] 2.2.2 for the names.
+Spec: docs/kms-wire-protocol.md; DCE 1.1 RPC (C706) 12.6 and [MS-RPCE] 2.2.2 for the names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from emu.errors import DecodeError
 
 
 class PType(IntEnum):
-    """PTYPE of the common header (spec 2.1; C706 12.6.4)."""
+    """PTYPE of the common header (docs/kms-wire-protocol.md; C706 12.6.4)."""
 
     REQUEST = 0
     RESPONSE = 2
@@ -27,7 +27,7 @@ class PType(IntEnum):
 
 
 class PfcFlag(IntFlag):
-    """pfc_flags bits (spec 2.1; C706 12.6.3.1)."""
+    """pfc_flags bits (docs/kms-wire-protocol.md; C706 12.6.3.1)."""
 
     FIRST_FRAG = 0x01
     LAST_FRAG = 0x02
@@ -40,7 +40,7 @@ class PfcFlag(IntFlag):
 
 
 class ContextResult(IntEnum):
-    """p_cont_def_result_t of a bind_ack result entry (spec 2.4; [MS-RPCE] 2.2.2.4)."""
+    """p_cont_def_result_t of a bind_ack result entry (docs/kms-wire-protocol.md; [MS-RPCE] 2.2.2.4)."""
 
     ACCEPTANCE = 0
     USER_REJECTION = 1
@@ -49,7 +49,7 @@ class ContextResult(IntEnum):
 
 
 class RejectReason(IntEnum):
-    """p_provider_reason_t of a rejected result entry (spec 2.4; C706 12.6.3.1)."""
+    """p_provider_reason_t of a rejected result entry (docs/kms-wire-protocol.md; C706 12.6.3.1)."""
 
     REASON_NOT_SPECIFIED = 0
     ABSTRACT_SYNTAX_NOT_SUPPORTED = 1
@@ -58,7 +58,7 @@ class RejectReason(IntEnum):
 
 
 class BindNakReason(IntEnum):
-    """p_reject_reason_t of a bind_nak (C706 12.6.3.1; spec 13: never sent by the emulators)."""
+    """p_reject_reason_t of a bind_nak (C706 12.6.3.1; docs/kms-wire-protocol.md: never sent by the emulators)."""
 
     REASON_NOT_SPECIFIED = 0
     TEMPORARY_CONGESTION = 1
@@ -70,7 +70,7 @@ class BindNakReason(IntEnum):
     NO_PSAP_AVAILABLE = 7
 
 
-# NCA fault status codes (spec 2.8; C706 appendix E / [MS-RPCE] 3.1.1.5.5 names).
+# NCA fault status codes (docs/kms-wire-protocol.md; C706 appendix E / [MS-RPCE] 3.1.1.5.5 names).
 NCA_S_OP_RNG_ERROR = 0x1C010002  #: nca_s_op_rng_error: opnum out of range for the interface
 NCA_S_UNK_IF = 0x1C010003  #: nca_s_unk_if: no such interface / context id on this association
 NCA_S_PROTO_ERROR = 0x1C01000B  #: nca_s_proto_error: the PDU broke the protocol
@@ -91,9 +91,9 @@ FAULT_STATUS_NAMES: dict[int, str] = {
     0x000006D8: "nca_s_fault_cant_perform",
 }
 
-#: packed_drep: little-endian integers, ASCII, IEEE floats (spec 0.3, 2.1).
+#: packed_drep: little-endian integers, ASCII, IEEE floats (docs/kms-wire-protocol.md).
 DREP_LE = b"\x10\x00\x00\x00"
-#: Length of the common header (spec 2.1).
+#: Length of the common header (docs/kms-wire-protocol.md).
 HEADER_LENGTH = 16
 
 
@@ -101,7 +101,7 @@ HEADER_LENGTH = 16
 class SyntaxId:
     """An abstract or transfer syntax: UUID plus the 32-bit version word on the wire.
 
-    For abstract syntaxes the word is ``major | minor << 16`` (spec 2.3: u16 major, u16 minor);
+    For abstract syntaxes the word is ``major | minor << 16`` (docs/kms-wire-protocol.md: u16 major, u16 minor);
     transfer syntaxes carry a single u32 version.
     """
 
@@ -119,20 +119,20 @@ class SyntaxId:
         return self.version >> 16
 
 
-#: KMS interface "KMSServer", version 1.0 (spec 2.2; KMSServer.idl).
+#: KMS interface "KMSServer", version 1.0 (docs/kms-wire-protocol.md; KMSServer.idl).
 KMS_INTERFACE = SyntaxId(uuid.UUID("51c82175-844e-4750-b0d8-ec255555bc06"), 1)
-#: NDR32 transfer syntax, version 2 (spec 2.2).
+#: NDR32 transfer syntax, version 2 (docs/kms-wire-protocol.md).
 NDR32_SYNTAX = SyntaxId(uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860"), 2)
-#: NDR64 transfer syntax, version 1 (spec 2.2).
+#: NDR64 transfer syntax, version 1 (docs/kms-wire-protocol.md).
 NDR64_SYNTAX = SyntaxId(uuid.UUID("71710533-beba-4937-8319-b5dbef9ccc36"), 1)
-#: The first 8 wire bytes that identify Bind Time Feature Negotiation; bytes 8-15 are the bitmask (spec 2.2).
+#: The first 8 wire bytes that identify Bind Time Feature Negotiation; bytes 8-15 are the bitmask (docs/kms-wire-protocol.md).
 BTFN_PREFIX = bytes.fromhex("2c1cb76c12984045")
-#: Version word of the BTFN pseudo transfer syntax (spec 2.2).
+#: Version word of the BTFN pseudo transfer syntax (docs/kms-wire-protocol.md).
 BTFN_VERSION = 1
 
 
 def btfn_syntax(bitmask: int) -> SyntaxId:
-    """The BTFN pseudo transfer syntax requesting ``bitmask`` (spec 2.2: clients send 0x03)."""
+    """The BTFN pseudo transfer syntax requesting ``bitmask`` (docs/kms-wire-protocol.md: clients send 0x03)."""
     return SyntaxId(uuid.UUID(bytes_le=BTFN_PREFIX + bitmask.to_bytes(8, "little")), BTFN_VERSION)
 
 
@@ -145,12 +145,12 @@ def btfn_bitmask(syntax: SyntaxId) -> int | None:
 
 
 def secondary_address_bytes(port: str) -> bytes:
-    """The secondary address as sent in a bind_ack: ASCII text plus NUL, or nothing for ``""`` (spec 2.4)."""
+    """The secondary address as sent in a bind_ack: ASCII text plus NUL, or nothing for ``""`` (docs/kms-wire-protocol.md)."""
     return port.encode("ascii") + b"\0" if port else b""
 
 
 def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
-    """Cut a byte stream into whole PDUs by their frag_length (spec 1.4); also return the rest
+    """Cut a byte stream into whole PDUs by their frag_length (docs/kms-wire-protocol.md); also return the rest
     (a partial PDU, or bytes whose frag_length is below the 16-byte header)."""
     pdus, offset = [], 0
     while offset + 10 <= len(stream):
@@ -163,7 +163,7 @@ def split_pdus(stream: bytes) -> tuple[list[bytes], bytes]:
 
 
 def frag_length_of(header: bytes | bytearray) -> int:
-    """frag_length of a PDU from (at least) its first 10 bytes (spec 2.1, 1.4).
+    """frag_length of a PDU from (at least) its first 10 bytes (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: fewer than 10 bytes given.

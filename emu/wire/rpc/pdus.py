@@ -1,7 +1,7 @@
 """The typed DCE/RPC PDUs (frozen dataclasses) that :mod:`emu.wire.rpc.codec` decodes to and
 encodes from. Construct containers never leave the wire package.
 
-Spec: kms-wire-protocol.md 2.1-2.8.
+Spec: docs/kms-wire-protocol.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from emu.wire.rpc.names import DREP_LE, BindNakReason, ContextResult, PfcFlag, P
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Header:
-    """Common-header fields every PDU carries (spec 2.1); ptype and frag_length are implied."""
+    """Common-header fields every PDU carries (docs/kms-wire-protocol.md); ptype and frag_length are implied."""
 
     call_id: int
     pfc_flags: int = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
@@ -26,7 +26,7 @@ class _Header:
 
 @dataclass(frozen=True, slots=True)
 class ContextElement:
-    """One presentation context offered in a bind or alter_context (spec 2.3)."""
+    """One presentation context offered in a bind or alter_context (docs/kms-wire-protocol.md)."""
 
     p_cont_id: int
     abstract_syntax: SyntaxId
@@ -35,7 +35,7 @@ class ContextElement:
 
 @dataclass(frozen=True, slots=True)
 class ResultEntry:
-    """One result of a bind_ack or alter_context_resp (spec 2.4)."""
+    """One result of a bind_ack or alter_context_resp (docs/kms-wire-protocol.md)."""
 
     result: ContextResult
     reason: int
@@ -44,7 +44,7 @@ class ResultEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _BindBody(_Header):
-    """The body bind and alter_context share (spec 2.3)."""
+    """The body bind and alter_context share (docs/kms-wire-protocol.md)."""
 
     max_xmit_frag: int = 5840
     max_recv_frag: int = 5840
@@ -55,17 +55,17 @@ class _BindBody(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bind(_BindBody):
-    """bind, PTYPE 11 (spec 2.3)."""
+    """bind, PTYPE 11 (docs/kms-wire-protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlterContext(_BindBody):
-    """alter_context, PTYPE 14: same body as bind (spec 2.3)."""
+    """alter_context, PTYPE 14: same body as bind (docs/kms-wire-protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _BindAckBody(_Header):
-    """The body bind_ack and alter_context_resp share (spec 2.4).
+    """The body bind_ack and alter_context_resp share (docs/kms-wire-protocol.md).
 
     ``secondary_address`` is the raw text with its NUL (see :func:`secondary_address_bytes`);
     ``pad`` the bytes between it and n_results, empty meaning zeros (vlmcsd sends junk, Q2).
@@ -82,12 +82,12 @@ class _BindAckBody(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindAck(_BindAckBody):
-    """bind_ack, PTYPE 12 (spec 2.4)."""
+    """bind_ack, PTYPE 12 (docs/kms-wire-protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlterContextResp(_BindAckBody):
-    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (spec 2.4)."""
+    """alter_context_resp, PTYPE 15: same body as bind_ack, usually without secondary address (docs/kms-wire-protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,7 +101,7 @@ class BindNak(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request(_Header):
-    """request, PTYPE 0 (spec 2.6). ``object`` is present iff pfc_flags has OBJECT_UUID."""
+    """request, PTYPE 0 (docs/kms-wire-protocol.md). ``object`` is present iff pfc_flags has OBJECT_UUID."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0
@@ -112,7 +112,7 @@ class Request(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response(_Header):
-    """response, PTYPE 2 (spec 2.7)."""
+    """response, PTYPE 2 (docs/kms-wire-protocol.md)."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0
@@ -123,7 +123,7 @@ class Response(_Header):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault(_Header):
-    """fault, PTYPE 3 (spec 2.8)."""
+    """fault, PTYPE 3 (docs/kms-wire-protocol.md)."""
 
     alloc_hint: int = 0
     p_cont_id: int = 0

@@ -1,7 +1,7 @@
 """The Construct declarations of the DCE/RPC PDUs KMS uses, one per spec table: the only place
 their layout is written. :mod:`emu.wire.rpc.codec` compiles them and decodes/encodes through them.
 
-Spec: kms-wire-protocol.md section 2 (tables 2.1-2.8), quirks Q1, Q2; C706 12.6.4.4 for bind_nak.
+Spec: docs/kms-wire-protocol.md (PDU tables and quirks); C706 12.6.4.4 for bind_nak.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ RpcBindAckBody = cs.Struct(
     "trailer" / cs.GreedyBytes * "bytes after the results, kept",
 )
 
-# C706 12.6.4.4 (spec 13): bind_nak body.
+# C706 12.6.4.4 (docs/kms-wire-protocol.md): bind_nak body.
 RpcBindNakBody = cs.Struct(
     "provider_reject_reason" / cs.Int16ul * "BindNakReason",  # +0x10
     "n_protocols" / cs.Rebuild(cs.Int8ul, cs.len_(this.versions)) * "supported protocol versions",  # +0x12
@@ -87,7 +87,7 @@ RpcRequestBody = cs.Struct(
     "object"
     / cs.If(this._.header.pfc_flags & int(PfcFlag.OBJECT_UUID), Guid)
     * "object UUID if PFC_OBJECT_UUID",  # +0x18
-    "stub_data" / cs.GreedyBytes * "NDR stub (spec 3)",
+    "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md)",
 )
 
 # Spec 2.7: response (PTYPE 2) body.
@@ -96,7 +96,7 @@ RpcResponseBody = cs.Struct(
     "p_cont_id" / cs.Int16ul * "copied from the request",  # +0x14
     "cancel_count" / cs.Int8ul * "0",  # +0x16
     "reserved" / cs.Int8ul * "0",  # +0x17
-    "stub_data" / cs.GreedyBytes * "NDR stub (spec 3)",  # +0x18
+    "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md)",  # +0x18
 )
 
 # Spec 2.8: fault (PTYPE 3) body.
