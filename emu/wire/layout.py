@@ -55,7 +55,8 @@ def _format_of(sub: Any) -> str | None:
 
 
 class FixedLayout:
-    """The leading fixed-width fields of a Construct ``Struct`` as one little-endian struct.
+    """The leading fixed-width fields of a Construct ``Struct`` (or those from ``start`` on) as one
+    little-endian struct.
 
     Attributes:
         names: the field names in declaration order (padding excluded).
@@ -63,13 +64,15 @@ class FixedLayout:
         rest: the declaration's remaining subcons (variable-size), for the caller.
     """
 
-    def __init__(self, declaration: Any, *, stop: str | None = None) -> None:
+    def __init__(self, declaration: Any, *, start: str | None = None, stop: str | None = None) -> None:
         fmt = ["<"]
         names: list[str] = []
         decoders: list[tuple[int, Callable[[Any], Any]]] = []
         encoders: list[tuple[int, Callable[[Any], Any]]] = []
         rest: list[Any] = []
         subcons: Sequence[Any] = declaration.subcons
+        if start is not None:  # the run of fields from ``start`` on (after a variable-size field)
+            subcons = subcons[[field.name for field in subcons].index(start) :]
         for i, field in enumerate(subcons):
             if stop is not None and field.name == stop:
                 rest = list(subcons[i:])
@@ -96,25 +99,22 @@ class FixedLayout:
         self.size = self._struct.size
         self._decoders = tuple(decoders)
         self._encoders = tuple(encoders)
+        #: ``unpack_from(data, offset=0)``: the field values, adapters applied (``struct.error`` if short).
+        self.unpack_from: Callable[..., tuple[Any, ...]] = self._unpack if decoders else self._struct.unpack_from
+        #: ``pack(*values)``: the bytes of the fields in declaration order (``struct.error`` if out of range).
+        self.pack: Callable[..., bytes] = self._pack if encoders else self._struct.pack
 
-    def unpack_from(self, data: bytes | bytearray, offset: int = 0) -> tuple[Any, ...]:
-        """The field values at ``offset``, adapters applied (``struct.error`` if too short)."""
-        values = self._struct.unpack_from(data, offset)
-        if not self._decoders:
-            return values
-        out = list(values)
+    def _unpack(self, data: bytes | bytearray, offset: int = 0) -> tuple[Any, ...]:
+        out = list(self._struct.unpack_from(data, offset))
         for index, decode in self._decoders:
             out[index] = decode(out[index])
         return tuple(out)
 
-    def pack(self, *values: Any) -> bytes:
-        """The bytes of the fields, in declaration order (``struct.error`` if out of range)."""
-        if self._encoders:
-            out = list(values)
-            for index, encode in self._encoders:
-                out[index] = encode(out[index])
-            values = tuple(out)
-        return self._struct.pack(*values)
+    def _pack(self, *values: Any) -> bytes:
+        out = list(values)
+        for index, encode in self._encoders:
+            out[index] = encode(out[index])
+        return self._struct.pack(*out)
 
 
 def _flat_fields(field: Any, prefix: str) -> list[tuple[str | None, str, list[Any]]] | None:
@@ -137,14 +137,14 @@ def _flat_fields(field: Any, prefix: str) -> list[tuple[str | None, str, list[An
 
 
 def _decoder(adapter: Any) -> Callable[[Any], Any]:
-    def decode(value: Any) -> Any:
-        return adapter._decode(value, None, "")
-
-    return decode
+    fast = getattr(adapter, "decode_value", None)  # an adapter may offer a context-free form
+    if fast is not None:
+        return fast  # type: ignore[no-any-return]
+    return lambda value: adapter._decode(value, None, "")
 
 
 def _encoder(adapter: Any) -> Callable[[Any], Any]:
-    def encode(value: Any) -> Any:
-        return adapter._encode(value, None, "")
-
-    return encode
+    fast = getattr(adapter, "encode_value", None)
+    if fast is not None:
+        return fast  # type: ignore[no-any-return]
+    return lambda value: adapter._encode(value, None, "")

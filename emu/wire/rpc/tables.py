@@ -9,7 +9,7 @@ from __future__ import annotations
 import construct as cs
 from construct import this
 
-from emu.wire.common import Guid, IndexedArray
+from emu.wire.common import ExactBytes, Guid, IndexedArray
 from emu.wire.rpc.names import PfcFlag
 
 # Common header, 16 bytes.
@@ -18,7 +18,7 @@ RpcHeader = cs.Struct(
     "rpc_vers_minor" / cs.Int8ul * "0",  # +0x01
     "ptype" / cs.Int8ul * "PType",  # +0x02
     "pfc_flags" / cs.Int8ul * "PfcFlag bits",  # +0x03
-    "drep" / cs.Bytes(4) * "packed data representation, 10 00 00 00",  # +0x04
+    "drep" / ExactBytes(4) * "packed data representation, 10 00 00 00",  # +0x04
     "frag_length" / cs.Int16ul * "whole PDU length, header included",  # +0x08
     "auth_length" / cs.Int16ul * "0: KMS uses no authentication",  # +0x0a
     "call_id" / cs.Int32ul * "call identifier, echoed by the server",  # +0x0c
@@ -63,8 +63,10 @@ RpcBindAckBody = cs.Struct(
     "max_recv_frag" / cs.Int16ul * "copied from the bind",  # +0x12
     "assoc_group_id" / cs.Int32ul * "association group of the server",  # +0x14
     "sec_addr_length" / cs.Rebuild(cs.Int16ul, cs.len_(this.secondary_address)) * "L, NUL included",  # +0x18
-    "secondary_address" / cs.Bytes(this.sec_addr_length) * "port as ASCII + NUL; empty in alter_context_resp",  # +0x1a
-    "pad" / cs.Bytes((-(26 + this.sec_addr_length)) % 4) * "to a multiple of 4 from PDU start (Q2)",
+    "secondary_address"
+    / ExactBytes(this.sec_addr_length)
+    * "port as ASCII + NUL; empty in alter_context_resp",  # +0x1a
+    "pad" / ExactBytes((-(26 + this.sec_addr_length)) % 4) * "to a multiple of 4 from PDU start (Q2)",
     "n_results" / cs.Rebuild(cs.Int8ul, cs.len_(this.results)) * "= n_context_elem of the bind",
     cs.Padding(3),  # reserved, reserved2
     "results" / IndexedArray(this.n_results, RpcResultEntry) * "one per offered element, same order",
