@@ -38,6 +38,8 @@ COMMAND_MODULES = (
     "emu.cli.replay",
     "emu.cli.watch",
     "emu.cli.wireshark",
+    "emu.cli.actsvc",
+    "emu.cli.vamt",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import importlib
 import json
 import socket
 import sys
@@ -142,6 +143,7 @@ def register(subparsers: Any) -> None:
     """Add ``emu client`` and its ``activate`` subcommand."""
     client = subparsers.add_parser("client", help="KMS client tools (activate against a host)")
     sub = client.add_subparsers(dest="client_command", metavar="SUBCOMMAND")
+    importlib.import_module("emu.cli.client_mak").register(sub)  # emu client mak ... (MAK)
     p = sub.add_parser(
         "activate",
         help="send activation requests to a KMS host and check the answers (like vlmcs)",

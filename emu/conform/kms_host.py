@@ -207,7 +207,8 @@ def j_epid_form(ev: Evidence, case: Case) -> Outcome:
         return problem
     for r in records:
         text = r["verified"].epid.rstrip("\x00")
-        parsed = parse_epid(text, key=csvlk_for_kms_id(open_request(r["request"]).base.kms_id))
+        key = csvlk_for_kms_id(open_request(r["request"]).base.kms_id)
+        parsed = parse_epid(text, key=key, ndr64=r.get("ndr64"))
         if not parsed.well_formed:
             return failed(f"ePID {text!r} is not in the ePID layout")
         platform = platform_id_for_build(parsed.build or 0)
@@ -376,7 +377,7 @@ CASES: tuple[Case, ...] = (
     _c("kms.v4.size", "A V4 response has the size its ePID implies", f"{DOC} KMS messages", "exchange", "size", passive=True, sends={"major": 4}),
     _c("kms.v5.size", "A V5 response has the size its ePID implies", f"{DOC} KMS messages", "exchange", "size", passive=True, sends={"major": 5}),
     _c("kms.v6.size", "A V6 response has the size its ePID implies", f"{DOC} KMS messages", "exchange", "size", passive=True, sends={"major": 6}),
-    _c("kms.epid.form", "The ePID is well formed and consistent with its build, LCID and key", f"{DOC} ePID", "exchange", "epid_form", passive=True, sends={"major": 6}),
+    _c("kms.epid.form", "The ePID is well formed and consistent with its key and build (NDR64 negotiated iff the build does)", f"{DOC} ePID", "exchange", "epid_form", passive=True, sends={"major": 6}),
     _c("kms.epid.stable", "One CSVLK, one ePID across requests and connections", f"{DOC} ePID", "exchange", "stable", passive=True, sends=_V6_TWICE, expects={"field": "epid"}),
     _c("kms.hwid.stable", "The V6 HwId is the same in every response", f"{DOC} KMS messages", "exchange", "stable", passive=True, sends=_V6_TWICE, expects={"field": "hwid"}),
     _c("behaviour.intervals", "Responses carry the activation (120 min) and renewal (10080 min) intervals", f"{DOC} Intervals", "exchange", "intervals", passive=True, sends={"major": 6}),

@@ -161,7 +161,9 @@ async def exchange_on(
     for request, pdu in zip(requests, pdus):
         if mode != "coalesced":
             await _send(conn, pdu, mode)
-        record: dict[str, Any] = {"request": request, "conn": conn.number}
+        # whether NDR64 was negotiated (None when it was not offered): the ePID's build implies it
+        ndr64 = TransferSyntax.NDR64 in assoc.contexts if assoc.offer_ndr64 else None
+        record: dict[str, Any] = {"request": request, "conn": conn.number, "ndr64": ndr64}
         while "hresult" not in record:
             for event in await _feed(conn, assoc, ctx.timeout):
                 if isinstance(event, Reply):

@@ -95,7 +95,9 @@ def conversation_evidence(client: bytes, server: bytes, number: int) -> dict[str
             opened = open_request(request)
         except EmuError:
             continue
-        record: dict[str, Any] = {"request": request, "conn": number, "kms_id": opened.base.kms_id}
+        ndr64_offered = any(s == NDR64_SYNTAX for s in offered.values())
+        ndr64 = TransferSyntax.NDR64 in contexts.values() if ndr64_offered else None
+        record: dict[str, Any] = {"request": request, "conn": number, "kms_id": opened.base.kms_id, "ndr64": ndr64}
         if isinstance(answer, Fault):
             record.update(hresult=None, fault=answer.status)
         elif isinstance(answer, Response):

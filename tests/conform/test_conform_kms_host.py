@@ -99,9 +99,24 @@ def test_host_recounting_repeated_cmids_fails_the_repeat_case():
     assert failed_ids(results) == {"count.repeat"}
 
 
-def test_host_without_ndr64_fails_only_the_ndr64_case():
+def test_host_without_ndr64_fails_the_ndr64_case_and_its_epid_claiming_a_build_that_has_it():
     results = _suite_against(ndr64=False)
-    assert failed_ids(results) == {"rpc.bind.ndr64"}
+    assert failed_ids(results) == {"rpc.bind.ndr64", "kms.epid.form"}
+    (epid,) = [r for r in results if r.case.id == "kms.epid.form"]
+    assert "NDR64" in epid.evidence
+
+
+def _suite_on(config: HostConfig, **server_kwargs: Any) -> list[Result]:
+    async def go() -> list[Result]:
+        async with running_host(config, **server_kwargs) as server:
+            ctx = HostContext(server.addresses[0][:2], Recorder(), seeded(7), timeout=2.0)
+            return await asyncio.wait_for(run_suite(KMS_HOST, list(KMS_HOST.cases), ctx), 60)
+
+    return asyncio.run(go())
+
+
+def test_host_without_ndr64_on_a_build_before_ndr64_fails_only_the_ndr64_case():
+    assert failed_ids(_suite_on(HostConfig(host_build=7601), ndr64=False)) == {"rpc.bind.ndr64"}
 
 
 def test_bind_ack_one_byte_longer_than_its_frag_length_fails_only_that_case(monkeypatch):
