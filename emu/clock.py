@@ -11,7 +11,7 @@ from typing import Protocol
 
 __all__ = ["FILETIME_UNIX_OFFSET", "Clock", "VirtualClock", "WallClock", "filetime_to_unix", "unix_to_filetime"]
 
-#: 100-ns intervals between 1601-01-01 and 1970-01-01 (kms-wire-protocol.md 0.3).
+#: 100-ns intervals between 1601-01-01 and 1970-01-01 (docs/kms-wire-protocol.md).
 FILETIME_UNIX_OFFSET = 116444736000000000
 
 

@@ -73,7 +73,7 @@ class DnsUpdateError(ProtocolError):
 
 
 class VerificationError(EmuError):
-    """A KMS response failed one or more of the client-side checks (spec 5.6)."""
+    """A KMS response failed one or more of the client-side checks (docs/kms-wire-protocol.md)."""
 
     def __init__(self, message: str, failed: tuple[str, ...] = ()) -> None:
         super().__init__(message)

@@ -19,6 +19,7 @@ __all__ = [
     "E_INVALID_DATA",
     "E_INVALID_TIMESTAMP",
     "E_KMS_ID_MISMATCH",
+    "E_KMS_NOT_ACTIVATED",
     "E_KMS_NOT_REACHABLE",
     "E_NOT_ENOUGH_COUNT",
     "S_OK",
@@ -61,6 +62,7 @@ E_KMS_ID_MISMATCH = 0xC004F042
 E_INVALID_TIMESTAMP = 0xC004F06C
 E_NOT_ENOUGH_COUNT = 0xC004F038
 E_KMS_NOT_REACHABLE = 0xC004F074
+E_KMS_NOT_ACTIVATED = 0xC004F041
 E_CLIENT_LIST_FULL = 0xC004D104
 
 #: The table, keyed by code.
@@ -136,7 +138,7 @@ ERROR_CODES: dict[int, ErrorCode] = {
             "the host's log",
         ),
         _e(
-            0xC004F041,
+            E_KMS_NOT_ACTIVATED,
             "SL_E_VL_KEY_MANAGEMENT_SERVICE_NOT_ACTIVATED",
             "the KMS host is not activated",
             "KMS client; KMS host",

@@ -37,14 +37,21 @@ emu_python_ready() {
 # Debian packages the interop, capture, directory and namespace tests use: command -> package.
 EMU_DEB_TOOLS=(
     tshark:tshark tcpdump:tcpdump ip:iproute2 named:bind9 nsupdate:bind9-dnsutils kdig:knot-dnsutils
-    ldapsearch:ldap-utils samba:samba-ad-dc samba-tool:samba smbclient:smbclient kinit:krb5-user
+    ldapsearch:ldap-utils ldbadd:ldb-tools samba:samba-ad-dc samba-tool:samba smbclient:smbclient kinit:krb5-user
     iptables:iptables nft:nftables ethtool:ethtool tc:iproute2 curl:curl
+    /usr/share/samba/setup/provision.ldif:samba-ad-provision
+    /usr/lib/python3/dist-packages/markdown/__init__.py:python3-markdown
 )
 
 emu_system_tools_ready() {
     local missing=() entry cmd pkg
     for entry in "${EMU_DEB_TOOLS[@]}"; do
         cmd="${entry%%:*}"; pkg="${entry#*:}"
+        # an absolute path names a data file the package ships (no command to look for)
+        if [[ "$cmd" == /* ]]; then
+            [ -e "$cmd" ] || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+            continue
+        fi
         if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/sbin/$cmd" ]; then
             [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
         fi

@@ -24,6 +24,8 @@ LAYERS = {
     "ldap": 2,
     "adba": 2,
     "mak": 2,
+    # above the protocol packages, below I/O: the client's order of activation paths (layer "2.5")
+    "activation": 2,
     # I/O: sockets and servers; then captures, decode and replay (which drive the servers)
     "net": 3,
     "pcap": 4,
@@ -36,8 +38,15 @@ LAYERS = {
     "__main__": 6,
 }
 #: Layer-2 packages built on another layer-2 package (everything else on layer 2 is mutually independent):
-#: the AD directory and the ADBA rules speak LDAP through emu.ldap's messages.
-BUILT_ON = {("adba", "ldap")}
+#: the AD directory and the ADBA rules speak LDAP through emu.ldap's messages; emu.activation orders the
+#: client's paths (ADBA, KMS, DNS discovery; MAK later) and so sits above them.
+BUILT_ON = {
+    ("adba", "ldap"),
+    ("activation", "kms"),
+    ("activation", "adba"),
+    ("activation", "dns"),
+    ("activation", "mak"),
+}
 #: Modules core code (layers 1-2) must not import: sockets, event loops, packets, processes, time, entropy.
 FORBIDDEN_IN_CORE = {
     "socket",

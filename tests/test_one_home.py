@@ -22,7 +22,7 @@ def _modules_containing(pattern: str) -> list[str]:
     [
         ("licensing error names", r'"SL_E_[A-Z_]+"|"SL_REMAPPING_[A-Z_]+"', "hresults.py"),
         ("the FILETIME epoch", r"116444736000000000", "clock.py"),
-        ("DCE/RPC fault status names", r'"nca_s_[a-z_]+"', "wire/rpc.py"),
+        ("DCE/RPC fault status names", r'"nca_s_[a-z_]+"', "wire/rpc/names.py"),
         ("the units of durations", r'"w":\s*604', "durations.py"),
         ("the record lifetime of the client table", r"30 \* DAY", "kms/count_cache.py"),
     ],

@@ -1,7 +1,8 @@
 """emu's lab CSVLKs: visibly fake 5x5 keys that name the KMS host key group they stand for.
 
-emu-defined (docs/adba.md "Lab keys"). Form: ``EMULA-BCSVL-KGGGG-GGGGG-CCCCC`` ("EMU LAB CSVLK"), where
-G is the group's ePID group id in 9 digits and C five check characters. The last five characters are
+emu-defined (docs/adba.md "Lab keys"). Form: ``EMULA-BCSVL-KNNNN-NNNNN-CCCCC`` ("EMU LAB CSVLK"), where
+N is the lab key number in 9 digits (the CSVLK group's position in emu's CSVLK table) and C five check
+characters. The last five characters are
 what the activation object stores as the partial product key.
 """
 
@@ -28,13 +29,13 @@ def _check(group_id: int) -> str:
 
 
 def lab_csvlk(group_id: int) -> str:
-    """The lab CSVLK of the key group with this ePID group id."""
+    """The lab CSVLK with this lab key number."""
     digits = f"{group_id:09d}"
     return f"EMULA-BCSVL-K{digits[:4]}-{digits[4:]}-{_check(group_id)}"
 
 
 def parse_lab_csvlk(key: str) -> int:
-    """The group id a lab CSVLK stands for; LabKeyError if ``key`` is not one."""
+    """The lab key number of a lab CSVLK; LabKeyError if ``key`` is not one."""
     match = _FORM.match(key.strip().upper())
     if match is None:
         raise LabKeyError(f"{key!r} is not an emu lab CSVLK (EMULA-BCSVL-Kxxxx-xxxxx-xxxxx)")
@@ -45,5 +46,5 @@ def parse_lab_csvlk(key: str) -> int:
 
 
 def csvlk_sku_id(group_id: int) -> uuid.UUID:
-    """The SKU ID emu gives the lab CSVLK of a group (emu-defined, stable)."""
+    """The SKU ID emu gives a lab CSVLK (emu-defined, stable)."""
     return uuid.uuid5(_NS, f"emu-lab-csvlk/{group_id}")

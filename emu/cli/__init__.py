@@ -23,6 +23,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: Command modules, in the order ``emu --help`` lists them.
 COMMAND_MODULES = (
+    "emu.cli.adba",
+    "emu.cli.dc",
     "emu.cli.demo",
     "emu.cli.diagnose",
     "emu.cli.decode",

@@ -1,7 +1,7 @@
-"""``emu client activate``: a vlmcs-class activation tool (kms-wire-protocol.md 9.1).
+"""``emu client activate``: a vlmcs-class activation tool (docs/kms-wire-protocol.md).
 
 It builds activation requests for a product, sends them to a KMS host over DCE/RPC/TCP, checks
-every response the way vlmcs does (spec 2.11, 5.6) and prints one line per request. The target is
+every response the way vlmcs does (docs/kms-wire-protocol.md) and prints one line per request. The target is
 ``host[:port]``, ``[v6addr]:port``, ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
 RFC 2782 order with failover) or ``-`` (``_vlmcs._tcp`` in each domain of the resolver's search
 list, from resolv.conf's ``search``/``domain`` line: the first domain with records is used, as
@@ -57,7 +57,7 @@ DEFAULT_PORT = 1688
 DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
 #: Where the system resolver's nameservers and search list live (resolv.conf(5)).
 RESOLV_CONF = "/etc/resolv.conf"
-#: The target that means "search the resolver's domains" (vlmcs ``-``, kms-wire-protocol.md 9.1).
+#: The target that means "search the resolver's domains" (vlmcs ``-``, docs/kms-wire-protocol.md).
 SEARCH_TARGET = "-"
 
 EXIT_ACTIVATED = 0
@@ -247,6 +247,13 @@ def register(subparsers: Any) -> None:
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
     g.add_argument("--capture", metavar="FILE.pcap", help="record the exchange into a pcap (needs root)")
     g.add_argument("--seed", type=int, help="seed for CMIDs, IVs and names (reproducible runs)")
+    g = p.add_argument_group("ADBA (one Active Directory-based activation attempt instead of KMS; docs/adba.md)")
+    g.add_argument(
+        "--adba", metavar="DOMAIN", help="look for an activation object in this forest (exit 1: none, fall back to KMS)"
+    )
+    g.add_argument("--dc", metavar="HOST:PORT", help="the domain controller (default: SRV _ldap._tcp.dc._msdcs.DOMAIN)")
+    g.add_argument("--bind-dn", help="account to bind as (default the forest's Administrator)")
+    g.add_argument("--password", help="its password (default emu's lab password)")
     p.set_defaults(func=_activate)
     g = sub.add_parser(
         "grab",
@@ -637,6 +644,10 @@ def _json_result(result: ExchangeResult) -> dict[str, Any]:
 
 
 def _activate(args: argparse.Namespace) -> int:
+    if args.adba:
+        from emu.cli.client_adba import run_adba_attempt
+
+        return run_adba_attempt(args)
     if args.json and args.verbose:
         raise UsageError("--json already carries every field; drop -v")
     rng = seeded(args.seed) if args.seed is not None else system_rng()

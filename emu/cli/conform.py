@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "conform",
         help="conformance suites: judge a KMS host, KMS client or DNS server per documented rule",
-        description="Run a conformance suite against a target; exit 0 only when no case failed.",
+        description="Run a conformance suite against a target; exit 0 only when no case failed "
+        "(1: a case failed, 2: usage error, 3: kms-host target unreachable).",
     )
     parser.add_argument("--pcap", metavar="FILE", help="judge a captured KMS conversation offline (passive rules)")
     parser.add_argument("--json", action="store_true", help="with --pcap: JSON output")
@@ -99,6 +102,7 @@ def _kms_host(args: argparse.Namespace) -> int:
     from emu.conform import report
     from emu.conform.kms_host import KMS_HOST
     from emu.conform.kms_probes import HostContext
+    from emu.conform.model import select
     from emu.conform.recorder import Recorder
     from emu.conform.runner import finish, run
     from emu.net.address import parse_host_port
@@ -122,6 +126,12 @@ def _kms_host(args: argparse.Namespace) -> int:
         address = hosts[0]
     else:
         address = parse_host_port(args.target, 1688, min_port=1)
+    select(KMS_HOST.cases, list(options.only), list(options.skip))  # a bad selector is a usage error first
+    try:
+        socket.create_connection(address, timeout=args.timeout).close()
+    except OSError as exc:
+        print(f"emu conform: cannot reach {address[0]}:{address[1]}: {exc.strerror or exc}", file=sys.stderr)
+        return 3
     ctx = HostContext(address, Recorder(), rng, timeout=args.timeout)
     results = run(KMS_HOST, ctx, options)
     return finish("kms-host", f"{address[0]}:{address[1]}", results, options)

@@ -23,7 +23,7 @@ EPILOG = """\
 output:
   One block per DCE/RPC PDU, in capture-time order: direction and endpoints, PTYPE, size,
   call_id, then the key fields one per line (contexts, KMS version, product, CMID, count and
-  threshold, intervals, ePID, HwId, HRESULT) and the response checks of spec 5.6
+  threshold, intervals, ePID, HwId, HRESULT) and the response checks of docs/kms-wire-protocol.md
   ("checks: decode_ok ✓ hash_ok ✓ ..."), each paired with its request by call_id.
   Conversations are found on any port (DCE/RPC header + the KMS interface in the bind, or a KMS
   message in a request/response stub); --port N decodes every conversation on port N as KMS.
@@ -199,6 +199,8 @@ def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
             out.write(format_note(record) + "\n")
         elif isinstance(record, DecodeSummary):
             out.write("\n".join(record.lines()) + "\n")
+        elif hasattr(record, "line"):  # another protocol's decoder with a text form (LDAP)
+            out.write(record.line() + "\n")
         else:  # a record of another protocol's decoder
             out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
     return ok

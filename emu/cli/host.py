@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import json
 import logging
 import os
@@ -64,6 +65,10 @@ SETTING_NAMES = (
     "priority",
     "weight",
     "ttl",
+    "csvlk",
+    "actsvc",
+    "actsvc_cafile",
+    "csvlk_cid",
 )
 
 
@@ -125,6 +130,10 @@ _DEFAULTS: dict[str, Any] = {
     "priority": 0,
     "weight": 0,
     "ttl": 3600,
+    "csvlk": None,
+    "actsvc": None,
+    "actsvc_cafile": None,
+    "csvlk_cid": None,
 }
 
 
@@ -197,6 +206,10 @@ SETTING_KINDS: dict[str, str] = {
     "priority": "int",
     "weight": "int",
     "ttl": "int",
+    "csvlk": "text",
+    "actsvc": "text",
+    "actsvc_cafile": "text",
+    "csvlk_cid": "text",
 }
 _KIND_WORDS = {
     "bool": "true or false",
@@ -403,6 +416,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     _setup_logging(settings)
     host_config = build_host_config(settings)
+    host_config = importlib.import_module("emu.cli.host_csvlk").activate_host(settings, host_config)  # --csvlk
     server_config = build_server_config(settings)
     workers = _number(settings["workers"], "--workers", int, 1)
     event_loop = str(settings["event_loop"])
@@ -787,6 +801,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     a("--priority", metavar="N", help="SRV priority for --publish entries without one (default 0)")
     a("--weight", metavar="N", help="SRV weight for --publish entries without one (default 0)")
     a("--ttl", metavar="SECONDS", help="TTL of the published records (default 3600)")
+    importlib.import_module("emu.cli.host_csvlk").add_arguments(a)  # --csvlk, --actsvc, ... (docs/mak.md)
     serve.set_defaults(func=_serve)
 
     status = commands.add_parser(

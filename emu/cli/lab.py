@@ -32,7 +32,7 @@ topology (all inside namespaces emu-lab-<6 hex>-*, nothing in the root namespace
   cl     the clients: emu client activate .kms.test -n 1 with a fixed CMID each (10.213.0.200)
   IPv6 fd00:213::/64 alongside unless --no-ipv6. Offloads are off, so a capture has valid checksums.
 
-the rules each client is checked against (kms-behaviour.md 3 and 5):
+the rules each client is checked against (docs/kms-host.md):
   the answering host is a running host of the lowest SRV priority (weights choose inside it);
   stopped hosts of lower priority were tried first (failover); each host counts the distinct
   clients that reached it (up to 2 x threshold) and a client is activated exactly when that count

@@ -192,7 +192,7 @@ async def probe_scenario(ctx: ClientContext, case: Case) -> Evidence:
             await asyncio.sleep(0.2)
     finally:
         await host.stop()
-    return Evidence({"seen": seen, "mode": mode}, list(seen.conns))
+    return Evidence({"seen": seen, "mode": mode, "no_run": ctx.run is None}, list(seen.conns))
 
 
 async def _run_client(ctx: ClientContext, address: tuple[str, int], seen: Seen) -> None:

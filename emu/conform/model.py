@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.errors import UsageError
+from emu.errors import EmuError, UsageError
 
 
 class Verdict(enum.Enum):
@@ -180,6 +180,8 @@ async def run_suite(suite: Suite, cases: list[Case], ctx: Any) -> list[Result]:
                 cache[key] = await suite.probes[case.probe](ctx, case)
             except ProbeFailed as exc:
                 cache[key] = exc
+            except (OSError, EOFError, TimeoutError, EmuError) as exc:  # the target misbehaved: no traceback
+                cache[key] = ProbeFailed(f"{type(exc).__name__}: {exc}")
         got = cache[key]
         if isinstance(got, ProbeFailed):
             results.append(Result(case, Verdict.INCONCLUSIVE, f"probe failed: {got}", tuple(got.conns)))

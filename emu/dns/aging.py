@@ -1,11 +1,11 @@
 """Aging of published KMS records: an SRV RR at ``_vlmcs._tcp.<domain>`` that its host stopped
-refreshing is removed after a maximum age (kms-behaviour.md 5, dns.md 2.1 "RFC 2136 has no lease").
+refreshing is removed after a maximum age (docs/kms-host.md, docs/dns.md "RFC 2136 has no lease").
 
 A KMS host re-publishes periodically (:mod:`emu.net.dns_publisher`); a host that crashes never
 withdraws, and clients would keep trying it. Like Windows scavenging, only dynamic records age:
 
 * an SRV RR present in the zone files as loaded is *static* and never ages (hand-entered
-  records, kms-behaviour.md 5), unless an update deletes it; re-created later, it is dynamic;
+  records, docs/kms-host.md), unless an update deletes it; re-created later, it is dynamic;
 * a dynamic SRV RR is *seen* whenever an accepted UPDATE adds it, even if the add changed nothing
   (a refresh: no serial bump, but the RR is young again); records restored from the journal at
   start are seen at that start;

@@ -1,10 +1,10 @@
-"""Who may change what: the update policy (dns.md 2.1 point 3 and 2.4).
+"""Who may change what: the update policy (docs/dns.md).
 
 A policy is a list of :class:`Grant`. An update RR is allowed when one grant matches the
 requester (a verified TSIG key, or for unsigned "nonsecure" zones a source address), the owner
 name, the type, and, for SRV records, the target. BIND's ``update-policy`` can only grant per name
 and type; the SRV-target check lets several hosts share ``_vlmcs._tcp`` while each key changes only
-the SRV RRs that point at its own host (dns.md 2.1, "How KMS hosts should use it").
+the SRV RRs that point at its own host (docs/dns.md).
 
 Default: every update needs a known key, and any known key may change any data in the zone
 (never SOA/NS at the apex, which the update rules protect anyway).
@@ -103,7 +103,7 @@ class UpdatePolicy:
     @classmethod
     def with_nonsecure(cls, networks: Iterable[str], grants: Iterable[Grant] | None = None) -> UpdatePolicy:
         """Add unsigned updates from ``networks``, limited to what a KMS host publishes: the
-        ``_vlmcs._tcp`` SRV RRset and A/AAAA records (dns.md 2.4, "Nonsecure and secure").
+        ``_vlmcs._tcp`` SRV RRset and A/AAAA records (docs/dns.md).
 
         Raises:
             UsageError: a network that does not parse.

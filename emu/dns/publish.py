@@ -1,4 +1,4 @@
-"""The UPDATE messages a KMS host sends to publish itself (kms-behaviour.md 5, dns.md 2.1 end).
+"""The UPDATE messages a KMS host sends to publish itself (docs/kms-host.md, docs/dns.md end).
 
 Several hosts share the RRset ``_vlmcs._tcp.<domain> SRV``, so a host only ever touches its own
 RRs: it adds its SRV RR and its A/AAAA (re-adding refreshes the TTL), changes priority or weight
@@ -30,9 +30,9 @@ __all__ = [
     "srv_owner",
 ]
 
-#: The KMS service label (kms-behaviour.md 5; shown upper-case by Windows, names compare case-insensitively).
+#: The KMS service label (docs/kms-host.md; shown upper-case by Windows, names compare case-insensitively).
 SERVICE_LABEL = "_vlmcs._tcp"
-#: The KMS host's default TCP port (dns.md 3).
+#: The KMS host's default TCP port (docs/dns.md).
 KMS_PORT = 1688
 
 
@@ -46,6 +46,13 @@ class Publication:
     priority: int = 0
     weight: int = 0
     ttl: int = 3600
+    #: the SRV service labels: ``_vlmcs._tcp`` for a KMS host, ``_ldap._tcp.dc._msdcs`` for a domain controller
+    service: str = SERVICE_LABEL
+
+    @property
+    def owner(self) -> str:
+        """The SRV owner name, ``<service>.<domain>.``."""
+        return srv_owner(self.domain, self.service)
 
     def __post_init__(self) -> None:
         for field_name, value, high in (
@@ -62,9 +69,9 @@ class Publication:
         return SRV(self.priority, self.weight, self.port, canonical_name(self.host_name))
 
 
-def srv_owner(domain: str) -> str:
-    """``_vlmcs._tcp.<domain>.``"""
-    return f"{SERVICE_LABEL}.{canonical_name(domain)}"
+def srv_owner(domain: str, service: str = SERVICE_LABEL) -> str:
+    """``_vlmcs._tcp.<domain>.`` (or another service's labels)."""
+    return f"{service}.{canonical_name(domain)}"
 
 
 def _address_rdata(address: str) -> tuple[int, RD]:
@@ -87,7 +94,7 @@ def _pack(record: DNSRecord) -> bytes:
 def build_publish(zone: str, publication: Publication, addresses: tuple[str, ...], message_id: int) -> bytes:
     """Add (or refresh) our SRV RR and, when given, our A/AAAA in ``zone``."""
     record = _message(zone, message_id)
-    record.add_auth(RR(srv_owner(publication.domain), QTYPE.SRV, CLASS_IN, publication.ttl, publication.srv))
+    record.add_auth(RR(publication.owner, QTYPE.SRV, CLASS_IN, publication.ttl, publication.srv))
     for address in addresses:
         rtype, rdata = _address_rdata(address)
         record.add_auth(RR(canonical_name(publication.host_name), rtype, CLASS_IN, publication.ttl, rdata))
@@ -105,11 +112,11 @@ def build_addresses(zone: str, host_name: str, addresses: tuple[str, ...], ttl: 
 
 def build_change(zone: str, old: Publication, new: Publication, message_id: int) -> bytes:
     """Replace our SRV RDATA in one message: class-NONE delete of the old, add of the new."""
-    if srv_owner(old.domain) != srv_owner(new.domain):
+    if old.owner != new.owner:
         raise UsageError("a priority/weight change stays in one domain")
     record = _message(zone, message_id)
-    record.add_auth(RR(srv_owner(old.domain), QTYPE.SRV, CLASS_NONE, 0, old.srv))
-    record.add_auth(RR(srv_owner(new.domain), QTYPE.SRV, CLASS_IN, new.ttl, new.srv))
+    record.add_auth(RR(old.owner, QTYPE.SRV, CLASS_NONE, 0, old.srv))
+    record.add_auth(RR(new.owner, QTYPE.SRV, CLASS_IN, new.ttl, new.srv))
     return _pack(record)
 
 
@@ -119,7 +126,7 @@ def build_withdraw(
     """Delete exactly our SRV RR (if ``publication``) and our own A/AAAA RRs, class NONE."""
     record = _message(zone, message_id)
     if publication is not None:
-        record.add_auth(RR(srv_owner(publication.domain), QTYPE.SRV, CLASS_NONE, 0, publication.srv))
+        record.add_auth(RR(publication.owner, QTYPE.SRV, CLASS_NONE, 0, publication.srv))
     for address in addresses:
         rtype, rdata = _address_rdata(address)
         record.add_auth(RR(canonical_name(host_name), rtype, CLASS_NONE, 0, rdata))

@@ -2,7 +2,7 @@
 
 * a name outside every zone: REFUSED, no AA (we are not a resolver);
 * NXDOMAIN and NODATA both carry the zone's SOA in authority, TTL min(SOA TTL, MINIMUM)
-  (RFC 2308 3), which is also what zone discovery by SOA query needs (dns.md 2.1 point 10);
+  (RFC 2308 3), which is also what zone discovery by SOA query needs (docs/dns.md);
 * SRV, MX and NS answers get the targets' A/AAAA from any zone served, as additional data
   (RFC 2782 "Usage rules", RFC 1034 3.6.2);
 * CNAME chains are followed inside the zones served; NS below an apex gives a referral; wildcards

@@ -1,6 +1,6 @@
 """The DNS server's one entry point: raw request bytes + peer + now -> raw response bytes.
 
-:meth:`Resolver.handle` never raises. It follows the error ladder of style.md:
+:meth:`Resolver.handle` never raises. It follows the error ladder of emu's style rules:
 
 * fewer than 12 bytes, or a response (QR=1): dropped (``None``);
 * undecodable after the header: FORMERR with the header's ID and opcode;
@@ -279,7 +279,7 @@ class Resolver:
             return self._pack(message, Rcode.FORMERR, peer)
         question = message.questions[0]
         if question.qtype in (TYPE_AXFR, TYPE_IXFR, TYPE_TKEY):
-            return self._pack(message, Rcode.REFUSED, peer)  # no zone transfers; no TKEY/GSS (dns.md 2.4)
+            return self._pack(message, Rcode.REFUSED, peer)  # no zone transfers; no TKEY/GSS (docs/dns.md)
         answer = answer_query(self._zones, str(question.qname), question.qtype, question.qclass)
         reserve = self._tsig_size(check)
         return self._pack(
@@ -383,7 +383,7 @@ class Resolver:
         badvers: bool = False,
         reserve: int = 0,
     ) -> bytes:
-        """A response: header, the question (zone section for UPDATE, dns.md 2.1 point 8), the
+        """A response: header, the question (zone section for UPDATE, docs/dns.md), the
         records, our OPT when the request had one; truncated to the UDP limit with TC=1."""
         header = message.header
         questions = list(message.questions[:1]) if echo else []

@@ -1,4 +1,4 @@
-"""RFC 2782 target selection: priority groups, weighted random order inside each (dns.md 2.2).
+"""RFC 2782 target selection: priority groups, weighted random order inside each (docs/dns.md).
 
 The randomness is injected (:class:`emu.rng.Rng`), so a seeded run always picks the same order.
 """

@@ -109,7 +109,7 @@ class ReplayCache:
     """The (key name, MAC) pairs of accepted signed requests, each for as long as it could pass the
     time check (until time signed + fudge). Sans-IO: time is passed in, Unix seconds.
 
-    TSIG alone lets a captured message be replayed inside its fudge window (dns.md 2.3). A repeat is
+    TSIG alone lets a captured message be replayed inside its fudge window (docs/dns.md). A repeat is
     never applied again. When the first answer is still known (:meth:`remember`), the repeat gets
     exactly that answer back: a client that retransmits an UPDATE whose reply was lost (nsupdate over
     UDP does) learns the outcome instead of a failure, and a replay by anyone else changes nothing.

@@ -2,7 +2,7 @@
 
 Pure: takes the zones and a decoded message, returns an :class:`UpdateOutcome` with the rcode and,
 when something changed, the new zone snapshot and the net changes to journal. Nothing is applied
-unless every check passes (RFC 2136 3.7). The order of checks is dns.md 2.1.
+unless every check passes (RFC 2136 3.7). The order of checks is in docs/dns.md.
 """
 
 from __future__ import annotations

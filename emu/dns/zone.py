@@ -2,7 +2,7 @@
 
 A :class:`Zone` is never modified. An update builds a new one through a :class:`ZoneEditor`
 (copy-on-write per name) and the caller swaps the reference, so a query sees the old or the new
-zone, never a mix (RFC 2136 3.7, dns.md 2.1 point 7).
+zone, never a mix (RFC 2136 3.7, docs/dns.md).
 
 Names are keyed canonically: lower case, trailing dot (``"kms1.kms.test."``).
 """

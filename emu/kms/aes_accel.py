@@ -3,8 +3,7 @@
 emu's own implementation of the v6 cipher (``emu.kms.crypto``) is the reference; this module only
 runs the *same* round keys through OpenSSL's low-level ``AES_encrypt``/``AES_decrypt``/
 ``AES_cbc_encrypt``, which read whatever 10-round key schedule they are handed in their public
-``AES_KEY`` structure. That makes the v6 cipher (AES-128 with three round-key bytes changed, spec
-5.1) about 30 times faster, which is what a host answering thousands of v6 exchanges a second
+``AES_KEY`` structure. That makes the v6 cipher (AES-128 with three round-key bytes changed, docs/kms-wire-protocol.md) about 30 times faster, which is what a host answering thousands of v6 exchanges a second
 needs. v4 (11 rounds) does not fit OpenSSL's two-rounds-per-loop code and stays pure Python.
 
 Nothing here is trusted blindly: :func:`load` builds the schedules, then checks the accelerated

@@ -1,4 +1,4 @@
-"""The KMS client life cycle as a sans-IO state machine (kms-behaviour.md sections 2, 4, 5).
+"""The KMS client life cycle as a sans-IO state machine (docs/kms-client.md).
 
 A :class:`ClientLifecycle` knows when the client must talk to a host and which host to try; it
 never touches a socket. A driver (``emu.net.kms_client``, the scenarios, the tests) asks it what to
@@ -51,7 +51,7 @@ __all__ = [
     "VerificationFailed",
 ]
 
-#: BindingExpiration of a client in its grace period: 30 days in minutes (spec 4.2, vlmcs ``-g``).
+#: BindingExpiration of a client in its grace period: 30 days in minutes (docs/kms-wire-protocol.md, vlmcs ``-g``).
 DEFAULT_BINDING_EXPIRATION = 43200
 _ZERO_GUID = uuid.UUID(int=0)
 
@@ -62,7 +62,7 @@ DAY = 24 * HOUR
 
 @dataclass(frozen=True, slots=True)
 class ClientPolicy:
-    """The client's timers (kms-behaviour.md 4) and host-choice switches (5). All seconds.
+    """The client's timers and host-choice switches (docs/kms-client.md). All seconds.
 
     Attributes:
         renewal_interval: how often an activated client renews (7 days).
@@ -107,7 +107,7 @@ class HostAddress:
 
 @dataclass(frozen=True, slots=True)
 class RequestTemplate:
-    """The request fields that describe *what* a client is (kms-wire-protocol.md 4.2).
+    """The request fields that describe *what* a client is (docs/kms-wire-protocol.md).
 
     The per-request fields (CMID, ClientTime, and for a life cycle LicenseStatus and
     BindingExpiration) are filled in by :meth:`base` or :meth:`ClientLifecycle.request_base`.
@@ -172,7 +172,7 @@ class HostError:
 
 @dataclass(frozen=True, slots=True)
 class VerificationFailed:
-    """The host answered, but the response failed the named client-side checks (spec 5.6)."""
+    """The host answered, but the response failed the named client-side checks (docs/kms-wire-protocol.md)."""
 
     failed_checks: tuple[str, ...]
 
@@ -429,11 +429,11 @@ class ClientLifecycle:
 
     @property
     def license_status(self) -> int:
-        """LicenseStatus for the request (spec 4.2): 1 licensed while activated, else 2 (OOB grace)."""
+        """LicenseStatus for the request (docs/kms-wire-protocol.md): 1 licensed while activated, else 2 (OOB grace)."""
         return 1 if self.state is ClientState.ACTIVATED else 2
 
     def binding_expiration(self, now: float) -> int:
-        """Minutes until the current status expires (spec 4.2): remaining validity, or 30 days of grace."""
+        """Minutes until the current status expires (docs/kms-wire-protocol.md): remaining validity, or 30 days of grace."""
         if self.state is ClientState.ACTIVATED and self.valid_until is not None:
             return max(0, int((self.valid_until - now) // MINUTE))
         return 43200

@@ -1,6 +1,6 @@
 """The KMS host's client table (count cache), as a pure data structure.
 
-Rules (kms-behaviour.md 3):
+Rules (docs/kms-host.md):
 
 * the host counts distinct clients by CMID, **per application** (Windows, Office 2010, Office 2013+),
   cumulatively across editions: three Windows 10 clients and then one Server 2012 R2 client get 1, 2, 3, 4;
@@ -42,9 +42,9 @@ __all__ = [
 
 #: Seconds in a day.
 DAY = 86_400.0
-#: How long a client's record stays after its last request (kms-behaviour.md 3, "Count cache": 30 days).
+#: How long a client's record stays after its last request (docs/kms-host.md: 30 days).
 RECORD_LIFETIME = 30 * DAY
-#: Table size = this x the highest threshold seen (kms-behaviour.md 3, "Cache size = 2 x ...").
+#: Table size = this x the highest threshold seen (docs/kms-host.md).
 CAPACITY_FACTOR = 2
 
 
@@ -160,7 +160,7 @@ class CountCache:
             app_id: the request's application ID (the table it is counted in).
             cmid: the request's client machine ID.
             threshold: the request's required client count N; the capacity becomes at least
-                ``capacity_factor x N``. N below 1 is counted as 1 (as vlmcsd does, spec 8.1).
+                ``capacity_factor x N``. N below 1 is counted as 1 (as vlmcsd does, docs/kms-wire-protocol.md).
             now: seconds on the host's monotonic clock.
 
         Raises:

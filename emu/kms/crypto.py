@@ -1,6 +1,6 @@
-"""The three KMS block ciphers, CBC/PKCS#7, the V4 MAC and the V6 HMAC (kms-wire-protocol.md 5.1-5.4).
+"""The three KMS block ciphers, CBC/PKCS#7, the V4 MAC and the V6 HMAC (docs/kms-wire-protocol.md).
 
-All three protocol versions use Rijndael with 128-bit blocks (spec 5.1):
+All three protocol versions use Rijndael with 128-bit blocks (docs/kms-wire-protocol.md):
 
 * v4: a 160-bit key, 11 rounds -- not an AES size, so no library has it;
 * v5: plain AES-128 (delegated to the ``cryptography`` package);
@@ -54,19 +54,19 @@ __all__ = [
     "v6_hmac_key",
 ]
 
-#: Block size of every KMS cipher, bytes (spec 5.1: Rijndael with 128-bit blocks).
+#: Block size of every KMS cipher, bytes (docs/kms-wire-protocol.md: Rijndael with 128-bit blocks).
 BLOCK_SIZE = 16
 
-#: v4 key, 160 bits, 11 rounds (spec 5.1 table).
+#: v4 key, 160 bits, 11 rounds (docs/kms-wire-protocol.md table).
 KEY_V4 = bytes.fromhex("053D8307F9E5F088EB5EA6686CF037C7E4EFD2D6")
-#: v5 key, standard AES-128 (spec 5.1 table).
+#: v5 key, standard AES-128 (docs/kms-wire-protocol.md table).
 KEY_V5 = bytes.fromhex("CD7E796F2AB25DCB55FFC8EF8364C470")
-#: v6 key, AES-128 with the modified schedule (spec 5.1 table).
+#: v6 key, AES-128 with the modified schedule (docs/kms-wire-protocol.md table).
 KEY_V6 = bytes.fromhex("A94A4195E201432D9BCB460405D84A21")
-#: v6 schedule modification: (expanded-key byte offset, XOR value) (spec 5.1 table).
+#: v6 schedule modification: (expanded-key byte offset, XOR value) (docs/kms-wire-protocol.md table).
 V6_KEY_TWEAKS = ((64, 0x73), (96, 0x09), (128, 0xE4))
 
-#: v6 HMAC key derivation constants (spec 5.4 step 5; vlmcsd kms.h TIME_C1..C3).
+#: v6 HMAC key derivation constants (docs/kms-wire-protocol.md step 5; vlmcsd kms.h TIME_C1..C3).
 TIME_C1 = 0x00000022816889BD
 TIME_C2 = 0x000000208CBAB5ED
 TIME_C3 = 0x3156CD5AC628477A
@@ -75,7 +75,7 @@ _MASK64 = (1 << 64) - 1
 
 
 class KmsVersion(IntEnum):
-    """Major protocol version, which selects the cipher (spec 4.1, 5.1)."""
+    """Major protocol version, which selects the cipher (docs/kms-wire-protocol.md)."""
 
     V4 = 4
     V5 = 5
@@ -83,7 +83,7 @@ class KmsVersion(IntEnum):
 
 
 class PaddingError(EmuError):
-    """Decrypted data does not end in valid PKCS#7 padding (vlmcs "DecryptSuccess" fails, spec 5.3)."""
+    """Decrypted data does not end in valid PKCS#7 padding (vlmcs "DecryptSuccess" fails, docs/kms-wire-protocol.md)."""
 
 
 # --- Rijndael tables (FIPS-197) ---------------------------------------------------------------
@@ -145,12 +145,12 @@ _TD0, _TD1, _TD2, _TD3 = _tables(_INV_SBOX, (14, 9, 13, 11))
 _FE = tuple(tuple(s << sh for s in _SBOX) for sh in (24, 16, 8, 0))
 _FD = tuple(tuple(s << sh for s in _INV_SBOX) for sh in (24, 16, 8, 0))
 
-# Round constants (spec 5.1: 01 02 04 08 10 20 40 80 1B 36).
+# Round constants (docs/kms-wire-protocol.md: 01 02 04 08 10 20 40 80 1B 36).
 _RCON = (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36)
 
 
 def _expand_key(key: bytes) -> list[int]:
-    """Standard Rijndael key expansion for Nk = len(key)/4 words, Nr = Nk + 6 rounds (spec 5.1)."""
+    """Standard Rijndael key expansion for Nk = len(key)/4 words, Nr = Nk + 6 rounds (docs/kms-wire-protocol.md)."""
     nk = len(key) // 4
     nr = nk + 6
     words = list(struct.unpack(f">{nk}I", key))
@@ -325,7 +325,7 @@ use_accelerator(True)
 
 
 def expanded_key(version: int) -> bytes:
-    """The (v6: tweaked) expanded encryption key of a version, as bytes (spec 5.1; for tests and display)."""
+    """The (v6: tweaked) expanded encryption key of a version, as bytes (docs/kms-wire-protocol.md; for tests and display)."""
     words = _ENC_KEYS[KmsVersion(version)]
     return struct.pack(f">{len(words)}I", *words)
 
@@ -336,7 +336,7 @@ def _check_block(block: bytes) -> None:
 
 
 def encrypt_block(version: int, block: bytes) -> bytes:
-    """E_K(block): one raw (ECB) block encryption with the cipher of ``version`` (spec 5.1).
+    """E_K(block): one raw (ECB) block encryption with the cipher of ``version`` (docs/kms-wire-protocol.md).
 
     Raises:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
@@ -350,7 +350,7 @@ def encrypt_block(version: int, block: bytes) -> bytes:
 
 
 def decrypt_block(version: int, block: bytes) -> bytes:
-    """D_K(block): one raw (ECB) block decryption with the cipher of ``version`` (spec 5.1).
+    """D_K(block): one raw (ECB) block decryption with the cipher of ``version`` (docs/kms-wire-protocol.md).
 
     Raises:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
@@ -371,7 +371,7 @@ def _check_cbc(version: int, iv: bytes, data: bytes) -> KmsVersion:
 
 
 def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
-    """CBC encryption without padding (the caller pads; spec 5.3/5.4).
+    """CBC encryption without padding (the caller pads; docs/kms-wire-protocol.md).
 
     Raises:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
@@ -396,7 +396,7 @@ def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
 
 
 def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
-    """CBC decryption without unpadding (spec 5.3/5.4).
+    """CBC decryption without unpadding (docs/kms-wire-protocol.md).
 
     Raises:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
@@ -422,13 +422,13 @@ def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
 
 
 def pkcs7_pad(data: bytes) -> bytes:
-    """Append PKCS#7 padding: 1..16 bytes, each equal to the pad length (always present, spec 5.3)."""
+    """Append PKCS#7 padding: 1..16 bytes, each equal to the pad length (always present, docs/kms-wire-protocol.md)."""
     n = BLOCK_SIZE - len(data) % BLOCK_SIZE
     return data + bytes((n,)) * n
 
 
 def pkcs7_unpad(data: bytes) -> bytes:
-    """Strip PKCS#7 padding strictly, as vlmcs's "DecryptSuccess" check does (spec 5.3).
+    """Strip PKCS#7 padding strictly, as vlmcs's "DecryptSuccess" check does (docs/kms-wire-protocol.md).
 
     Raises:
         PaddingError: empty or non-block-aligned data, a pad value outside 1..16, or unequal pad bytes.
@@ -444,7 +444,7 @@ def pkcs7_unpad(data: bytes) -> bytes:
 
 
 def v4_mac(data: bytes) -> bytes:
-    """The V4 MAC: a CBC-MAC with the v4 cipher over ``data ‖ 80 00..`` (spec 5.2; not CMAC)."""
+    """The V4 MAC: a CBC-MAC with the v4 cipher over ``data ‖ 80 00..`` (docs/kms-wire-protocol.md; not CMAC)."""
     padded = data + b"\x80" + bytes(-(len(data) + 1) % BLOCK_SIZE)
     encrypt = _ENCRYPT[KmsVersion.V4]
     unpack_from = _BLOCK.unpack_from
@@ -456,15 +456,15 @@ def v4_mac(data: bytes) -> bytes:
 
 
 def v6_hmac_key(filetime: int, slot_offset: int = 0) -> bytes:
-    """The v6 HMAC key for a response whose ClientTime is ``filetime`` (spec 5.4 step 5).
+    """The v6 HMAC key for a response whose ClientTime is ``filetime`` (docs/kms-wire-protocol.md step 5).
 
     ``slot_offset`` reproduces vlmcs's tolerance, which adds ``slot_offset * C1`` to the *slot
-    value* (quirk Q5, spec 10), not to the time.
+    value* (quirk Q5, docs/kms-wire-protocol.md), not to the time.
     """
     slot = ((filetime // TIME_C1) * TIME_C2 + TIME_C3 + slot_offset * TIME_C1) & _MASK64
     return hashlib.sha256(slot.to_bytes(8, "little")).digest()[16:]
 
 
 def v6_hmac(key: bytes, message: bytes) -> bytes:
-    """The stored v6 HMAC: the last 16 bytes of HMAC-SHA256(key, message) (spec 5.4 step 7)."""
+    """The stored v6 HMAC: the last 16 bytes of HMAC-SHA256(key, message) (docs/kms-wire-protocol.md step 7)."""
     return hmac.digest(key, message, "sha256")[16:]

@@ -1,4 +1,4 @@
-"""The KMS host's decisions as a sans-IO object (kms-behaviour.md 3, 7; kms-wire-protocol.md 8).
+"""The KMS host's decisions as a sans-IO object (docs/kms-host.md; docs/kms-wire-protocol.md).
 
 :meth:`KmsHost.handle_request` takes the bytes of one KMS request message and the time, and returns
 the response bytes (or the HRESULT that refuses it), the change it made to the client table (for the
@@ -15,7 +15,7 @@ from typing import Any
 
 from emu.clock import filetime_to_unix
 from emu.errors import KmsError, UsageError
-from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, describe
+from emu.hresults import E_INVALID_DATA, E_INVALID_TIMESTAMP, E_KMS_ID_MISMATCH, E_KMS_NOT_ACTIVATED, describe
 from emu.kms import epid as _epid
 from emu.kms import host_keys, products
 from emu.kms.count_cache import CountCache, CountPolicy, Recorded
@@ -41,22 +41,22 @@ __all__ = [
     "resolve_kms_ids",
 ]
 
-#: Minutes a client not yet activated waits before retrying (spec 8.2; kms-behaviour.md 3: 2 hours).
+#: Minutes a client not yet activated waits before retrying (docs/kms-host.md: 2 hours).
 DEFAULT_ACTIVATION_INTERVAL = 120
-#: Minutes between renewals of an activated client (spec 8.2; kms-behaviour.md 4: 7 days).
+#: Minutes between renewals of an activated client (docs/kms-host.md: 7 days).
 DEFAULT_RENEWAL_INTERVAL = 10080
-#: Largest client clock skew a genuine host accepts when the check is on (spec 8.3: 4 hours).
+#: Largest client clock skew a genuine host accepts when the check is on (docs/kms-wire-protocol.md: 4 hours).
 MAX_TIME_SKEW = 4 * 3600.0
-#: Largest RequiredClientCount a host accepts (spec 8.4: vlmcsd refuses N-policy > 1000).
+#: Largest RequiredClientCount a host accepts (docs/kms-wire-protocol.md: vlmcsd refuses N-policy > 1000).
 MAX_REQUIRED_CLIENT_COUNT = 1000
-#: Host OS build the ePIDs claim by default (Windows Server 2025, spec 6.1 platform id 03612).
+#: Host OS build the ePIDs claim by default (Windows Server 2025, docs/kms-wire-protocol.md platform id 03612).
 DEFAULT_HOST_BUILD = 26100
 #: LCID in the ePIDs by default (en-US).
 DEFAULT_LCID = 1033
 
 
 #: CSVLKs whose product groups are not in the default coverage: the China Government key is a
-#: separate host key (spec 6.3), not part of a Windows Server CSVLK.
+#: separate host key (docs/kms-wire-protocol.md), not part of a Windows Server CSVLK.
 _NOT_DEFAULT_CSVLKS = frozenset({"WinChinaGov"})
 
 
@@ -65,7 +65,7 @@ def default_kms_ids() -> frozenset[uuid.UUID]:
 
     That is every volume (non-retail, non-preview) Windows group from Vista to Server 2025 and every
     volume Office group (2010 and 2013+); retail, preview and China Government groups are refused with
-    0xC004F042, as vlmcsd ``-K3`` refuses them (spec 8.4).
+    0xC004F042, as vlmcsd ``-K3`` refuses them (docs/kms-wire-protocol.md).
     """
     return frozenset(
         item.id
@@ -121,6 +121,9 @@ class HostConfig:
         count_policy: the client table's rules (30-day records, capacity 2 x threshold).
         max_required_count: RequiredClientCount above this is refused with 0x8007000D.
         faults: fault-injection rules (:mod:`emu.kms.faults`), first match wins; none by default.
+        key_activated: the host's KMS host key is activated (``emu host serve --csvlk``: by the lab activation
+            service, docs/mak.md); False: every request is refused with 0xC004F041, as a real host whose key is
+            not activated makes its clients fail.
         profile: ``"emu"`` (default), or ``"vlmcsd"``/``"py-kms"`` to show that implementation's traits
             (:mod:`emu.kms.profiles`): a fixed count of 2 x the threshold, and for py-kms a new ePID in every
             response, V4 answers after 1 s and no answer to an unknown version.
@@ -142,6 +145,7 @@ class HostConfig:
     max_required_count: int = MAX_REQUIRED_CLIENT_COUNT
     faults: tuple[FaultRule, ...] = ()
     profile: str = "emu"
+    key_activated: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -177,7 +181,7 @@ class HostAnswer:
         request: the decoded request (None when it could not be read).
         count: the count sent (0 when refused).
         reason: why the request was refused ("" when answered).
-        fault: answer with a DCE/RPC fault of this NCA status instead of a response (spec 2.8);
+        fault: answer with a DCE/RPC fault of this NCA status instead of a response (docs/kms-wire-protocol.md);
             None for a response. :class:`KmsHost` faults only when a fault-injection rule says so (its
             other faults come from the RPC layer); a recorded host replays the faults it was captured sending.
         drop: close the connection instead of answering (fault injection).
@@ -276,7 +280,7 @@ class KmsHost:
         #: fault-injection rules (docs/operations.md, "Fault injection"); empty: a well-behaved host.
         self.faults = FaultPlan(list(config.faults), rng)
         self._today = _dt.datetime.fromtimestamp(started, _dt.UTC).date()
-        #: ePID per CSVLK, stable for the host's lifetime (spec 6.2 "-r1"); configured ones win.
+        #: ePID per CSVLK, stable for the host's lifetime (docs/kms-wire-protocol.md "-r1"); configured ones win.
         self.epids: dict[str, str] = {}
         self.epids.update(dict(epids or {}))
         self.epids.update(config.epids)
@@ -365,6 +369,8 @@ class KmsHost:
 
     def _refusal(self, request: OpenedRequest, now: float) -> tuple[int, str] | None:
         base = request.base
+        if not self.config.key_activated:
+            return E_KMS_NOT_ACTIVATED, "this host's KMS host key is not activated (emu host serve --csvlk)"
         # py-kms answers any threshold; vlmcsd and emu refuse one above 1000
         if base.required_client_count > self.config.max_required_count and self.config.profile != "py-kms":
             return (

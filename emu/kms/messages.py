@@ -1,7 +1,7 @@
-"""Build, open and verify KMS messages of every version (kms-wire-protocol.md 4, 5.2-5.6).
+"""Build, open and verify KMS messages of every version (docs/kms-wire-protocol.md).
 
 * client side: :func:`build_request`, then :func:`verify_response` on the answer, which runs every
-  check vlmcs runs (spec 5.6) and reports each by name;
+  check vlmcs runs (docs/kms-wire-protocol.md) and reports each by name;
 * server side: :func:`open_request` (decrypt and decode, refusing bad versions with the HRESULT
   vlmcsd sends), then :func:`build_response`.
 
@@ -72,23 +72,23 @@ __all__ = [
     "verify_response",
 ]
 
-#: HRESULT a host returns for a malformed request or unsupported version (spec 8.4, 10 "0x8007000D").
+#: HRESULT a host returns for a malformed request or unsupported version (docs/kms-wire-protocol.md "0x8007000D").
 E_INVALIDDATA = 0x8007000D
-#: Major versions with a defined message layout (spec 4.1).
+#: Major versions with a defined message layout (docs/kms-wire-protocol.md).
 SUPPORTED_MAJOR_VERSIONS = (4, 5, 6)
-#: v4 request: 236-byte base + 16-byte MAC (spec 4.4).
+#: v4 request: 236-byte base + 16-byte MAC (docs/kms-wire-protocol.md).
 REQUEST_V4_SIZE = REQUEST_BASE_SIZE + MAC_SIZE
-#: v5/v6 request: version + IV + CBC(base ‖ 04 04 04 04) (spec 4.5).
+#: v5/v6 request: version + IV + CBC(base ‖ 04 04 04 04) (docs/kms-wire-protocol.md).
 REQUEST_V5_SIZE = 4 + IV_SIZE + REQUEST_BASE_SIZE + 4
-#: KmsPID holds at most 64 WCHAR including its NUL (spec 4.3).
+#: KmsPID holds at most 64 WCHAR including its NUL (docs/kms-wire-protocol.md).
 MAX_PID_SIZE = 128
-#: Slot offsets vlmcs tries when checking a v6 HMAC, in its order (spec 5.4, quirk Q5).
+#: Slot offsets vlmcs tries when checking a v6 HMAC, in its order (docs/kms-wire-protocol.md, quirk Q5).
 HMAC_SLOT_OFFSETS = (-1, 0, 1)
 
 
 @dataclass(frozen=True, slots=True)
 class OpenedRequest:
-    """A request as a server sees it after decryption (spec 4.4-4.6)."""
+    """A request as a server sees it after decryption (docs/kms-wire-protocol.md)."""
 
     #: the clear version header (the only version of a v4 message)
     version: Version
@@ -97,11 +97,11 @@ class OpenedRequest:
     raw: bytes
     #: v5/v6: the clear IV; None for v4
     iv: bytes | None = None
-    #: v5/v6: D_K(IV), the raw block decryption of the IV (spec 5.3 step 1)
+    #: v5/v6: D_K(IV), the raw block decryption of the IV (docs/kms-wire-protocol.md step 1)
     decrypted_iv: bytes | None = None
     #: v5/v6: the 4 decrypted bytes after the base (normally 04 04 04 04; servers ignore them)
     padding: bytes = b""
-    #: v4: whether the MAC is right (servers do not reject on it, spec 5.2); None for v5/v6
+    #: v4: whether the MAC is right (servers do not reject on it, docs/kms-wire-protocol.md); None for v5/v6
     mac_ok: bool | None = None
 
 
@@ -110,7 +110,7 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One client-side check of spec 5.6, named after vlmcs's result flag."""
+    """One client-side check of docs/kms-wire-protocol.md, named after vlmcs's result flag."""
 
     name: str
     passed: bool
@@ -120,7 +120,7 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedResponse:
-    """A response with the outcome of every check vlmcs performs on it (spec 5.6)."""
+    """A response with the outcome of every check vlmcs performs on it (docs/kms-wire-protocol.md)."""
 
     #: the clear version of the response (None if not even 4 bytes arrived)
     version: Version | None
@@ -201,7 +201,7 @@ def message_layout(major: int) -> int:
     """The message layout and cipher a request of this major version is built with.
 
     4, 5 and 6 are themselves; vlmcs ``-K a.b`` sends other versions in the v4 layout below 5 and
-    in the v6 layout (and cipher) above 6 (spec 9.1 ``-K``; the ``badversion-K7.0`` captures decrypt
+    in the v6 layout (and cipher) above 6 (docs/kms-wire-protocol.md ``-K``; the ``badversion-K7.0`` captures decrypt
     with the v6 key). Hosts answer those with 0x8007000D, which is what such requests test.
     """
     if major < 5:
@@ -292,11 +292,11 @@ def build_response(
     random_r: bytes | None = None,
     tamper: str | None = None,
 ) -> bytes:
-    """The KMS response message answering ``request`` (spec 4.4-4.6, 5.3, 5.4).
+    """The KMS response message answering ``request`` (docs/kms-wire-protocol.md).
 
     Version, CMID and ClientTime are echoed from the request. v5/v6: R (and for v6 the response
     IV, never equal to the request IV) come from ``rng`` unless given. The v6 HMAC is keyed with
-    the request's ClientTime, as both emulators do (spec 5.4, 13.2). ``hwid`` is used by v6 only.
+    the request's ClientTime, as both emulators do (docs/kms-wire-protocol.md). ``hwid`` is used by v6 only.
 
     Raises:
         UsageError: bad sizes (hwid 8 bytes, IV and R 16), an ePID over 63 characters, missing
@@ -349,7 +349,7 @@ def build_response(
         raise UsageError(f"the HwId must be {HWID_SIZE} bytes, got {len(hwid)}")
     if response_iv is None:
         response_iv = _random(None, "response_iv")
-        while response_iv == request.iv:  # equal IVs mark an emulator (spec 4.6)
+        while response_iv == request.iv:  # equal IVs mark an emulator (docs/kms-wire-protocol.md)
             response_iv = _random(None, "response_iv")
     else:
         response_iv = _random(response_iv, "response_iv")
@@ -364,7 +364,7 @@ def build_response(
 
 
 def expected_response_size(major: int, pid_size: int) -> int:
-    """The response size vlmcs expects for a KmsPID of ``pid_size`` bytes (spec 4.7)."""
+    """The response size vlmcs expects for a KmsPID of ``pid_size`` bytes (docs/kms-wire-protocol.md)."""
     if major == 4:
         return 60 + pid_size
     plain = (92 if major == 5 else 132) + pid_size
@@ -384,7 +384,7 @@ def _pid_check(base: ResponseBase | None) -> Check:
 
 
 def _echo_checks(request: OpenedRequest, base: ResponseBase | None, outer: Version | None) -> list[Check]:
-    """version_ok, cmid_ok, client_time_ok, pid_length_ok (spec 5.3 end, 5.6)."""
+    """version_ok, cmid_ok, client_time_ok, pid_length_ok (docs/kms-wire-protocol.md end, 5.6)."""
     if base is None:
         why = "response could not be decoded"
         return [Check(n, False, "error", why) for n in ("version_ok", "cmid_ok", "client_time_ok", "pid_length_ok")]
@@ -531,7 +531,7 @@ def _verify_encrypted(request: OpenedRequest, response: bytes) -> VerifiedRespon
 
 
 def _hmac_check(iv: bytes | None, plain: bytes, msg: ResponseV5Plain | ResponseV6Plain | None) -> Check:
-    """HMAC recomputed with the response's ClientTime, slot offsets -1, 0, +1 (spec 5.4, Q5)."""
+    """HMAC recomputed with the response's ClientTime, slot offsets -1, 0, +1 (docs/kms-wire-protocol.md, Q5)."""
     if iv is None or not isinstance(msg, ResponseV6Plain):
         return Check("hmac_ok", False, "error", "response could not be decoded")
     signed_len = len(plain) - len(msg.padding) - len(msg.hmac)
@@ -543,7 +543,7 @@ def _hmac_check(iv: bytes | None, plain: bytes, msg: ResponseV5Plain | ResponseV
 
 
 def verify_response(request: bytes | OpenedRequest, response: bytes) -> VerifiedResponse:
-    """Run every check vlmcs runs on a response to ``request`` (spec 5.3, 5.4, 5.6).
+    """Run every check vlmcs runs on a response to ``request`` (docs/kms-wire-protocol.md).
 
     Never raises on bad response bytes: undecodable responses give failed checks. Checks run, by
     version: v4 ``decode_ok``, ``mac_ok``; v5/v6 ``decode_ok``, ``decrypt_success``, ``hash_ok``,

@@ -15,9 +15,9 @@ gives every party its own network namespace and runs the real ``emu`` commands i
 
 Every namespace is joined to the bridge by a veth pair, addressed in ``10.213.0.0/24`` and
 ``fd00:213::/64`` (they exist only inside the lab), with checksum and segmentation offloads off so
-a capture on the bridge carries valid checksums (net.md 2). Names are ``emu-lab-<6 hex>-<role>``.
+a capture on the bridge carries valid checksums (docs/howto-run-a-lab.md). Names are ``emu-lab-<6 hex>-<role>``.
 
-:class:`LabRules` is the prediction the run is checked against (kms-behaviour.md 3 and 5): a
+:class:`LabRules` is the prediction the run is checked against (docs/kms-host.md): a
 client is answered by a live host of the lowest priority group, failing over from stopped hosts
 of lower priority; each host counts the distinct clients that reached it (up to 2 x threshold);
 a client is activated exactly when its host's count has reached the threshold.
@@ -210,7 +210,7 @@ class HostTable:
 
 
 class LabRules:
-    """What kms-behaviour.md 3 and 5 predict for a lab run; checks each outcome as it comes.
+    """What the rules of docs/kms-host.md predict for a lab run; checks each outcome as it comes.
 
     Sans-IO: it is told which hosts exist and which were stopped, and returns the problems an
     outcome shows (an empty list when it matches).

@@ -166,7 +166,7 @@ async def find_zone(
     name: str, server: tuple[str, int], *, rng: Rng | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> str:
     """The zone holding ``name``: the owner of the SOA in the answer or authority of an SOA
-    query, as nsupdate and Windows clients find it (dns.md 2.1 point 10).
+    query, as nsupdate and Windows clients find it (docs/dns.md).
 
     Raises:
         DnsUpdateError: the server gave no SOA (REFUSED: it serves no zone holding the name).

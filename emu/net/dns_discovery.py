@@ -1,7 +1,7 @@
 """KMS host discovery for clients: SRV query, RFC 2782 order, A/AAAA of each target.
 
 Addresses come from the additional section when the server put them there, otherwise from
-follow-up A and AAAA queries (dns.md 2.2 step 4).
+follow-up A and AAAA queries (docs/dns.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from dnslib import SRV
 
-from emu.dns.publish import srv_owner
+from emu.dns.publish import SERVICE_LABEL, srv_owner
 from emu.dns.srv_select import SrvRecord, order_srv
 from emu.errors import EmuError
 from emu.net.dns_client import DEFAULT_TIMEOUT, query
@@ -34,16 +34,22 @@ class KmsTarget:
 
 
 async def discover_kms_targets(
-    domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT
+    domain: str,
+    dns_server: tuple[str, int],
+    rng: Rng,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    service: str = SERVICE_LABEL,
 ) -> list[KmsTarget]:
     """The ``_vlmcs._tcp.<domain>`` targets in RFC 2782 order, with addresses resolved.
 
-    Targets whose addresses cannot be found are kept with an empty ``addresses``.
+    Targets whose addresses cannot be found are kept with an empty ``addresses``. ``service`` selects
+    other SRV labels (``_ldap._tcp.dc._msdcs`` finds domain controllers the same way).
 
     Raises:
         ScenarioError: the DNS server does not answer. DecodeError: an undecodable answer.
     """
-    answer = await query(srv_owner(domain), _SRV, dns_server, rng=rng, timeout=timeout)
+    answer = await query(srv_owner(domain, service), _SRV, dns_server, rng=rng, timeout=timeout)
     records = [
         SrvRecord(rr.rdata.priority, rr.rdata.weight, rr.rdata.port, canonical_name(rr.rdata.target))
         for rr in answer.answers
@@ -70,7 +76,12 @@ async def discover_kms_targets(
 
 
 async def discover_kms_hosts(
-    domain: str, dns_server: tuple[str, int], rng: Rng, *, timeout: float = DEFAULT_TIMEOUT
+    domain: str,
+    dns_server: tuple[str, int],
+    rng: Rng,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    service: str = SERVICE_LABEL,
 ) -> list[tuple[str, int]]:
     """(address, port) pairs to try, in RFC 2782 order; each target's addresses in turn.
 
@@ -79,6 +90,6 @@ async def discover_kms_hosts(
     """
     return [
         (address, target.port)
-        for target in await discover_kms_targets(domain, dns_server, rng, timeout=timeout)
+        for target in await discover_kms_targets(domain, dns_server, rng, timeout=timeout, service=service)
         for address in target.addresses
     ]

@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 from emu.clock import Clock, WallClock
 from emu.dns.publish import (
     KMS_PORT,
+    SERVICE_LABEL,
     Publication,
     build_addresses,
     build_change,
     build_publish,
     build_withdraw,
-    srv_owner,
 )
 from emu.dns.tsig import TsigKey
 from emu.errors import EmuError, UsageError
@@ -37,14 +37,14 @@ __all__ = ["DEFAULT_REFRESH_INTERVAL", "PublishDomain", "Publisher", "parse_publ
 
 log = logging.getLogger(__name__)
 
-#: Seconds between re-publications. Not documented by Microsoft for KMS (dns.md 3); a day keeps
+#: Seconds between re-publications. Not documented by Microsoft for KMS (docs/dns.md); a day keeps
 #: the records fresh against server-side aging without being chatty. Configurable.
 DEFAULT_REFRESH_INTERVAL = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
 class PublishDomain:
-    """One DnsDomainPublishList entry: ``domain[, priority[, weight]]`` (dns.md 3)."""
+    """One DnsDomainPublishList entry: ``domain[, priority[, weight]]`` (docs/dns.md)."""
 
     domain: str
     priority: int = 0
@@ -84,6 +84,7 @@ class Publisher:
         clock: TSIG time source. rng: message IDs.
         sleep: how to wait for the next refresh (inject a fake to drive refreshes in tests).
         zone: the zone to update; None discovers it by SOA query per name.
+        service: SRV service labels (``_ldap._tcp.dc._msdcs`` for a domain controller).
     """
 
     def __init__(
@@ -103,11 +104,14 @@ class Publisher:
         zone: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         tcp: bool = False,
+        service: str = SERVICE_LABEL,
     ) -> None:
         if not domains:
             raise UsageError("give at least one domain to publish in")
         self.host_name = canonical_name(host_name)
-        self.publications = [Publication(d.domain, self.host_name, port, d.priority, d.weight, ttl) for d in domains]
+        self.publications = [
+            Publication(d.domain, self.host_name, port, d.priority, d.weight, ttl, service) for d in domains
+        ]
         self.addresses = tuple(addresses)
         self.dns_server = dns_server
         self.key = key
@@ -145,7 +149,7 @@ class Publisher:
         host_zone = await self._zone_of(self.host_name) if self.addresses else None
         addresses_sent = False
         for publication in self.publications:
-            zone = await self._zone_of(srv_owner(publication.domain))
+            zone = await self._zone_of(publication.owner)
             with_addresses = self.addresses if (zone == host_zone and not addresses_sent) else ()
             await self._send(build_publish(zone, publication, with_addresses, self._id()))
             addresses_sent = addresses_sent or bool(with_addresses)
@@ -181,7 +185,7 @@ class Publisher:
             new = replace(old, priority=priority, weight=weight)
             if new == old:
                 continue
-            zone = await self._zone_of(srv_owner(old.domain))
+            zone = await self._zone_of(old.owner)
             await self._send(build_change(zone, old, new, self._id()))
             self.publications[index] = new
         if not matched:
@@ -202,7 +206,7 @@ class Publisher:
             host_zone = await self._zone_of(self.host_name) if self.addresses else None
             addresses_sent = False
             for publication in self.publications:
-                zone = await self._zone_of(srv_owner(publication.domain))
+                zone = await self._zone_of(publication.owner)
                 with_addresses = self.addresses if (zone == host_zone and not addresses_sent) else ()
                 await self._send(build_withdraw(zone, publication, with_addresses, self.host_name, self._id()))
                 addresses_sent = addresses_sent or bool(with_addresses)

@@ -126,7 +126,7 @@ class ExchangeStatus(enum.Enum):
     BELOW_THRESHOLD = "below-threshold"  #: verified response, count below the required count
     HOST_ERROR = "host-error"  #: the response stub carried an HRESULT instead of a KMS response
     FAULT = "fault"  #: the host answered with a DCE/RPC fault PDU
-    VERIFICATION_FAILED = "verification-failed"  #: a KMS response that fails a check of spec 5.6
+    VERIFICATION_FAILED = "verification-failed"  #: a KMS response that fails a check of docs/kms-wire-protocol.md
     PROTOCOL_ERROR = "protocol-error"  #: garbage, truncated or oversized PDUs, a failed RPC check
     UNREACHABLE = "unreachable"  #: refused, timed out, or closed without an answer
 
@@ -147,7 +147,7 @@ class ExchangeResult:
         fault_status: the status of a fault PDU, if one came back.
         rpc_check: the name of the failed RPC check (``emu.rpc.client.CHECK_*``) of a protocol error.
         syntax: the NDR transfer syntax the request used.
-        warnings: the RPC checks that only warn (spec 2.11), in the order seen.
+        warnings: the RPC checks that only warn (docs/kms-wire-protocol.md), in the order seen.
         sent: every byte written on the connection for this request (bind included when one was made).
         received: every byte read for it.
         local: our socket address, ``(host, port)``, when a connection was made.

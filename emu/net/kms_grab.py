@@ -1,6 +1,6 @@
-"""Grab a KMS host's identity: its ePID (and HwId) for every CSVLK, like vlmcs ``-G`` (spec 9.1).
+"""Grab a KMS host's identity: its ePID (and HwId) for every CSVLK, like vlmcs ``-G`` (docs/kms-wire-protocol.md).
 
-One request per CSVLK (the host key groups of spec 6.3) on one kept connection, each for a product
+One request per CSVLK (the host key groups of docs/kms-wire-protocol.md) on one kept connection, each for a product
 group that CSVLK answers; a v6 request first, falling back to v5 and v4 when the host refuses with
 an error HRESULT (0x8xxxxxxx), as vlmcs does. The result can be written in vlmcsd's ini format
 (``Windows = EPID / 3A 1C ...``) or as a TOML file ``emu host serve --config`` reads, so that an

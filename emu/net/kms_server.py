@@ -56,9 +56,9 @@ __all__ = [
 
 log = logging.getLogger("emu.host")
 
-#: TCP port of KMS (kms-wire-protocol.md 1.1).
+#: TCP port of KMS (docs/kms-wire-protocol.md).
 DEFAULT_PORT = 1688
-#: Seconds a connection may stay silent before the host closes it (vlmcsd's default, spec 8.5).
+#: Seconds a connection may stay silent before the host closes it (vlmcsd's default, docs/kms-wire-protocol.md).
 DEFAULT_IDLE_TIMEOUT = 30.0
 #: Connections served at once; further ones are accepted, logged and closed at once.
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -66,7 +66,7 @@ DEFAULT_MAX_CONNECTIONS = 1024
 SHUTDOWN_GRACE = 2.0
 #: Seconds between two summary log lines (exchanges, activations, refusals) when exchanges are not logged one by one.
 SUMMARY_INTERVAL = 60.0
-#: PTYPE of a fault PDU (spec 2.1), to count and log the faults the association sends.
+#: PTYPE of a fault PDU (docs/kms-wire-protocol.md), to count and log the faults the association sends.
 _PTYPE_FAULT = 3
 #: PTYPE of a bind_ack (fault injection closes after it).
 _PTYPE_BIND_ACK = 12
@@ -91,8 +91,8 @@ class ServerConfig:
         listen: (address, port) pairs; IPv6 addresses are bound IPv6-only.
         idle_timeout: seconds of silence after which a connection is closed (0: never).
         max_connections: connections served at once; more are closed on arrival.
-        ndr64: negotiate NDR64 when offered (spec 2.5).
-        btfn: answer Bind Time Feature Negotiation (spec 2.5).
+        ndr64: negotiate NDR64 when offered (docs/kms-wire-protocol.md).
+        btfn: answer Bind Time Feature Negotiation (docs/kms-wire-protocol.md).
         json_log: write each exchange's log line as one JSON object.
         log_exchanges: log one line per exchange (peer, product, CMID, count, result). Off by default:
             formatting a record per exchange costs about a sixth of the host's time under load; a summary

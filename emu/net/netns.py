@@ -1,11 +1,11 @@
 """Linux network namespaces for emu: create, wire with veth pairs, address, run things inside, clean up.
 
 Namespaces and links are made with iproute2 (``ip``, through subprocess: the same commands as the
-docs, no forking helper processes as pyroute2's namespace helpers do, net.md 4). Every resource is
+docs, no forking helper processes as pyroute2's namespace helpers do, docs/howto-run-a-lab.md). Every resource is
 a context manager that deletes what it made even when the body fails; deleting a namespace also
 removes the veth ends inside it (and their peers).
 
-Checksum and segmentation offloads are turned off on the veths emu creates (net.md 4, summary 4):
+Checksum and segmentation offloads are turned off on the veths emu creates (docs/howto-run-a-lab.md, summary 4):
 with offloads on, the kernel hands the sniffer frames whose TCP checksum is only a partial sum,
 and the pcap would be full of "bad checksum" frames. ``ethtool -K`` is used when installed; without
 it the same features are switched off with pyroute2's ethtool ioctl, from a thread that entered the

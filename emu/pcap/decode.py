@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from emu.pcap.kms_decode import KmsDecoder
 from emu.pcap.kms_records import SERVER_TO_CLIENT, DecodedPdu, StreamNote
+from emu.pcap.ldap_decode import LdapDecoder
 from emu.pcap.reader import CaptureStats, Conversation, iter_conversations
 
 __all__ = ["DECODERS", "ConversationDecoder", "DecodeSummary", "iter_records"]
@@ -47,7 +48,7 @@ class ConversationDecoder(Protocol):
 
 
 #: The decoders tried on each conversation, in order.
-DECODERS: list[ConversationDecoder] = [KmsDecoder()]
+DECODERS: list[ConversationDecoder] = [KmsDecoder(), LdapDecoder()]
 
 
 @dataclass(slots=True)

@@ -117,7 +117,7 @@ def _set(fields: _Fields, **changes: Any) -> _Fields:
 
 
 def looks_like_rpc_header(data: bytes, offset: int = 0) -> bool:
-    """Whether ``data[offset:]`` starts with a plausible DCE/RPC v5.0 CO header (spec 2.1).
+    """Whether ``data[offset:]`` starts with a plausible DCE/RPC v5.0 CO header (docs/kms-wire-protocol.md).
 
     rpc_vers 5, rpc_vers_minor 0, a PTYPE this package knows, drep ``10 00 00 00`` and a
     frag_length of at least 16.
@@ -211,7 +211,7 @@ class _Offer:
 
 @dataclass
 class _State:
-    """What one conversation has negotiated so far (spec 2.5, 2.9)."""
+    """What one conversation has negotiated so far (docs/kms-wire-protocol.md)."""
 
     offers: deque[_Offer] = field(default_factory=deque)
     contexts: dict[int, TransferSyntax] = field(default_factory=dict)
@@ -281,7 +281,7 @@ def _decode_piece(piece: _Piece, direction: str, base: _Fields, state: _State) -
 
 
 def _reassembled(pdu: Request | Response, direction: str, state: _State) -> bytes | None:
-    """The whole stub once the last fragment is in (spec 2.9: never fragmented in practice)."""
+    """The whole stub once the last fragment is in (docs/kms-wire-protocol.md: never fragmented in practice)."""
     key = (direction, pdu.call_id)
     first, last = bool(pdu.pfc_flags & PfcFlag.FIRST_FRAG), bool(pdu.pfc_flags & PfcFlag.LAST_FRAG)
     if first and last:

@@ -82,7 +82,7 @@ def _hresult_name(hresult: int) -> str:
 
 
 def guess_request_syntax(stub: bytes) -> TransferSyntax | None:
-    """NDR32 stubs start with two equal u32 sizes, NDR64 with two equal u64 sizes (spec 3.2, 3.3)."""
+    """NDR32 stubs start with two equal u32 sizes, NDR64 with two equal u64 sizes (docs/kms-wire-protocol.md)."""
     if len(stub) >= 16:
         a, b = _U64.unpack_from(stub, 0)[0], _U64.unpack_from(stub, 8)[0]
         if a == b and 0 < a <= len(stub) - 16:
@@ -140,7 +140,7 @@ def _product_names(
 
 
 def request_info(data: bytes) -> tuple[KmsRequestInfo, OpenedRequest | None]:
-    """Decode a KMS request; a version without layout is reported, not raised (spec 8.4).
+    """Decode a KMS request; a version without layout is reported, not raised (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: not even a version header, or a known version whose body does not decode.

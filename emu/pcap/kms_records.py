@@ -38,7 +38,7 @@ SERVER_TO_CLIENT = "S->C"
 
 @dataclass(frozen=True, slots=True)
 class ContextOffer:
-    """A presentation context offered in a bind or alter_context (spec 2.3)."""
+    """A presentation context offered in a bind or alter_context (docs/kms-wire-protocol.md)."""
 
     p_cont_id: int
     abstract_syntax: str
@@ -47,7 +47,7 @@ class ContextOffer:
 
 @dataclass(frozen=True, slots=True)
 class ContextAnswer:
-    """One result of a bind_ack or alter_context_resp (spec 2.4).
+    """One result of a bind_ack or alter_context_resp (docs/kms-wire-protocol.md).
 
     ``p_cont_id`` is the context it answers, known when the offer was captured (results come in
     the order of the offered elements).
@@ -61,10 +61,10 @@ class ContextAnswer:
 
 @dataclass(frozen=True, slots=True)
 class KmsRequestInfo:
-    """The fields of a KMS request (spec 4.2), with product names from the packaged data (spec 7).
+    """The fields of a KMS request (docs/kms-wire-protocol.md), with product names from the packaged data (docs/kms-wire-protocol.md).
 
     For a version with no message layout (anything but 4.0, 5.0, 6.0) only ``version`` and
-    ``refused`` are set: what a host does with it is answer 0x8007000D (spec 8.4).
+    ``refused`` are set: what a host does with it is answer 0x8007000D (docs/kms-wire-protocol.md).
     """
 
     version: str
@@ -84,7 +84,7 @@ class KmsRequestInfo:
     vm: bool | None = None
     license_status: str | None = None
     binding_expiration: int | None = None
-    #: v4 only: whether the V4-MAC of the request is right (hosts do not reject on it, spec 5.2)
+    #: v4 only: whether the V4-MAC of the request is right (hosts do not reject on it, docs/kms-wire-protocol.md)
     mac_ok: bool | None = None
 
 

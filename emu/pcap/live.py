@@ -7,7 +7,7 @@ the fault; with ``dns`` each DNS message gets one too, over UDP and over TCP (ea
 TCP connection reassembled, then split at the 2-byte length prefix of every message, RFC 1035
 4.2.2: a line as soon as a whole message is in).
 
-Pitfalls handled (net.md 2 and 4):
+Pitfalls handled (docs/howto-run-a-lab.md):
 
 * loopback: libpcap is used (Scapy's own ``lo`` socket sees every frame twice) and the fix-ups of
   :mod:`emu.pcap.fixup` apply (duplicates dropped, checksums filled in) on loopback only; frames
@@ -298,7 +298,7 @@ def capture(
         raise ScenarioError("emu capture sniffs packets and needs root (CAP_NET_RAW): run it as root")
     from scapy.all import AsyncSniffer, conf
 
-    conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (net.md 2)
+    conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (docs/howto-run-a-lab.md)
     stop = stop or threading.Event()
     listening = threading.Event()
     result = CaptureResult(options.output)

@@ -2,7 +2,7 @@
 
 For every KMS conversation of a capture (found by content on any port, as ``emu decode`` does),
 the client's PDUs are re-sent in order over a fresh TCP connection; each answer is read (framed by
-frag_length) and compared with the captured answer field by field (net.md 3, approach D). What
+frag_length) and compared with the captured answer field by field (docs/howto-run-a-lab.md, approach D). What
 legitimately differs is ignored: the association group id, the secondary address (the port),
 random IVs and salts, the ePID and HwId when the target is another host, and the echoed time and
 CMID when the replay rewrote them. Each exchange gets a verdict: ``same``, ``differs`` (with the

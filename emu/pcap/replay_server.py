@@ -10,7 +10,7 @@ the HMAC and the XoredIVs depend on the request). So the response is rebuilt for
 with :func:`emu.kms.messages.build_response` from the captured response's fields (ePID, count,
 activation and renewal intervals, and the v6 HwId); v4 gets its MAC recomputed over the new
 echo. Captured error stubs (HRESULTs such as 0xC004F042) are echoed as they are, and so are captured
-DCE/RPC faults (a request on a context the host did not accept gets nca_s_unk_if, spec 2.8): the
+DCE/RPC faults (a request on a context the host did not accept gets nca_s_unk_if, docs/kms-wire-protocol.md): the
 equivalent new request gets a fault with the same status, built by the connection's association.
 A fault is paired with its request by call_id, else with the oldest unanswered request of its
 connection (vlmcsd's faults carry its own call counter, not the request's: quirk Q1).

@@ -78,7 +78,7 @@ __all__ = [
     "filetime_now",
 ]
 
-#: The KMS TCP port (spec 1).
+#: The KMS TCP port (docs/kms-wire-protocol.md).
 KMS_PORT = 1688
 _ZERO_UUID = uuid.UUID(int=0)
 _LICENSE_NAMES = {int(s): s.name.lower() for s in wkms.LicenseStatus}
@@ -254,7 +254,7 @@ def _request_base_fields(major: int) -> list[AnyField]:
 
 
 class KMSRequest(_KmsMessage):
-    """Base of the request classes: the 236-byte request base (spec 4.2), by field name."""
+    """Base of the request classes: the 236-byte request base (docs/kms-wire-protocol.md), by field name."""
 
     name = "KMS Request"
 
@@ -301,7 +301,7 @@ class KMSRequest(_KmsMessage):
 
 
 class KMSRequestV4(KMSRequest):
-    """A v4 request: base ‖ V4-MAC (spec 4.4). ``mac=None`` computes the MAC."""
+    """A v4 request: base ‖ V4-MAC (docs/kms-wire-protocol.md). ``mac=None`` computes the MAC."""
 
     name = "KMS RequestV4"
     _major = 4
@@ -318,7 +318,7 @@ class KMSRequestV4(KMSRequest):
 
 
 class _KMSRequestEncrypted(KMSRequest):
-    """A v5/v6 request: version ‖ IV ‖ CBC(base ‖ 04040404) (spec 4.5, 4.6), shown decrypted."""
+    """A v5/v6 request: version ‖ IV ‖ CBC(base ‖ 04040404) (docs/kms-wire-protocol.md), shown decrypted."""
 
     def _decode(self, s: bytes) -> tuple[dict[str, Any], int]:
         env = wkms.decode_encrypted_message(s[:REQUEST_V5_SIZE])
@@ -373,7 +373,7 @@ def _response_base_fields(major: int) -> list[AnyField]:
 
 
 class KMSResponse(_KmsMessage):
-    """Base of the response classes: the response base (spec 4.3), by field name."""
+    """Base of the response classes: the response base (docs/kms-wire-protocol.md), by field name."""
 
     name = "KMS Response"
 
@@ -408,7 +408,7 @@ class KMSResponse(_KmsMessage):
         return str(self.getfieldval("cmid")).encode()
 
     def answers(self, other: Packet) -> int:
-        """A response answers the request of the same version, CMID and client time (spec 5.6 echoes)."""
+        """A response answers the request of the same version, CMID and client time (docs/kms-wire-protocol.md echoes)."""
         if not isinstance(other, KMSRequest):
             return 0
         return int(
@@ -419,7 +419,7 @@ class KMSResponse(_KmsMessage):
 
 
 class KMSResponseV4(KMSResponse):
-    """A v4 response: base ‖ V4-MAC (spec 4.4). ``mac=None`` computes the MAC."""
+    """A v4 response: base ‖ V4-MAC (docs/kms-wire-protocol.md). ``mac=None`` computes the MAC."""
 
     name = "KMS ResponseV4"
     _major = 4
@@ -444,7 +444,7 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class _KMSResponseEncrypted(KMSResponse):
-    """A v5/v6 response: version ‖ IV ‖ CBC(plaintext), shown decrypted (spec 4.5, 4.6).
+    """A v5/v6 response: version ‖ IV ‖ CBC(plaintext), shown decrypted (docs/kms-wire-protocol.md).
 
     ``inner_major_ver``/``inner_minor_ver`` are the response base's own version (``None``: the
     outer one). ``hash=None`` is computed as SHA-256(R) with R = random_xored_ivs xor D(request
@@ -535,7 +535,7 @@ def _encrypted_response_fields(major: int) -> list[AnyField]:
 
 
 class KMSResponseV5(_KMSResponseEncrypted):
-    """A v5 response (spec 4.5); its IV is the request's IV."""
+    """A v5 response (docs/kms-wire-protocol.md); its IV is the request's IV."""
 
     name = "KMS ResponseV5"
     _major = 5
@@ -552,7 +552,7 @@ class KMSResponseV5(_KMSResponseEncrypted):
 
 
 class KMSResponseV6(_KMSResponseEncrypted):
-    """A v6 response (spec 4.6). ``xored_ivs`` must be D(request IV); ``hmac=None`` computes the HMAC."""
+    """A v6 response (docs/kms-wire-protocol.md). ``xored_ivs`` must be D(request IV); ``hmac=None`` computes the HMAC."""
 
     name = "KMS ResponseV6"
     _major = 6
@@ -651,7 +651,7 @@ class _ActivationStub(_WireLayer):
 
 
 class KMSActivationRequest(_ActivationStub):
-    """RequestActivation request stub (spec 3.2/3.3); the KMS request is its payload.
+    """RequestActivation request stub (docs/kms-wire-protocol.md); the KMS request is its payload.
 
     ``ndr`` is 32 or 64; the size fields left at ``None`` are the payload's length.
     """
@@ -700,7 +700,7 @@ class KMSActivationRequest(_ActivationStub):
 
 
 class KMSActivationResponse(_ActivationStub):
-    """RequestActivation response stub (spec 3.2/3.3); the KMS response is its payload.
+    """RequestActivation response stub (docs/kms-wire-protocol.md); the KMS response is its payload.
 
     ``hresult`` is the return value; without a payload the stub has the error form (NULL pointer).
     ``placement`` says whether the HRESULT follows the alignment pad ("ndr") or precedes it

@@ -74,7 +74,7 @@ class TcpCapture:
             return
         from scapy.all import AsyncSniffer, conf
 
-        conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (net.md 2)
+        conf.use_pcap = True  # libpcap drops the outgoing copy of each loopback frame (docs/howto-run-a-lab.md)
         iface = interface_for(hosts[0].host)
         self._interface = iface
         ports = sorted({h.port for h in hosts})

@@ -4,11 +4,10 @@ Bytes go in (:meth:`ServerAssociation.receive_data`), actions come out: :class:`
 the peer, :class:`Call` an activation the host must answer with :meth:`ServerAssociation.respond`
 (or, when the host's answer is a DCE/RPC fault, :meth:`ServerAssociation.fault`),
 :class:`BadCall` a request whose NDR stub cannot be decoded (answer it with
-``respond(bad_call, None, HRESULT_INVALID_DATA)``, as vlmcsd answers an undersized request, spec
-2.10), and :class:`Close` when the peer broke the framing rules. No sockets, no clock.
+``respond(bad_call, None, HRESULT_INVALID_DATA)``, as vlmcsd answers an undersized request, docs/kms-wire-protocol.md), and :class:`Close` when the peer broke the framing rules. No sockets, no clock.
 
-Spec: kms-wire-protocol.md 1.3-1.4 (framing), 2.5 (bind answers), 2.8 (faults), 2.10 (server
-validation), 12 (checklist); quirks Q1, Q2, Q4, Q15-Q17. Where we differ from vlmcsd, on purpose:
+Spec: docs/kms-wire-protocol.md (framing, bind answers, faults, server
+validation, checklist and quirks). Where we differ from vlmcsd, on purpose:
 
 * faults carry the request's call_id (vlmcsd: its own counter, Q1), as the checklist (12.3) advises;
 * opnum != 0 gets fault nca_s_op_rng_error (vlmcsd ignores opnum, Q17);
@@ -20,7 +19,6 @@ validation), 12 (checklist); quirks Q1, Q2, Q4, Q15-Q17. Where we differ from vl
 
 from __future__ import annotations
 
-import struct
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -45,11 +43,14 @@ from emu.wire.rpc import (
     PType,
     RejectReason,
     Request,
+    Response,
     ResultEntry,
     SyntaxId,
     btfn_bitmask,
     decode_pdu,
     encode_pdu,
+    frag_length_of,
+    read_header,
     secondary_address_bytes,
 )
 
@@ -72,30 +73,29 @@ __all__ = [
 ]
 
 #: Largest PDU we accept and the max_xmit/recv we would advertise: the 5840 both clients propose
-#: (spec 2.3, 2.9). vlmcsd's own limit is 300 bytes (spec 1.4); any legal KMS PDU fits either.
+#: (docs/kms-wire-protocol.md). vlmcsd's own limit is 300 bytes (docs/kms-wire-protocol.md); any legal KMS PDU fits either.
 MAX_FRAG_LENGTH = 5840
-#: A PDU is at least its common header (spec 2.1).
+#: A PDU is at least its common header (docs/kms-wire-protocol.md).
 MIN_FRAG_LENGTH = 16
-#: Most context elements per bind we answer; vlmcsd answers 6 and drops 7 (spec 1.4, Q16).
+#: Most context elements per bind we answer; vlmcsd answers 6 and drops 7 (docs/kms-wire-protocol.md, Q16).
 MAX_CONTEXTS = 6
-#: Cap on a reassembled fragmented request stub (a v6 request stub is 276 bytes, spec 3.4).
+#: Cap on a reassembled fragmented request stub (a v6 request stub is 276 bytes, docs/kms-wire-protocol.md).
 MAX_STUB_LENGTH = 16384
-#: BTFN features we grant: security context multiplexing | keep connection on orphan (spec 2.5).
+#: BTFN features we grant: security context multiplexing | keep connection on orphan (docs/kms-wire-protocol.md).
 BTFN_SUPPORTED = 0x0003
 #: HRESULT for an undecodable request, ERROR_INVALID_DATA as vlmcsd sends (from emu's one error table).
 HRESULT_INVALID_DATA = E_INVALID_DATA
-#: RequestActivation is the only operation of the interface (spec 3.1).
+#: RequestActivation is the only operation of the interface (docs/kms-wire-protocol.md).
 KMS_OPNUM = 0
 
-_FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE  # 0x23 (spec 2.8)
+_FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE  # 0x23 (docs/kms-wire-protocol.md)
 _FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
 _ZERO_SYNTAX = SyntaxId(uuid.UUID(int=0), 0)
-_RESP_HEAD = struct.Struct("<BBBB4sHHIIHBB")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerRpcConfig:
-    """How a server association negotiates (spec 2.5).
+    """How a server association negotiates (docs/kms-wire-protocol.md).
 
     Attributes:
         ndr64: accept NDR64 (and then reject NDR32 offered next to it, like vlmcsd ``-N1``).
@@ -139,7 +139,7 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class BadCall:
     """A request on a valid context whose stub could not be decoded; answer it with
-    ``respond(bad_call, None, HRESULT_INVALID_DATA)`` (vlmcsd's answer, spec 2.10)."""
+    ``respond(bad_call, None, HRESULT_INVALID_DATA)`` (vlmcsd's answer, docs/kms-wire-protocol.md)."""
 
     call_id: int
     context_id: int
@@ -200,7 +200,7 @@ class ServerAssociation:
             problem = self._check_header(buf)
             if problem is not None:
                 return actions + [self._close(problem)]
-            frag = buf[8] | buf[9] << 8
+            frag = frag_length_of(buf)
             if len(buf) < frag:
                 break
             pdu = bytes(buf[:frag])
@@ -214,7 +214,7 @@ class ServerAssociation:
 
     def respond(self, call: Call | BadCall, kms_response: bytes | None, hresult: int = 0) -> bytes:
         """The response PDU answering ``call``: the success stub with ``kms_response``, or the
-        error stub carrying ``hresult`` when it is ``None`` (spec 2.7, 3.2, 3.3).
+        error stub carrying ``hresult`` when it is ``None`` (docs/kms-wire-protocol.md).
 
         The header echoes the request's version, flags, drep and call_id (Q15); alloc_hint is the
         stub length; the context id is copied; cancel_count is 0.
@@ -224,28 +224,23 @@ class ServerAssociation:
         """
         stub = encode_response_stub(kms_response, hresult, call.syntax)
         req = call.request
-        flags = req.pfc_flags | _FIRST_LAST
-        frag = 24 + len(stub)
-        if frag > 0xFFFF:
-            raise UsageError(f"response of {frag} bytes does not fit in one PDU")
-        head = _RESP_HEAD.pack(
-            req.rpc_vers,
-            req.rpc_vers_minor,
-            PType.RESPONSE,
-            flags,
-            req.drep,
-            frag,
-            0,
-            req.call_id,
-            len(stub),
-            req.p_cont_id,
-            0,
-            0,
+        if 24 + len(stub) > 0xFFFF:
+            raise UsageError(f"response of {24 + len(stub)} bytes does not fit in one PDU")
+        return encode_pdu(
+            Response(
+                rpc_vers=req.rpc_vers,
+                rpc_vers_minor=req.rpc_vers_minor,
+                pfc_flags=req.pfc_flags | _FIRST_LAST,
+                drep=req.drep,
+                call_id=req.call_id,
+                alloc_hint=len(stub),
+                p_cont_id=req.p_cont_id,
+                stub_data=stub,
+            )
         )
-        return head + stub
 
     def fault(self, call: Call | BadCall, status: int) -> bytes:
-        """The fault PDU answering ``call`` with NCA ``status`` instead of a response (spec 2.8).
+        """The fault PDU answering ``call`` with NCA ``status`` instead of a response (docs/kms-wire-protocol.md).
 
         The same 32-byte fault the association sends on its own for an unknown context or
         operation: flags 0x23, alloc_hint 32, p_cont_id 0, the request's call_id (checklist 12.3,
@@ -269,16 +264,17 @@ class ServerAssociation:
         return Close(reason)
 
     def _check_header(self, buf: bytearray) -> str | None:
-        if buf[0] != 5 or buf[1] > 1:
-            return f"unsupported RPC version {buf[0]}.{buf[1]} (expected 5.0)"
-        if buf[2] not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
-            return f"unsupported PTYPE {buf[2]} from a client (spec 2.10: only 0, 11, 14)"
-        if buf[4] & 0xF0 != 0x10:
-            return f"unsupported data representation {bytes(buf[4:8]).hex()} (only little-endian integers)"
-        frag = buf[8] | buf[9] << 8
+        head = read_header(buf)
+        if head.rpc_vers != 5 or head.rpc_vers_minor > 1:
+            return f"unsupported RPC version {head.rpc_vers}.{head.rpc_vers_minor} (expected 5.0)"
+        if head.ptype not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
+            return f"unsupported PTYPE {head.ptype} from a client (docs/kms-wire-protocol.md: only 0, 11, 14)"
+        if head.drep[0] & 0xF0 != 0x10:
+            return f"unsupported data representation {head.drep.hex()} (only little-endian integers)"
+        frag = head.frag_length
         if frag < MIN_FRAG_LENGTH or frag > self.config.max_pdu:
             return f"frag_length {frag} outside {MIN_FRAG_LENGTH}..{self.config.max_pdu}"
-        if buf[10] or buf[11]:
+        if head.auth_length:
             return "authenticated PDUs are not supported (auth_length must be 0)"
         return None
 
@@ -309,7 +305,7 @@ class ServerAssociation:
             results=results,
         )
         if is_bind:
-            # bind_ack copies the bind's flags (Q15); alter_context_resp has FIRST|LAST (spec 2.1).
+            # bind_ack copies the bind's flags (Q15); alter_context_resp has FIRST|LAST (docs/kms-wire-protocol.md).
             ack_args = dict(common, pfc_flags=pdu.pfc_flags, secondary_address=self._address)
             answer: BindAck | AlterContextResp = BindAck(**ack_args)  # type: ignore[arg-type]
         else:
@@ -349,7 +345,7 @@ class ServerAssociation:
         return ResultEntry(ContextResult.PROVIDER_REJECTION, int(reason), _ZERO_SYNTAX)
 
     def _fault(self, request: Request, status: int) -> Send:
-        # 32-byte fault as vlmcsd sends it (spec 2.8): flags 0x23, alloc_hint 32, p_cont_id 0.
+        # 32-byte fault as vlmcsd sends it (docs/kms-wire-protocol.md): flags 0x23, alloc_hint 32, p_cont_id 0.
         fault = Fault(
             call_id=request.call_id,
             pfc_flags=_FAULT_FLAGS,

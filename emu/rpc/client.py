@@ -5,12 +5,12 @@ turns the server's bytes into events (:class:`BindAccepted`, :class:`SendAlterCo
 :class:`Reply`, :class:`FaultReceived`, :class:`RpcWarning`); :meth:`ClientAssociation.request`
 wraps a KMS request message in a request PDU. No sockets, no clock.
 
-Every reply goes through the checks vlmcs makes (spec 2.11), each known by a name (the
+Every reply goes through the checks vlmcs makes (docs/kms-wire-protocol.md), each known by a name (the
 ``CHECK_*`` constants). Checks vlmcs only warns about become :class:`RpcWarning` events; the
 others raise :class:`RpcCheckFailed` (an :class:`~emu.errors.RpcError`) and put the
 association in the ERROR state, after which any input raises again.
 
-Spec: kms-wire-protocol.md 1.2, 1.3, 2.1-2.9, 2.11, 3.2-3.3, 12 (client checklist).
+Spec: docs/kms-wire-protocol.md.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from emu.wire.rpc import (
     btfn_syntax,
     decode_pdu,
     encode_pdu,
+    frag_length_of,
 )
 
 __all__ = [
@@ -75,7 +76,7 @@ __all__ = [
     "SendAlterContext",
 ]
 
-# Names of the vlmcs checks (spec 2.11).
+# Names of the vlmcs checks (docs/kms-wire-protocol.md).
 CHECK_DECODE = "decode"  #: the reply is not a well-formed PDU (fatal)
 CHECK_FRAG_LENGTH = "frag_length"  #: frag_length below 16 or above our max_recv_frag (fatal)
 CHECK_PTYPE = "ptype"  #: PTYPE is the one expected now (fatal)
@@ -96,11 +97,11 @@ CHECK_NDR_DATA_LENGTH = "ndr_data_length"  #: response size field = max_count, s
 CHECK_ALLOC_HINT = "alloc_hint"  #: alloc_hint equals the stub length (warning)
 CHECK_PAD = "pad"  #: NDR alignment bytes are zero (warning)
 
-#: Win32 errors vlmcs reports for the failed checks (spec 2.9, 2.11).
+#: Win32 errors vlmcs reports for the failed checks (docs/kms-wire-protocol.md).
 RPC_S_PROTOCOL_ERROR = 1728
 RPC_S_CANNOT_SUPPORT = 1764
 RPC_S_NO_PROTSEQS = 1719
-#: max_xmit_frag/max_recv_frag both clients propose (spec 2.3).
+#: max_xmit_frag/max_recv_frag both clients propose (docs/kms-wire-protocol.md).
 DEFAULT_MAX_FRAG = 5840
 
 _FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
@@ -203,7 +204,7 @@ class ClientAssociation:
     # -- what to send ----------------------------------------------------------------------------
 
     def bind(self) -> bytes:
-        """The bind PDU: ctx 0 NDR32, ctx 1 NDR64, then BTFN(0x03) (spec 2.3), call_id = current.
+        """The bind PDU: ctx 0 NDR32, ctx 1 NDR64, then BTFN(0x03) (docs/kms-wire-protocol.md), call_id = current.
 
         Raises:
             UsageError: the association is not fresh.
@@ -273,7 +274,7 @@ class ClientAssociation:
         events: list[ClientEvent] = []
         try:
             while len(self._buffer) >= 16:
-                frag = self._buffer[8] | self._buffer[9] << 8
+                frag = frag_length_of(self._buffer)
                 if frag < 16 or frag > self.max_frag:
                     raise RpcCheckFailed(CHECK_FRAG_LENGTH, f"frag_length {frag} outside 16..{self.max_frag}")
                 if len(self._buffer) < frag:
@@ -375,7 +376,7 @@ class ClientAssociation:
         if not self.contexts:
             raise RpcCheckFailed(CHECK_NO_PROTSEQS, "the server accepted neither NDR32 nor NDR64", RPC_S_NO_PROTSEQS)
         if isinstance(pdu, BindAck) and TransferSyntax.NDR32 not in self.contexts:
-            # vlmcs wants NDR32 for its first request: re-offer it alone (spec 1.2, 2.5).
+            # vlmcs wants NDR32 for its first request: re-offer it alone (docs/kms-wire-protocol.md).
             self._offers = (ContextElement(0, KMS_INTERFACE, (TransferSyntax.NDR32.syntax_id,)),)
             self.state = ClientState.ALTERING
             events.append(

@@ -132,7 +132,7 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
             f"  DNS server  {report.dns_address[0]}:{report.dns_address[1]}  authoritative for {DEMO_ZONE}, updates need TSIG key {DEMO_KEY_NAME.rstrip('.')}"
         )
         out(
-            f"  KMS host    {report.kms_address[0]}:{report.kms_address[1]}  ({DEMO_HOST_NAME}; counts clients by CMID, threshold rules of kms-behaviour.md 3)"
+            f"  KMS host    {report.kms_address[0]}:{report.kms_address[1]}  ({DEMO_HOST_NAME}; counts clients by CMID, threshold rules of docs/kms-host.md)"
         )
         publisher = Publisher(
             DEMO_HOST_NAME,

@@ -1,6 +1,6 @@
 """Adapters shared by the wire modules: GUIDs, FILETIMEs, fixed UTF-16LE names, the decode guard.
 
-Spec: kms-wire-protocol.md 0.3 (conventions) and 4.2 (WorkstationName, quirk Q3).
+Spec: docs/kms-wire-protocol.md (conventions; WorkstationName quirk).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from emu.errors import DecodeError
 
 __all__ = [
     "NULL_GUID",
+    "ExactBytes",
     "FileTime",
     "Guid",
+    "IndexedArray",
     "decode_guard",
     "guid_bytes",
     "join_fixed_utf16",
@@ -26,24 +28,66 @@ __all__ = [
 NULL_GUID = uuid.UUID(int=0)
 
 
+class ExactBytes(cs.Bytes):  # type: ignore[misc]  # construct has no type hints: Bytes is Any
+    """``cs.Bytes`` whose compiled parser and builder check the length, as the interpreted ones do.
+
+    Construct 2.10 compiles ``Bytes`` to a bare ``io.read(n)`` / ``io.write(obj)``, which silently
+    returns or writes fewer bytes; every wire declaration uses this class instead.
+    """
+
+    def _emitparse(self, code: object) -> str:
+        return f"stream_read(io, {self.length}, '(compiled)')"
+
+    def _emitbuild(self, code: object) -> str:
+        return (
+            f"(io.write(obj) if len(obj) == ({self.length}) else "
+            f"stream_write(io, obj, {self.length}, '(compiled)'), obj)[1]"
+        )
+
+
 class _GuidAdapter(cs.Adapter):  # type: ignore[misc]  # construct has no type hints: Adapter is Any
     """A GUID in Microsoft mixed-endian order (Data1..3 little-endian), as :class:`uuid.UUID`."""
 
     def _decode(self, obj: bytes, context: object, path: str) -> uuid.UUID:
-        return uuid.UUID(bytes_le=bytes(obj))
+        return self.decode_value(obj)
 
     def _encode(self, obj: uuid.UUID | str, context: object, path: str) -> bytes:
-        if isinstance(obj, str):
-            obj = uuid.UUID(obj)
-        return obj.bytes_le
+        return self.encode_value(obj)
+
+    @staticmethod
+    def decode_value(obj: bytes) -> uuid.UUID:
+        """The GUID of 16 wire bytes (no context needed; :class:`emu.wire.layout.FixedLayout` calls it)."""
+        return uuid.UUID(bytes_le=bytes(obj))
+
+    @staticmethod
+    def encode_value(obj: uuid.UUID | str) -> bytes:
+        """The 16 wire bytes of a GUID."""
+        return guid_bytes(obj)
 
 
-#: 16-byte GUID, mixed-endian (spec 0.3), decoded to :class:`uuid.UUID`.
-Guid = _GuidAdapter(cs.Bytes(16))
+#: 16-byte GUID, mixed-endian (docs/kms-wire-protocol.md), decoded to :class:`uuid.UUID`.
+Guid = _GuidAdapter(ExactBytes(16))
 
-#: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (spec 0.3). Kept as the raw
+#: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (docs/kms-wire-protocol.md). Kept as the raw
 #: integer so that decoding is lossless; :mod:`emu.clock` converts to and from Unix seconds.
 FileTime = cs.Int64ul
+
+
+class IndexedArray(cs.Array):  # type: ignore[misc]  # construct has no type hints: Array is Any
+    """``cs.Array`` whose parse errors name the element index (``elements -> 3 -> field``).
+
+    Only the interpreted parser differs; compiled code is Construct's own.
+    """
+
+    def _parse(self, stream: object, context: cs.Container, path: str) -> cs.ListContainer:
+        count = cs.evaluate(self.count, context)
+        if not count >= 0:
+            raise cs.RangeError(f"invalid count {count}", path=path)
+        obj = cs.ListContainer()
+        for i in range(count):
+            context._index = i
+            obj.append(self.subcon._parsereport(stream, context, f"{path} -> {i}"))
+        return obj
 
 
 def guid_bytes(value: uuid.UUID | str) -> bytes:
@@ -101,11 +145,16 @@ def decode_guard(what: str) -> Iterator[None]:
     except cs.ConstructError as exc:
         path = getattr(exc, "path", "") or ""
         offset = _offset_of(exc)
-        raise DecodeError(
-            f"malformed {what}: {_short(exc)}", offset=offset, path=path.replace("(parsing) -> ", "")
-        ) from exc
+        raise DecodeError(f"malformed {what}: {_short(exc)}", offset=offset, path=_clean_path(path)) from exc
     except (UnicodeError, ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
         raise DecodeError(f"malformed {what}: {exc}") from exc
+
+
+def _clean_path(path: str) -> str:
+    """Construct's path without the "(parsing)" root and the repeats a documented field adds."""
+    parts = [p for p in path.split(" -> ") if p and p != "(parsing)"]
+    out = [p for i, p in enumerate(parts) if i == 0 or parts[i - 1] != p]
+    return " -> ".join(out)
 
 
 def _short(exc: Exception) -> str:

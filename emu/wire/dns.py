@@ -1,7 +1,7 @@
 """DNS messages on the wire: dnslib's record classes, with what dnslib 0.9 cannot read.
 
 dnslib refuses every RR whose RDLENGTH is 0 ("Error: Empty RR"), which is most of RFC 2136
-(delete-RRset, delete-name and four of the five prerequisite forms; dns.md 1.2), and it shows a
+(delete-RRset, delete-name and four of the five prerequisite forms; docs/dns.md), and it shows a
 TSIG RR as an opaque blob. This module parses a whole message itself, record by record, on top of
 dnslib's :class:`DNSBuffer` and RDATA classes:
 

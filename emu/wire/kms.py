@@ -1,6 +1,6 @@
 """KMS message layer: version header, request/response bases, v4 bodies, v5/v6 envelopes and plaintexts.
 
-Spec: kms-wire-protocol.md section 4 (one Construct struct per table). Only layout lives here;
+Spec: docs/kms-wire-protocol.md (one Construct struct per table). Only layout lives here;
 MACs, encryption and the checks on the values are in :mod:`emu.kms.crypto` and
 :mod:`emu.kms.messages`.
 
@@ -15,11 +15,13 @@ import struct
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import construct as cs
 
 from emu.errors import DecodeError
-from emu.wire.common import FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
+from emu.wire.common import ExactBytes, FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
+from emu.wire.layout import FixedLayout, compiled
 
 __all__ = [
     "HASH_SIZE",
@@ -63,22 +65,22 @@ __all__ = [
     "encode_version",
 ]
 
-#: Request base size, bytes (spec 4.2).
+#: Request base size, bytes (docs/kms-wire-protocol.md).
 REQUEST_BASE_SIZE = 236
-#: WorkstationName buffer, WCHAR[64] (spec 4.2).
+#: WorkstationName buffer, WCHAR[64] (docs/kms-wire-protocol.md).
 WORKSTATION_NAME_SIZE = 128
-#: V4 MAC size (spec 4.4).
+#: V4 MAC size (docs/kms-wire-protocol.md).
 MAC_SIZE = 16
-#: v5/v6 IV size (spec 4.5).
+#: v5/v6 IV size (docs/kms-wire-protocol.md).
 IV_SIZE = 16
-#: SHA-256 hash of R (spec 4.5).
+#: SHA-256 hash of R (docs/kms-wire-protocol.md).
 HASH_SIZE = 32
-#: HwId size (spec 4.6).
+#: HwId size (docs/kms-wire-protocol.md).
 HWID_SIZE = 8
 
 
 class LicenseStatus(IntEnum):
-    """Client licence state sent in the request (spec 4.2, LicenseStatus)."""
+    """Client licence state sent in the request (docs/kms-wire-protocol.md, LicenseStatus)."""
 
     UNLICENSED = 0
     LICENSED = 1
@@ -91,13 +93,13 @@ class LicenseStatus(IntEnum):
 
 # --- Construct definitions, one per spec table --------------------------------------------------
 
-# kms-wire-protocol.md 4.1
+# docs/kms-wire-protocol.md
 VersionHeader = cs.Struct(
     "minor_ver" / cs.Int16ul * "minor protocol version, 0",  # +0x00
     "major_ver" / cs.Int16ul * "major protocol version, 4/5/6",  # +0x02
 )
 
-# kms-wire-protocol.md 4.2 (236 bytes)
+# docs/kms-wire-protocol.md (236 bytes)
 KmsRequestBase = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "vm_info" / cs.Int32ul * "0 physical, 1 virtual machine",  # +0x04
@@ -110,14 +112,16 @@ KmsRequestBase = cs.Struct(
     "required_client_count" / cs.Int32ul * "activation threshold N",  # +0x50
     "client_time" / FileTime * "client UTC time, FILETIME",  # +0x54
     "previous_cmid" / Guid * "previous client machine id, normally zero",  # +0x5c
-    "workstation_name" / cs.Bytes(WORKSTATION_NAME_SIZE) * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
+    "workstation_name"
+    / ExactBytes(WORKSTATION_NAME_SIZE)
+    * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
 )
 
-# kms-wire-protocol.md 4.3 (44 + P bytes; fields after KmsPID are unaligned)
+# docs/kms-wire-protocol.md (44 + P bytes; fields after KmsPID are unaligned)
 KmsResponseBase = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "pid_size" / cs.Rebuild(cs.Int32ul, cs.len_(cs.this.kms_pid)) * "P: bytes of KmsPID incl. NUL",  # +0x04
-    "kms_pid" / cs.Bytes(cs.this.pid_size) * "ePID, UTF-16LE + NUL",  # +0x08
+    "kms_pid" / ExactBytes(cs.this.pid_size) * "ePID, UTF-16LE + NUL",  # +0x08
     "cmid" / Guid * "echo of the request's CMID",
     "client_time" / FileTime * "echo of the request's ClientTime",
     "count" / cs.Int32ul * "active clients claimed by the host",
@@ -125,43 +129,43 @@ KmsResponseBase = cs.Struct(
     "renewal_interval" / cs.Int32ul * "minutes between renewals",
 )
 
-# kms-wire-protocol.md 4.4, request (252 bytes)
+# docs/kms-wire-protocol.md, request (252 bytes)
 KmsRequestV4 = cs.Struct(
     "base" / KmsRequestBase,  # +0x00
-    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
+    "mac" / ExactBytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
     cs.Terminated,
 )
 
-# kms-wire-protocol.md 4.4, response (60 + P bytes)
+# docs/kms-wire-protocol.md, response (60 + P bytes)
 KmsResponseV4 = cs.Struct(
     "base" / KmsResponseBase,
-    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
+    "mac" / ExactBytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
     cs.Terminated,
 )
 
-# kms-wire-protocol.md 4.5 / 4.6: the clear-text envelope of every v5/v6 request and response
+# docs/kms-wire-protocol.md: the clear-text envelope of every v5/v6 request and response
 KmsEncryptedMessage = cs.Struct(
     "version" / VersionHeader,  # +0x00
-    "iv" / cs.Bytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
+    "iv" / ExactBytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
     "ciphertext" / cs.GreedyBytes * "CBC ciphertext of the PKCS#7-padded plaintext",  # +0x14
 )
 
-# kms-wire-protocol.md 4.5, response plaintext (92 + P bytes, then PKCS#7 padding)
+# docs/kms-wire-protocol.md, response plaintext (92 + P bytes, then PKCS#7 padding)
 KmsResponseV5Plain = cs.Struct(
     "base" / KmsResponseBase,
-    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
-    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
+    "random_xored_ivs" / ExactBytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / ExactBytes(HASH_SIZE) * "SHA-256(R)",
     "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
 )
 
-# kms-wire-protocol.md 4.6, response plaintext (132 + P bytes, then PKCS#7 padding)
+# docs/kms-wire-protocol.md, response plaintext (132 + P bytes, then PKCS#7 padding)
 KmsResponseV6Plain = cs.Struct(
     "base" / KmsResponseBase,
-    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
-    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
-    "hwid" / cs.Bytes(HWID_SIZE) * "KMS host hardware id",
-    "xored_ivs" / cs.Bytes(IV_SIZE) * "D(request IV)",
-    "hmac" / cs.Bytes(16) * "last 16 bytes of HMAC-SHA256 (5.4)",
+    "random_xored_ivs" / ExactBytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / ExactBytes(HASH_SIZE) * "SHA-256(R)",
+    "hwid" / ExactBytes(HWID_SIZE) * "KMS host hardware id",
+    "xored_ivs" / ExactBytes(IV_SIZE) * "D(request IV)",
+    "hmac" / ExactBytes(16) * "last 16 bytes of HMAC-SHA256 (5.4)",
     "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
 )
 
@@ -171,7 +175,7 @@ KmsResponseV6Plain = cs.Struct(
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """The 4-byte version header: MinorVer then MajorVer (spec 4.1)."""
+    """The 4-byte version header: MinorVer then MajorVer (docs/kms-wire-protocol.md)."""
 
     major: int
     minor: int = 0
@@ -182,7 +186,7 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class RequestBase:
-    """The 236-byte request base, identical for all versions (spec 4.2)."""
+    """The 236-byte request base, identical for all versions (docs/kms-wire-protocol.md)."""
 
     version: Version
     vm_info: int
@@ -202,7 +206,7 @@ class RequestBase:
 
 @dataclass(frozen=True, slots=True)
 class ResponseBase:
-    """The response base, 44 + P bytes (spec 4.3)."""
+    """The response base, 44 + P bytes (docs/kms-wire-protocol.md)."""
 
     version: Version
     epid: str
@@ -224,7 +228,7 @@ class ResponseBase:
 
 @dataclass(frozen=True, slots=True)
 class RequestV4:
-    """A v4 request: base plus V4-MAC (spec 4.4)."""
+    """A v4 request: base plus V4-MAC (docs/kms-wire-protocol.md)."""
 
     base: RequestBase
     mac: bytes
@@ -232,7 +236,7 @@ class RequestV4:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV4:
-    """A v4 response: base plus V4-MAC (spec 4.4)."""
+    """A v4 response: base plus V4-MAC (docs/kms-wire-protocol.md)."""
 
     base: ResponseBase
     mac: bytes
@@ -240,7 +244,7 @@ class ResponseV4:
 
 @dataclass(frozen=True, slots=True)
 class EncryptedMessage:
-    """A v5/v6 request or response as sent: clear version, IV, ciphertext (spec 4.5, 4.6)."""
+    """A v5/v6 request or response as sent: clear version, IV, ciphertext (docs/kms-wire-protocol.md)."""
 
     version: Version
     iv: bytes
@@ -249,7 +253,7 @@ class EncryptedMessage:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV5Plain:
-    """Decrypted v5 response (spec 4.5); ``padding`` is the PKCS#7 tail as decrypted."""
+    """Decrypted v5 response (docs/kms-wire-protocol.md); ``padding`` is the PKCS#7 tail as decrypted."""
 
     base: ResponseBase
     random_xored_ivs: bytes
@@ -259,7 +263,7 @@ class ResponseV5Plain:
 
 @dataclass(frozen=True, slots=True)
 class ResponseV6Plain:
-    """Decrypted v6 response (spec 4.6); ``padding`` is the PKCS#7 tail as decrypted."""
+    """Decrypted v6 response (docs/kms-wire-protocol.md); ``padding`` is the PKCS#7 tail as decrypted."""
 
     base: ResponseBase
     random_xored_ivs: bytes
@@ -321,55 +325,62 @@ def _response_base_dict(b: ResponseBase) -> dict[str, object]:
     }
 
 
-# --- struct fast paths ------------------------------------------------------------------------
+# --- compiled codecs -----------------------------------------------------------------------------
 #
-# The fixed-layout messages on a host's hot path (request base, response base header, envelope) are
-# also packed with :mod:`struct`, which is about ten times faster than Construct. The formats below
-# are the Construct tables above, field for field; tests check that both give the same bytes.
+# The fixed-width messages on a host's hot path (version header, request base, envelope head) go
+# through a struct layout generated from the tables above; the rest through Struct.compile().
 
-_VERSION_FAST = struct.Struct("<HH")  # 4.1: minor_ver, major_ver
-# 4.2: version, vm_info, license_status, binding_expiration, app_id, sku_id, kms_id, cmid,
-#      required_client_count, client_time, previous_cmid, workstation_name
-_REQUEST_BASE_FAST = struct.Struct("<HHIII16s16s16s16sIQ16s128s")
-_RESPONSE_HEAD_FAST = struct.Struct("<HHI")  # 4.3: version, pid_size
-_RESPONSE_TAIL_FAST = struct.Struct("<16sQIII")  # 4.3: cmid, client_time, count, intervals
+_VERSION = FixedLayout(VersionHeader)
+_REQUEST_BASE = FixedLayout(KmsRequestBase)
+_ENVELOPE = FixedLayout(KmsEncryptedMessage)  # version and IV; the ciphertext is the rest
+_RESPONSE_BASE_ALONE = cs.Struct("base" / KmsResponseBase, cs.Terminated)
+_RESPONSE_BASE = compiled(_RESPONSE_BASE_ALONE)
+_RESPONSE_V4 = compiled(KmsResponseV4)
+_RESPONSE_V5_PLAIN = compiled(KmsResponseV5Plain)
+_RESPONSE_V6_PLAIN = compiled(KmsResponseV6Plain)
+_RESPONSE_HEAD = FixedLayout(KmsResponseBase)  # version and pid_size; kms_pid follows
+_RESPONSE_TAIL = FixedLayout(KmsResponseBase, start="cmid")  # the fields after kms_pid
 
 
-def _request_base_fast(data: bytes) -> RequestBase:
-    (
-        minor,
-        major,
-        vm_info,
-        status,
-        expiration,
-        app_id,
-        sku_id,
-        kms_id,
-        cmid,
-        required,
-        client_time,
-        previous,
-        name_raw,
-    ) = _REQUEST_BASE_FAST.unpack(data)
+def _parse(parser: Any, declaration: Any, data: bytes, what: str) -> Any:
+    """Compiled parse; on failure the interpreted table parses again to name the failing field."""
     try:
-        license_status = LicenseStatus(status)
+        return parser.parse(data)
+    except Exception:  # the compiled code raises whatever its generated statements raise
+        pass
+    with decode_guard(what):
+        declaration.parse(data)
+    raise DecodeError(f"malformed {what}")
+
+
+def _build(builder: Any, value: dict[str, object], what: str) -> bytes:
+    try:
+        return bytes(builder.build(value))
+    except (cs.ConstructError, struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{what} field out of range: {exc}") from exc
+
+
+def _request_base(data: bytes) -> RequestBase:
+    v = _REQUEST_BASE.unpack_from(data)  # the fields of table 4.2 in order, version split in two
+    try:
+        license_status = LicenseStatus(v[3])
     except ValueError:
-        raise DecodeError(f"license status {status} is not one of 0..6", offset=8, path="license_status") from None
-    name, tail = split_fixed_utf16(name_raw)
+        raise DecodeError(f"license status {v[3]} is not one of 0..6", offset=8, path="license_status") from None
+    name, tail = split_fixed_utf16(v[12])
     return RequestBase(
-        version=Version(major=major, minor=minor),
-        vm_info=vm_info,
-        license_status=license_status,
-        binding_expiration=expiration,
-        app_id=uuid.UUID(bytes_le=app_id),
-        sku_id=uuid.UUID(bytes_le=sku_id),
-        kms_id=uuid.UUID(bytes_le=kms_id),
-        cmid=uuid.UUID(bytes_le=cmid),
-        required_client_count=required,
-        client_time=client_time,
-        previous_cmid=uuid.UUID(bytes_le=previous),
-        workstation_name=name,
-        workstation_tail=tail,
+        Version(major=v[1], minor=v[0]),
+        v[2],
+        license_status,
+        v[4],
+        v[5],
+        v[6],
+        v[7],
+        v[8],
+        v[9],
+        v[10],
+        v[11],
+        name,
+        tail,
     )
 
 
@@ -384,20 +395,20 @@ def decode_version(data: bytes) -> Version:
     """
     if len(data) < 4:
         raise DecodeError(f"a KMS version header is 4 bytes, got {len(data)}", offset=len(data), path="version")
-    minor, major = _VERSION_FAST.unpack_from(data)
+    minor, major = _VERSION.unpack_from(data)
     return Version(major=major, minor=minor)
 
 
 def encode_version(version: Version) -> bytes:
     """The 4-byte version header."""
     try:
-        return _VERSION_FAST.pack(version.minor, version.major)
+        return _VERSION.pack(version.minor, version.major)
     except struct.error as exc:
         raise ValueError(f"version {version} does not fit in two u16: {exc}") from exc
 
 
 def decode_request_base(data: bytes) -> RequestBase:
-    """A 236-byte request base (spec 4.2).
+    """A 236-byte request base (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: wrong length or a license status outside 0..6.
@@ -408,7 +419,7 @@ def decode_request_base(data: bytes) -> RequestBase:
             offset=min(len(data), REQUEST_BASE_SIZE),
             path="request base",
         )
-    return _request_base_fast(bytes(data))
+    return _request_base(bytes(data))
 
 
 def encode_request_base(base: RequestBase) -> bytes:
@@ -418,19 +429,19 @@ def encode_request_base(base: RequestBase) -> bytes:
         ValueError: the workstation name (with tail) does not fit in 128 bytes.
     """
     try:
-        return _REQUEST_BASE_FAST.pack(
+        return _REQUEST_BASE.pack(
             base.version.minor,
             base.version.major,
             base.vm_info,
             int(base.license_status),
             base.binding_expiration,
-            base.app_id.bytes_le,
-            base.sku_id.bytes_le,
-            base.kms_id.bytes_le,
-            base.cmid.bytes_le,
+            base.app_id,
+            base.sku_id,
+            base.kms_id,
+            base.cmid,
             base.required_client_count,
             base.client_time,
-            base.previous_cmid.bytes_le,
+            base.previous_cmid,
             join_fixed_utf16(base.workstation_name, base.workstation_tail, WORKSTATION_NAME_SIZE),
         )
     except struct.error as exc:
@@ -438,13 +449,13 @@ def encode_request_base(base: RequestBase) -> bytes:
 
 
 def decode_response_base(data: bytes) -> ResponseBase:
-    """A response base of exactly 44 + PIDSize bytes (spec 4.3).
+    """A response base of exactly 44 + PIDSize bytes (docs/kms-wire-protocol.md).
 
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
+    c = _parse(_RESPONSE_BASE, _RESPONSE_BASE_ALONE, data, "KMS response base")
     with decode_guard("KMS response base"):
-        c = cs.Struct("base" / KmsResponseBase, cs.Terminated).parse(data)
         return _response_base(c.base)
 
 
@@ -453,10 +464,10 @@ def encode_response_base(base: ResponseBase) -> bytes:
     pid = base.pid_bytes
     try:
         return (
-            _RESPONSE_HEAD_FAST.pack(base.version.minor, base.version.major, len(pid))
+            _RESPONSE_HEAD.pack(base.version.minor, base.version.major, len(pid))
             + pid
-            + _RESPONSE_TAIL_FAST.pack(
-                base.cmid.bytes_le, base.client_time, base.count, base.activation_interval, base.renewal_interval
+            + _RESPONSE_TAIL.pack(
+                base.cmid, base.client_time, base.count, base.activation_interval, base.renewal_interval
             )
         )
     except struct.error as exc:
@@ -464,7 +475,7 @@ def encode_response_base(base: ResponseBase) -> bytes:
 
 
 def decode_request_v4(data: bytes) -> RequestV4:
-    """A 252-byte v4 request (spec 4.4). The MAC is not checked here.
+    """A 252-byte v4 request (docs/kms-wire-protocol.md). The MAC is not checked here.
 
     Raises:
         DecodeError: wrong length or a bad field.
@@ -475,7 +486,7 @@ def decode_request_v4(data: bytes) -> RequestV4:
             f"a v4 request is {size} bytes, got {len(data)}", offset=min(len(data), size), path="v4 request"
         )
     data = bytes(data)
-    return RequestV4(base=_request_base_fast(data[:REQUEST_BASE_SIZE]), mac=data[REQUEST_BASE_SIZE:])
+    return RequestV4(base=_request_base(data[:REQUEST_BASE_SIZE]), mac=data[REQUEST_BASE_SIZE:])
 
 
 def encode_request_v4(msg: RequestV4) -> bytes:
@@ -486,23 +497,23 @@ def encode_request_v4(msg: RequestV4) -> bytes:
 
 
 def decode_response_v4(data: bytes) -> ResponseV4:
-    """A v4 response, 60 + P bytes (spec 4.4). The MAC is not checked here.
+    """A v4 response, 60 + P bytes (docs/kms-wire-protocol.md). The MAC is not checked here.
 
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
+    c = _parse(_RESPONSE_V4, KmsResponseV4, data, "KMS v4 response")
     with decode_guard("KMS v4 response"):
-        c = KmsResponseV4.parse(data)
         return ResponseV4(base=_response_base(c.base), mac=c.mac)
 
 
 def encode_response_v4(msg: ResponseV4) -> bytes:
     """The bytes of a v4 response (the MAC is written as given)."""
-    return bytes(KmsResponseV4.build({"base": _response_base_dict(msg.base), "mac": msg.mac}))
+    return _build(_RESPONSE_V4, {"base": _response_base_dict(msg.base), "mac": msg.mac}, "v4 response")
 
 
 def decode_encrypted_message(data: bytes) -> EncryptedMessage:
-    """The clear envelope of a v5/v6 message: version, IV, ciphertext (spec 4.5, 4.6).
+    """The clear envelope of a v5/v6 message: version, IV, ciphertext (docs/kms-wire-protocol.md).
 
     The ciphertext length is not checked here (see :mod:`emu.kms.messages`).
 
@@ -514,7 +525,8 @@ def decode_encrypted_message(data: bytes) -> EncryptedMessage:
             f"a v5/v6 message has at least {4 + IV_SIZE} bytes, got {len(data)}", offset=len(data), path="iv"
         )
     data = bytes(data)
-    return EncryptedMessage(version=decode_version(data), iv=data[4 : 4 + IV_SIZE], ciphertext=data[4 + IV_SIZE :])
+    minor, major, iv = _ENVELOPE.unpack_from(data)
+    return EncryptedMessage(version=Version(major=major, minor=minor), iv=iv, ciphertext=data[_ENVELOPE.size :])
 
 
 def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
@@ -525,17 +537,20 @@ def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
     """
     if len(msg.iv) != IV_SIZE:
         raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(msg.iv)}")
-    return encode_version(msg.version) + msg.iv + msg.ciphertext
+    try:
+        return _ENVELOPE.pack(msg.version.minor, msg.version.major, msg.iv) + msg.ciphertext
+    except struct.error as exc:
+        raise ValueError(f"version {msg.version} does not fit in two u16: {exc}") from exc
 
 
 def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
-    """A decrypted v5 response, padding included (spec 4.5). The padding is kept, not checked.
+    """A decrypted v5 response, padding included (docs/kms-wire-protocol.md). The padding is kept, not checked.
 
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    c = _parse(_RESPONSE_V5_PLAIN, KmsResponseV5Plain, data, "KMS v5 response plaintext")
     with decode_guard("KMS v5 response plaintext"):
-        c = KmsResponseV5Plain.parse(data)
         return ResponseV5Plain(
             base=_response_base(c.base), random_xored_ivs=c.random_xored_ivs, hash=c.hash, padding=c.padding
         )
@@ -543,26 +558,26 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
 
 def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
     """The plaintext of a v5 response, followed by ``msg.padding`` as given."""
-    return bytes(
-        KmsResponseV5Plain.build(
-            {
-                "base": _response_base_dict(msg.base),
-                "random_xored_ivs": msg.random_xored_ivs,
-                "hash": msg.hash,
-                "padding": msg.padding,
-            }
-        )
+    return _build(
+        _RESPONSE_V5_PLAIN,
+        {
+            "base": _response_base_dict(msg.base),
+            "random_xored_ivs": msg.random_xored_ivs,
+            "hash": msg.hash,
+            "padding": msg.padding,
+        },
+        "v5 response plaintext",
     )
 
 
 def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
-    """A decrypted v6 response, padding included (spec 4.6). The padding is kept, not checked.
+    """A decrypted v6 response, padding included (docs/kms-wire-protocol.md). The padding is kept, not checked.
 
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    c = _parse(_RESPONSE_V6_PLAIN, KmsResponseV6Plain, data, "KMS v6 response plaintext")
     with decode_guard("KMS v6 response plaintext"):
-        c = KmsResponseV6Plain.parse(data)
         return ResponseV6Plain(
             base=_response_base(c.base),
             random_xored_ivs=c.random_xored_ivs,
@@ -576,16 +591,16 @@ def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
 
 def encode_response_v6_plain(msg: ResponseV6Plain) -> bytes:
     """The plaintext of a v6 response, followed by ``msg.padding`` as given."""
-    return bytes(
-        KmsResponseV6Plain.build(
-            {
-                "base": _response_base_dict(msg.base),
-                "random_xored_ivs": msg.random_xored_ivs,
-                "hash": msg.hash,
-                "hwid": msg.hwid,
-                "xored_ivs": msg.xored_ivs,
-                "hmac": msg.hmac,
-                "padding": msg.padding,
-            }
-        )
+    return _build(
+        _RESPONSE_V6_PLAIN,
+        {
+            "base": _response_base_dict(msg.base),
+            "random_xored_ivs": msg.random_xored_ivs,
+            "hash": msg.hash,
+            "hwid": msg.hwid,
+            "xored_ivs": msg.xored_ivs,
+            "hmac": msg.hmac,
+            "padding": msg.padding,
+        },
+        "v6 response plaintext",
     )

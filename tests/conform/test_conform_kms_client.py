@@ -55,3 +55,30 @@ def test_list_prints_every_client_case(capsys):
     assert main(["conform", "kms-client", "--list"]) == 0
     out = capsys.readouterr().out
     assert all(c.id in out for c in KMS_CLIENT.cases)
+
+
+def test_without_run_the_normal_scenario_judges_a_client_started_by_the_user():
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def user_starts_client() -> None:
+        time.sleep(0.5)
+        argv = [sys.executable, "-m", "emu", "client", "activate", f"127.0.0.1:{port}", "-c", CMID, "--timeout", "1"]
+        subprocess.run(argv, capture_output=True, timeout=30, check=False)
+
+    thread = threading.Thread(target=user_starts_client)
+    thread.start()
+    try:
+        results = run_client_suite(("127.0.0.1", port), None, Options(), seeded(4), 2.0)
+    finally:
+        thread.join(30)
+    v = verdicts(results)
+    assert v["request.required"] == v["request.encryption"] == "pass"
+    assert {v[c.id] for c in KMS_CLIENT.cases if c.group == "react"} == {"skip"}
+    assert failed_ids(results) == set()

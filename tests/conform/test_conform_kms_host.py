@@ -253,3 +253,13 @@ def test_pcap_rules_on_reference_captures_vlmcsd_conforms_pykms_regenerates_its_
     # a refused request is no evidence against the response rules
     refused = verdicts(passive.judge_capture(VECTORS_DIR / "edge-vlmcs-vlmcsd-k3-unknown-kmsid-C004F042.pcap"))
     assert refused["kms.v6.verifies"] == "skip"
+
+
+def test_unreachable_host_exits_3_without_running_cases(capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        assert main(["conform", "kms-host", f"127.0.0.1:{port}", "--timeout", "1"]) == 3
+    assert "cannot reach" in capsys.readouterr().err

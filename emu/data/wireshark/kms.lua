@@ -4,10 +4,10 @@
 -- (heuristically on any TCP port, or with "Decode As ... DCERPC") and leaves the
 -- RequestActivation (interface 51c82175-844e-4750-b0d8-ec255555bc06, opnum 0) stub as
 -- "Stub data". This post-dissector names the KMS fields inside that stub:
--- the NDR32/NDR64 stub (sizes, referent, HRESULT), the request base (kms-wire-protocol.md 4.2)
+-- the NDR32/NDR64 stub (sizes, referent, HRESULT), the request base (docs/kms-wire-protocol.md)
 -- and the response base (4.3), and the v4 MAC, v5/v6 IV and v6 HwId / HMAC.
 --
--- v5 and v6 messages are encrypted with public keys (spec 5.1): AES-128-CBC for v5, and for v6
+-- v5 and v6 messages are encrypted with public keys (docs/kms-wire-protocol.md): AES-128-CBC for v5, and for v6
 -- the same cipher with three bytes of the expanded key changed. Wireshark 4.0's Lua has no
 -- cipher, so AES-128 decryption is implemented below with bit32 (Lua 5.2).
 --
@@ -161,7 +161,7 @@ end
 local KEY_V5 = { 0xCD, 0x7E, 0x79, 0x6F, 0x2A, 0xB2, 0x5D, 0xCB, 0x55, 0xFF, 0xC8, 0xEF, 0x83, 0x64, 0xC4, 0x70 }
 local KEY_V6 = { 0xA9, 0x4A, 0x41, 0x95, 0xE2, 0x01, 0x43, 0x2D, 0x9B, 0xCB, 0x46, 0x04, 0x05, 0xD8, 0x4A, 0x21 }
 local RK = { [5] = expand_key(KEY_V5), [6] = expand_key(KEY_V6) }
--- spec 5.1: the v6 schedule XORs expanded-key bytes 64, 96 and 128
+-- docs/kms-wire-protocol.md: the v6 schedule XORs expanded-key bytes 64, 96 and 128
 RK[6][64] = bxor(RK[6][64], 0x73)
 RK[6][96] = bxor(RK[6][96], 0x09)
 RK[6][128] = bxor(RK[6][128], 0xE4)
@@ -243,7 +243,7 @@ local function utf16z(range)
   return ""
 end
 
--- the 236-byte request base (spec 4.2)
+-- the 236-byte request base (docs/kms-wire-protocol.md)
 local function add_request_base(tree, tvb, off)
   add_version(tree, tvb, off)
   tree:add_le(f.vm_info, tvb(off + 4, 4))
@@ -259,7 +259,7 @@ local function add_request_base(tree, tvb, off)
   tree:add(f.workstation, tvb(off + 108, 128), utf16z(tvb(off + 108, 128)))
 end
 
--- the response base (spec 4.3); returns the offset after it, or nil when truncated
+-- the response base (docs/kms-wire-protocol.md); returns the offset after it, or nil when truncated
 local function add_response_base(tree, tvb, off)
   if tvb:len() < off + 8 then return nil end
   add_version(tree, tvb, off)
