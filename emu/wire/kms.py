@@ -63,6 +63,7 @@ __all__ = [
     "encode_response_v5_plain",
     "encode_response_v6_plain",
     "encode_version",
+    "pid_size_of",
 ]
 
 #: Request base size, bytes (docs/kms-wire-protocol.md).
@@ -397,6 +398,17 @@ def decode_version(data: bytes) -> Version:
         raise DecodeError(f"a KMS version header is 4 bytes, got {len(data)}", offset=len(data), path="version")
     minor, major = _VERSION.unpack_from(data)
     return Version(major=major, minor=minor)
+
+
+def pid_size_of(data: bytes) -> int:
+    """PIDSize of a response base (or v4 response) from its first 8 bytes; the base is 44 + it.
+
+    Raises:
+        DecodeError: fewer than 8 bytes.
+    """
+    if len(data) < _RESPONSE_HEAD.size:
+        raise DecodeError(f"a KMS response starts with 8 bytes, got {len(data)}", offset=len(data), path="pid_size")
+    return int(_RESPONSE_HEAD.unpack_from(data)[2])
 
 
 def encode_version(version: Version) -> bytes:

@@ -38,6 +38,8 @@ __all__ = [
     "encode_request_stub",
     "encode_response_stub",
     "reencode_stub",
+    "request_stub_syntax",
+    "response_stub_syntax",
 ]
 
 #: Referent id both servers give the unique response pointer (docs/kms-wire-protocol.md: bytes 00 00 02 00).
@@ -329,3 +331,36 @@ def reencode_stub(stub: RequestStub | ResponseStub) -> bytes:
         "trailer": stub.trailer,
     }
     return _build_stub(_RESPONSE[stub.syntax], value)
+
+
+def request_stub_syntax(stub: bytes) -> TransferSyntax | None:
+    """Which NDR a request stub is in, judged from its two equal size fields (at most 8 trailer
+    bytes after the data), or ``None`` when it does not look like a KMS request stub."""
+    for syntax in (TransferSyntax.NDR32, TransferSyntax.NDR64):
+        head = _REQUEST_HEAD[syntax]
+        if len(stub) >= head.size + 4:
+            size, count = head.unpack_from(stub)
+            if size == count and head.size + count <= len(stub) <= head.size + count + 8:
+                return syntax
+    return None
+
+
+def response_stub_syntax(stub: bytes) -> TransferSyntax | None:
+    """Which NDR a response stub is in (success form with max_count = size and at most 12 bytes
+    after the data, or the exact error form), or ``None`` when it does not look like one."""
+    for syntax in (TransferSyntax.NDR32, TransferSyntax.NDR64):
+        head = _RESPONSE_HEAD[syntax]
+        if len(stub) < head.size + 4:
+            continue
+        size, referent = head.unpack_from(stub)
+        if referent == 0:
+            if size == 0 and len(stub) == head.size + 4:
+                return syntax
+            continue
+        count_field = _COUNT[syntax]
+        if len(stub) >= head.size + count_field.size + 4:
+            (count,) = count_field.unpack_from(stub, head.size)
+            data_start = head.size + count_field.size
+            if count == size and data_start + count + 4 <= len(stub) <= data_start + count + 16:
+                return syntax
+    return None
