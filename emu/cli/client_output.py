@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from emu.clock import filetime_to_unix
+from emu.hresults import describe
 from emu.kms import products
 from emu.net.kms_client import ExchangeResult, ExchangeStatus
 from emu.wire.kms import LicenseStatus
@@ -75,7 +76,7 @@ def response_table(result: ExchangeResult) -> str:
     if result.kms_response is not None:
         lines.append(f"  {'Response size':<28}: {len(result.kms_response)} bytes")
     if result.hresult:
-        lines.append(f"  {'HRESULT':<28}: 0x{result.hresult:08X}")
+        lines.append(f"  {'HRESULT':<28}: {describe(result.hresult)}")
     if result.fault_status is not None:
         lines.append(f"  {'Fault status':<28}: 0x{result.fault_status:08X}")
     if v is not None and v.base is not None:
