@@ -15,13 +15,12 @@ import struct
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
 import construct as cs
 
 from emu.errors import DecodeError
 from emu.wire.common import ExactBytes, FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
-from emu.wire.layout import FixedLayout, compiled
+from emu.wire.layout import Compiled, FixedLayout
 
 __all__ = [
     "HASH_SIZE",
@@ -63,6 +62,7 @@ __all__ = [
     "encode_response_v5_plain",
     "encode_response_v6_plain",
     "encode_version",
+    "pid_size_of",
 ]
 
 #: Request base size, bytes (docs/kms-wire-protocol.md).
@@ -334,30 +334,12 @@ _VERSION = FixedLayout(VersionHeader)
 _REQUEST_BASE = FixedLayout(KmsRequestBase)
 _ENVELOPE = FixedLayout(KmsEncryptedMessage)  # version and IV; the ciphertext is the rest
 _RESPONSE_BASE_ALONE = cs.Struct("base" / KmsResponseBase, cs.Terminated)
-_RESPONSE_BASE = compiled(_RESPONSE_BASE_ALONE)
-_RESPONSE_V4 = compiled(KmsResponseV4)
-_RESPONSE_V5_PLAIN = compiled(KmsResponseV5Plain)
-_RESPONSE_V6_PLAIN = compiled(KmsResponseV6Plain)
+_RESPONSE_BASE = Compiled(_RESPONSE_BASE_ALONE, "KMS response base")
+_RESPONSE_V4 = Compiled(KmsResponseV4, "KMS v4 response")
+_RESPONSE_V5_PLAIN = Compiled(KmsResponseV5Plain, "KMS v5 response plaintext")
+_RESPONSE_V6_PLAIN = Compiled(KmsResponseV6Plain, "KMS v6 response plaintext")
 _RESPONSE_HEAD = FixedLayout(KmsResponseBase)  # version and pid_size; kms_pid follows
 _RESPONSE_TAIL = FixedLayout(KmsResponseBase, start="cmid")  # the fields after kms_pid
-
-
-def _parse(parser: Any, declaration: Any, data: bytes, what: str) -> Any:
-    """Compiled parse; on failure the interpreted table parses again to name the failing field."""
-    try:
-        return parser.parse(data)
-    except Exception:  # the compiled code raises whatever its generated statements raise
-        pass
-    with decode_guard(what):
-        declaration.parse(data)
-    raise DecodeError(f"malformed {what}")
-
-
-def _build(builder: Any, value: dict[str, object], what: str) -> bytes:
-    try:
-        return bytes(builder.build(value))
-    except (cs.ConstructError, struct.error, ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(f"{what} field out of range: {exc}") from exc
 
 
 def _request_base(data: bytes) -> RequestBase:
@@ -397,6 +379,17 @@ def decode_version(data: bytes) -> Version:
         raise DecodeError(f"a KMS version header is 4 bytes, got {len(data)}", offset=len(data), path="version")
     minor, major = _VERSION.unpack_from(data)
     return Version(major=major, minor=minor)
+
+
+def pid_size_of(data: bytes) -> int:
+    """PIDSize of a response base (or v4 response) from its first 8 bytes; the base is 44 + it.
+
+    Raises:
+        DecodeError: fewer than 8 bytes.
+    """
+    if len(data) < _RESPONSE_HEAD.size:
+        raise DecodeError(f"a KMS response starts with 8 bytes, got {len(data)}", offset=len(data), path="pid_size")
+    return int(_RESPONSE_HEAD.unpack_from(data)[2])
 
 
 def encode_version(version: Version) -> bytes:
@@ -454,7 +447,7 @@ def decode_response_base(data: bytes) -> ResponseBase:
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
-    c = _parse(_RESPONSE_BASE, _RESPONSE_BASE_ALONE, data, "KMS response base")
+    c = _RESPONSE_BASE.parse(data)
     with decode_guard("KMS response base"):
         return _response_base(c.base)
 
@@ -502,14 +495,14 @@ def decode_response_v4(data: bytes) -> ResponseV4:
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
-    c = _parse(_RESPONSE_V4, KmsResponseV4, data, "KMS v4 response")
+    c = _RESPONSE_V4.parse(data)
     with decode_guard("KMS v4 response"):
         return ResponseV4(base=_response_base(c.base), mac=c.mac)
 
 
 def encode_response_v4(msg: ResponseV4) -> bytes:
     """The bytes of a v4 response (the MAC is written as given)."""
-    return _build(_RESPONSE_V4, {"base": _response_base_dict(msg.base), "mac": msg.mac}, "v4 response")
+    return _RESPONSE_V4.build({"base": _response_base_dict(msg.base), "mac": msg.mac})
 
 
 def decode_encrypted_message(data: bytes) -> EncryptedMessage:
@@ -549,7 +542,7 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
-    c = _parse(_RESPONSE_V5_PLAIN, KmsResponseV5Plain, data, "KMS v5 response plaintext")
+    c = _RESPONSE_V5_PLAIN.parse(data)
     with decode_guard("KMS v5 response plaintext"):
         return ResponseV5Plain(
             base=_response_base(c.base), random_xored_ivs=c.random_xored_ivs, hash=c.hash, padding=c.padding
@@ -558,15 +551,13 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
 
 def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
     """The plaintext of a v5 response, followed by ``msg.padding`` as given."""
-    return _build(
-        _RESPONSE_V5_PLAIN,
+    return _RESPONSE_V5_PLAIN.build(
         {
             "base": _response_base_dict(msg.base),
             "random_xored_ivs": msg.random_xored_ivs,
             "hash": msg.hash,
             "padding": msg.padding,
-        },
-        "v5 response plaintext",
+        }
     )
 
 
@@ -576,7 +567,7 @@ def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
-    c = _parse(_RESPONSE_V6_PLAIN, KmsResponseV6Plain, data, "KMS v6 response plaintext")
+    c = _RESPONSE_V6_PLAIN.parse(data)
     with decode_guard("KMS v6 response plaintext"):
         return ResponseV6Plain(
             base=_response_base(c.base),
@@ -591,8 +582,7 @@ def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
 
 def encode_response_v6_plain(msg: ResponseV6Plain) -> bytes:
     """The plaintext of a v6 response, followed by ``msg.padding`` as given."""
-    return _build(
-        _RESPONSE_V6_PLAIN,
+    return _RESPONSE_V6_PLAIN.build(
         {
             "base": _response_base_dict(msg.base),
             "random_xored_ivs": msg.random_xored_ivs,
@@ -601,6 +591,5 @@ def encode_response_v6_plain(msg: ResponseV6Plain) -> bytes:
             "xored_ivs": msg.xored_ivs,
             "hmac": msg.hmac,
             "padding": msg.padding,
-        },
-        "v6 response plaintext",
+        }
     )

@@ -9,7 +9,7 @@ a 16-byte header. For the fields of a declaration that have a fixed width (integ
 ``unpack_from`` per run of fields and nothing is written twice.
 
 Fields after the first variable-size one are not part of the layout; callers parse them with
-the compiled Construct struct (see :func:`compiled`).
+the compiled Construct struct (see :class:`Compiled`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,44 @@ from typing import Any
 
 import construct as cs
 
-__all__ = ["FixedLayout", "compiled"]
+from emu.errors import DecodeError
+from emu.wire.common import decode_guard
+
+__all__ = ["Compiled", "FixedLayout"]
 
 
-def compiled(declaration: Any) -> Any:
-    """``declaration.compile()``: Construct's generated parser/builder for a declaration."""
-    return declaration.compile()
+class Compiled:
+    """A declaration with Construct's generated parser/builder (``Struct.compile()``, done once).
+
+    A failed compiled parse is repeated once by the interpreted declaration, whose error names the
+    failing field path; both raise only :class:`~emu.errors.DecodeError`.
+    """
+
+    def __init__(self, declaration: Any, what: str) -> None:
+        self.declaration = declaration
+        self.what = what
+        self._compiled = declaration.compile()
+
+    def parse(self, data: bytes, **context: Any) -> Any:
+        """The Container of ``data`` (raises DecodeError)."""
+        try:
+            return self._compiled.parse(data, **context)
+        except Exception:  # the generated code raises whatever its statements raise
+            pass
+        with decode_guard(self.what):
+            self.declaration.parse(data, **context)
+        raise DecodeError(f"malformed {self.what}")
+
+    def build(self, value: dict[str, Any], **context: Any) -> bytes:
+        """The bytes of ``value``.
+
+        Raises:
+            ValueError: a field is out of range or of the wrong length.
+        """
+        try:
+            return bytes(self._compiled.build(value, **context))
+        except (cs.ConstructError, struct.error, ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise ValueError(f"cannot encode {self.what}: {exc}") from exc
 
 
 def _unwrap(sub: Any) -> tuple[Any, list[Any]]:

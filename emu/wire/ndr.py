@@ -24,7 +24,7 @@ from construct import this
 
 from emu.errors import DecodeError, UsageError
 from emu.wire.common import ExactBytes
-from emu.wire.layout import FixedLayout, compiled
+from emu.wire.layout import Compiled, FixedLayout
 from emu.wire.rpc import NDR32_SYNTAX, NDR64_SYNTAX, SyntaxId
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "encode_request_stub",
     "encode_response_stub",
     "reencode_stub",
+    "request_stub_syntax",
+    "response_stub_syntax",
 ]
 
 #: Referent id both servers give the unique response pointer (docs/kms-wire-protocol.md: bytes 00 00 02 00).
@@ -163,8 +165,14 @@ NdrResponseData64 = _response_data(cs.Int64ul)
 NdrResponseStub32 = _response_stub(NdrResponseData32, cs.Int32ul)
 NdrResponseStub64 = _response_stub(NdrResponseData64, cs.Int64ul)
 
-_REQUEST = {TransferSyntax.NDR32: compiled(NdrRequestStub32), TransferSyntax.NDR64: compiled(NdrRequestStub64)}
-_RESPONSE = {TransferSyntax.NDR32: compiled(NdrResponseStub32), TransferSyntax.NDR64: compiled(NdrResponseStub64)}
+_REQUEST = {
+    TransferSyntax.NDR32: Compiled(NdrRequestStub32, "NDR32 request stub"),
+    TransferSyntax.NDR64: Compiled(NdrRequestStub64, "NDR64 request stub"),
+}
+_RESPONSE = {
+    TransferSyntax.NDR32: Compiled(NdrResponseStub32, "NDR32 response stub"),
+    TransferSyntax.NDR64: Compiled(NdrResponseStub64, "NDR64 response stub"),
+}
 _HRESULT = FixedLayout(cs.Struct("hresult" / cs.Int32ul))
 # Hot path (a host decodes a request stub and encodes a response stub per exchange): the size
 # fields through layouts generated from the declarations above, the byte arrays sliced by them.
@@ -230,7 +238,7 @@ def decode_response_stub(stub: bytes, syntax: TransferSyntax) -> ResponseStub:
         )
     try:
         c = _RESPONSE[syntax].parse(stub)
-    except (cs.ConstructError, struct.error, ValueError, OverflowError, MemoryError):
+    except DecodeError:
         if len(stub) < 3 * w:
             raise DecodeError(
                 f"{syntax.name} response stub of {len(stub)} bytes lacks max_count",
@@ -262,11 +270,11 @@ def decode_response_stub(stub: bytes, syntax: TransferSyntax) -> ResponseStub:
     )
 
 
-def _build_stub(builder: Any, value: dict[str, object]) -> bytes:
+def _build_stub(builder: Compiled, value: dict[str, object]) -> bytes:
     try:
-        return bytes(builder.build(value))
-    except (cs.ConstructError, ValueError, TypeError, OverflowError, struct.error) as exc:
-        raise UsageError(f"cannot encode stub: {exc}") from exc
+        return builder.build(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _tail(pad: bytes, hresult: int, placement: Placement) -> bytes:
@@ -329,3 +337,36 @@ def reencode_stub(stub: RequestStub | ResponseStub) -> bytes:
         "trailer": stub.trailer,
     }
     return _build_stub(_RESPONSE[stub.syntax], value)
+
+
+def request_stub_syntax(stub: bytes) -> TransferSyntax | None:
+    """Which NDR a request stub is in, judged from its two equal size fields (at most 8 trailer
+    bytes after the data), or ``None`` when it does not look like a KMS request stub."""
+    for syntax in (TransferSyntax.NDR32, TransferSyntax.NDR64):
+        head = _REQUEST_HEAD[syntax]
+        if len(stub) >= head.size + 4:
+            size, count = head.unpack_from(stub)
+            if size == count and head.size + count <= len(stub) <= head.size + count + 8:
+                return syntax
+    return None
+
+
+def response_stub_syntax(stub: bytes) -> TransferSyntax | None:
+    """Which NDR a response stub is in (success form with max_count = size and at most 12 bytes
+    after the data, or the exact error form), or ``None`` when it does not look like one."""
+    for syntax in (TransferSyntax.NDR32, TransferSyntax.NDR64):
+        head = _RESPONSE_HEAD[syntax]
+        if len(stub) < head.size + 4:
+            continue
+        size, referent = head.unpack_from(stub)
+        if referent == 0:
+            if size == 0 and len(stub) == head.size + 4:
+                return syntax
+            continue
+        count_field = _COUNT[syntax]
+        if len(stub) >= head.size + count_field.size + 4:
+            (count,) = count_field.unpack_from(stub, head.size)
+            data_start = head.size + count_field.size
+            if count == size and data_start + count + 4 <= len(stub) <= data_start + count + 16:
+                return syntax
+    return None
