@@ -92,7 +92,9 @@ def _command_named(argv: Sequence[str]) -> str | None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what and why) and exit status 2, not the usage text."""
+    """argparse with one-line usage errors: ``PROG: error: WHAT (see PROG --help)``, exit 2.
+
+    Every subcommand's parser is of this class too (``add_subparsers`` makes parsers of its parent's class)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -69,7 +69,11 @@ __all__ = [
     "message_layout",
     "open_request",
     "open_response",
+    "response_hash",
+    "response_r_mask",
+    "v6_response_hmac",
     "verify_response",
+    "xor_block",
 ]
 
 #: HRESULT a host returns for a malformed request or unsupported version (docs/kms-wire-protocol.md "0x8007000D").
@@ -185,8 +189,25 @@ class VerifiedResponse:
         return self.message.hwid if isinstance(self.message, ResponseV6Plain) else None
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
+def xor_block(a: bytes, b: bytes) -> bytes:
+    """``a`` xor ``b``, two blocks of the same length (R masking, docs/kms-wire-protocol.md)."""
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+def response_r_mask(major: int, request_iv: bytes) -> bytes:
+    """D(request IV): what R is xored with in a v5/v6 response (for v6 also sent as ``xored_ivs``)."""
+    return decrypt_block(major, request_iv)
+
+
+def response_hash(r: bytes) -> bytes:
+    """The v5/v6 response's hash field: SHA-256 of the random block R."""
+    return hashlib.sha256(r).digest()
+
+
+def v6_response_hmac(client_time: int, response_iv: bytes, signed: bytes) -> bytes:
+    """The v6 response HMAC over D(response IV) ‖ ``signed`` (the plaintext before the HMAC),
+    keyed with ``client_time``'s time slot (docs/kms-wire-protocol.md)."""
+    return v6_hmac(v6_hmac_key(client_time), decrypt_block(6, response_iv) + signed)
 
 
 # --- client: requests ------------------------------------------------------------------------
@@ -275,7 +296,7 @@ def open_request(data: bytes) -> OpenedRequest:
         base=base,
         raw=data,
         iv=env.iv,
-        decrypted_iv=decrypt_block(version.major, env.iv),
+        decrypted_iv=response_r_mask(version.major, env.iv),
         padding=plain[REQUEST_BASE_SIZE:],
     )
 
@@ -338,10 +359,10 @@ def build_response(
 
     r = _random(random_r, "random_r")
     divreq = request.decrypted_iv
-    digest = hashlib.sha256(r).digest()
+    digest = response_hash(r)
     if tamper == "hash" or (tamper == "hmac" and major == 5):
         digest = _flipped(digest)
-    plain = body + _xor(r, divreq) + digest
+    plain = body + xor_block(r, divreq) + digest
     header = encode_version(request.version)
     if major == 5:
         return header + request.iv + cbc_encrypt(5, request.iv, pkcs7_pad(plain))
@@ -354,7 +375,7 @@ def build_response(
     else:
         response_iv = _random(response_iv, "response_iv")
     plain += hwid + divreq
-    mac = v6_hmac(v6_hmac_key(base.client_time), decrypt_block(6, response_iv) + plain)
+    mac = v6_response_hmac(base.client_time, response_iv, plain)
     if tamper == "hmac":
         mac = _flipped(mac)
     return header + response_iv + cbc_encrypt(6, response_iv, pkcs7_pad(plain + mac))
@@ -488,7 +509,7 @@ def _verify_encrypted(request: OpenedRequest, response: bytes) -> VerifiedRespon
     if msg is None:
         checks.append(Check("hash_ok", False, "error", undecoded))
     else:
-        r = _xor(msg.random_xored_ivs, request.decrypted_iv)
+        r = xor_block(msg.random_xored_ivs, request.decrypted_iv)
         ok = hashlib.sha256(r).digest() == msg.hash
         checks.append(Check("hash_ok", ok, "error", "" if ok else "Hash != SHA-256(RandomXoredIVs xor D(request IV))"))
 

@@ -41,6 +41,7 @@ class ServiceConfig:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "emu-actsvc/1"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a connection may sit idle or trickle a request (socket timeout per read)
     service: ActivationService  # set on the subclass each service makes
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -66,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             log.warning("actsvc: %s sent a POST without Content-Length", self.client_address[0])
+            self.close_connection = True
             self._send(411, b"Content-Length required\n", "text/plain")
             return
         if length < 0 or length > MAX_BODY:

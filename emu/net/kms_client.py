@@ -59,7 +59,6 @@ __all__ = [
     "KmsClientSession",
     "RpcOptions",
     "describe_fault",
-    "describe_hresult",
     "exchange",
 ]
 
@@ -181,12 +180,6 @@ class ExchangeResult:
         if self.status is ExchangeStatus.VERIFICATION_FAILED and verified is not None:
             return VerificationFailed(tuple(c.name for c in verified.checks if not c.passed and c.severity == "error"))
         return Unreachable(self.detail)
-
-
-def describe_hresult(code: int) -> str:
-    """``0xC004F042 (SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH)``, or just the hex for unknown codes
-    (the names come from emu's one error table, :mod:`emu.hresults`)."""
-    return describe(code)
 
 
 def describe_fault(status: int) -> str:
@@ -314,7 +307,7 @@ class KmsClientSession:
                 base,
                 kms_request,
                 ExchangeStatus.HOST_ERROR,
-                f"the host refused the request with HRESULT {describe_hresult(event.hresult)}",
+                f"the host refused the request with HRESULT {describe(event.hresult)}",
                 hresult=event.hresult,
                 kms_response=event.kms_response,
                 syntax=event.syntax,

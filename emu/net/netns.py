@@ -5,7 +5,7 @@ docs, no forking helper processes as pyroute2's namespace helpers do, docs/howto
 a context manager that deletes what it made even when the body fails; deleting a namespace also
 removes the veth ends inside it (and their peers).
 
-Checksum and segmentation offloads are turned off on the veths emu creates (docs/howto-run-a-lab.md, summary 4):
+Checksum and segmentation offloads are turned off on the veths emu creates (docs/howto-run-a-lab.md):
 with offloads on, the kernel hands the sniffer frames whose TCP checksum is only a partial sum,
 and the pcap would be full of "bad checksum" frames. ``ethtool -K`` is used when installed; without
 it the same features are switched off with pyroute2's ethtool ioctl, from a thread that entered the

@@ -172,8 +172,13 @@ def _decode_one(conv: Conversation, capture: str, port: int | None) -> tuple[str
     return "other", []
 
 
-def _worker(args: tuple[Conversation, str, int | None]) -> tuple[str, list[Any]]:
-    return _decode_one(*args)
+def _worker(batch: list[Conversation], capture: str, port: int | None) -> list[tuple[str, list[Any]]]:
+    return [_decode_one(conv, capture, port) for conv in batch]
+
+
+#: Conversations per task sent to a worker, and tasks in flight per worker (bounds memory).
+_BATCH = 64
+_IN_FLIGHT = 3
 
 
 def _outcomes(
@@ -184,12 +189,27 @@ def _outcomes(
             yield conv, _decode_one(conv, capture, port)
         return
     import multiprocessing
+    from collections import deque
+    from multiprocessing.pool import AsyncResult
 
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with ctx.Pool(jobs) as pool:
-        work = ((conv, capture, port) for conv in conversations)
-        for result in pool.imap(_worker, work, chunksize=64):
-            yield None, result
+        pending: deque[AsyncResult[list[tuple[str, list[Any]]]]] = deque()
+        batch: list[Conversation] = []
+        for conv in conversations:
+            batch.append(conv)
+            if len(batch) < _BATCH:
+                continue
+            pending.append(pool.apply_async(_worker, (batch, capture, port)))
+            batch = []
+            while len(pending) >= jobs * _IN_FLIGHT:  # never read far ahead of the decoding
+                for result in pending.popleft().get():
+                    yield None, result
+        if batch:
+            pending.append(pool.apply_async(_worker, (batch, capture, port)))
+        while pending:
+            for result in pending.popleft().get():
+                yield None, result
 
 
 def iter_records(path: str | Path, *, port: int | None = None, jobs: int = 1, keep_ids: bool = True) -> Iterator[Any]:

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from emu.errors import UsageError
 
@@ -63,9 +63,11 @@ _IPV6_EXTENSIONS = frozenset((0, 43, 60, 135, 139, 140))
 _IPV6_FRAGMENT = 44
 
 
-@dataclass(frozen=True, slots=True)
-class TcpPacket:
-    """One TCP segment of a capture: who sent it to whom, its sequence number, flags and payload."""
+class TcpPacket(NamedTuple):
+    """One TCP segment of a capture: who sent it to whom, its sequence number, flags and payload.
+
+    A named tuple rather than a dataclass: a busy capture makes hundreds of thousands of them.
+    """
 
     time: float
     src: tuple[str, int]

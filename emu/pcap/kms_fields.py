@@ -6,6 +6,7 @@ sections on the messages; the checks are :func:`emu.kms.messages.verify_response
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import struct
 import uuid
 
@@ -119,6 +120,25 @@ def _threshold(kms_id: uuid.UUID | None, sku_id: uuid.UUID | None) -> int | None
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _product_names(
+    app_id: uuid.UUID, sku_id: uuid.UUID, kms_id: uuid.UUID
+) -> tuple[str | None, str, str | None, str, str, str]:
+    """(application, product, SKU name, and the three ids as text) of a request's ids, looked up once:
+    a busy capture repeats the same few products thousands of times."""
+    products = product_data()
+    sku = products.find_sku(sku_id)
+    app = next((a for a in products.applications() if a.id == app_id), None)
+    return (
+        app.name if app is not None else None,
+        describe_kms_id(kms_id, sku_id),
+        sku.name if sku is not None else None,
+        str(app_id),
+        str(sku_id),
+        str(kms_id),
+    )
+
+
 def request_info(data: bytes) -> tuple[KmsRequestInfo, OpenedRequest | None]:
     """Decode a KMS request; a version without layout is reported, not raised (docs/kms-wire-protocol.md).
 
@@ -133,18 +153,16 @@ def request_info(data: bytes) -> tuple[KmsRequestInfo, OpenedRequest | None]:
             return KmsRequestInfo(version=str(version), size=len(data), refused=str(exc)), None
         raise DecodeError(str(exc), offset=0, path="KMS request") from exc
     base = opened.base
-    products = product_data()
-    sku = products.find_sku(base.sku_id)
-    app = next((a for a in products.applications() if a.id == base.app_id), None)
+    application, product, sku_name, app_id, sku_id, kms_id = _product_names(base.app_id, base.sku_id, base.kms_id)
     info = KmsRequestInfo(
         version=str(opened.version),
         size=len(data),
-        application=app.name if app is not None else None,
-        product=describe_kms_id(base.kms_id, base.sku_id),
-        sku_name=sku.name if sku is not None else None,
-        app_id=str(base.app_id),
-        sku_id=str(base.sku_id),
-        kms_id=str(base.kms_id),
+        application=application,
+        product=product,
+        sku_name=sku_name,
+        app_id=app_id,
+        sku_id=sku_id,
+        kms_id=kms_id,
         cmid=str(base.cmid),
         previous_cmid=str(base.previous_cmid),
         workstation=base.workstation_name,

@@ -243,7 +243,7 @@ class ServerAssociation:
         """The fault PDU answering ``call`` with NCA ``status`` instead of a response (docs/kms-wire-protocol.md).
 
         The same 32-byte fault the association sends on its own for an unknown context or
-        operation: flags 0x23, alloc_hint 32, p_cont_id 0, the request's call_id (checklist 12.3,
+        operation: flags 0x23, alloc_hint 32, p_cont_id 0, the request's call_id (as DCE/RPC requires,
         not vlmcsd's counter, Q1). A recorded host that faulted a request uses it
         (:class:`emu.pcap.replay_server.CapturedHost`). The association stays as it was: a fault
         answers one call, it does not end the connection.
@@ -315,7 +315,7 @@ class ServerAssociation:
         return Send(encode_pdu(answer))
 
     def _negotiate(self, elements: tuple[ContextElement, ...]) -> tuple[ResultEntry, ...]:
-        """Spec 2.5: NDR64 preferred when offered (for the KMS interface) and enabled."""
+        """docs/kms-wire-protocol.md 3.4: NDR64 preferred when offered (for the KMS interface) and enabled."""
         ndr64_possible = self.config.ndr64 and any(
             _is_kms(e.abstract_syntax) and NDR64_SYNTAX in e.transfer_syntaxes for e in elements
         )

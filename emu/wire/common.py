@@ -15,6 +15,7 @@ from emu.errors import DecodeError
 
 __all__ = [
     "NULL_GUID",
+    "ExactBytes",
     "FileTime",
     "Guid",
     "IndexedArray",
@@ -27,20 +28,45 @@ __all__ = [
 NULL_GUID = uuid.UUID(int=0)
 
 
+class ExactBytes(cs.Bytes):  # type: ignore[misc]  # construct has no type hints: Bytes is Any
+    """``cs.Bytes`` whose compiled parser and builder check the length, as the interpreted ones do.
+
+    Construct 2.10 compiles ``Bytes`` to a bare ``io.read(n)`` / ``io.write(obj)``, which silently
+    returns or writes fewer bytes; every wire declaration uses this class instead.
+    """
+
+    def _emitparse(self, code: object) -> str:
+        return f"stream_read(io, {self.length}, '(compiled)')"
+
+    def _emitbuild(self, code: object) -> str:
+        return (
+            f"(io.write(obj) if len(obj) == ({self.length}) else "
+            f"stream_write(io, obj, {self.length}, '(compiled)'), obj)[1]"
+        )
+
+
 class _GuidAdapter(cs.Adapter):  # type: ignore[misc]  # construct has no type hints: Adapter is Any
     """A GUID in Microsoft mixed-endian order (Data1..3 little-endian), as :class:`uuid.UUID`."""
 
     def _decode(self, obj: bytes, context: object, path: str) -> uuid.UUID:
-        return uuid.UUID(bytes_le=bytes(obj))
+        return self.decode_value(obj)
 
     def _encode(self, obj: uuid.UUID | str, context: object, path: str) -> bytes:
-        if isinstance(obj, str):
-            obj = uuid.UUID(obj)
-        return obj.bytes_le
+        return self.encode_value(obj)
+
+    @staticmethod
+    def decode_value(obj: bytes) -> uuid.UUID:
+        """The GUID of 16 wire bytes (no context needed; :class:`emu.wire.layout.FixedLayout` calls it)."""
+        return uuid.UUID(bytes_le=bytes(obj))
+
+    @staticmethod
+    def encode_value(obj: uuid.UUID | str) -> bytes:
+        """The 16 wire bytes of a GUID."""
+        return guid_bytes(obj)
 
 
 #: 16-byte GUID, mixed-endian (docs/kms-wire-protocol.md), decoded to :class:`uuid.UUID`.
-Guid = _GuidAdapter(cs.Bytes(16))
+Guid = _GuidAdapter(ExactBytes(16))
 
 #: FILETIME: u64 LE count of 100-ns intervals since 1601-01-01 UTC (docs/kms-wire-protocol.md). Kept as the raw
 #: integer so that decoding is lossless; :mod:`emu.clock` converts to and from Unix seconds.

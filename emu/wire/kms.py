@@ -19,7 +19,8 @@ from enum import IntEnum
 import construct as cs
 
 from emu.errors import DecodeError
-from emu.wire.common import FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
+from emu.wire.common import ExactBytes, FileTime, Guid, decode_guard, join_fixed_utf16, split_fixed_utf16
+from emu.wire.layout import Compiled, FixedLayout
 
 __all__ = [
     "HASH_SIZE",
@@ -61,6 +62,7 @@ __all__ = [
     "encode_response_v5_plain",
     "encode_response_v6_plain",
     "encode_version",
+    "pid_size_of",
 ]
 
 #: Request base size, bytes (docs/kms-wire-protocol.md).
@@ -110,14 +112,16 @@ KmsRequestBase = cs.Struct(
     "required_client_count" / cs.Int32ul * "activation threshold N",  # +0x50
     "client_time" / FileTime * "client UTC time, FILETIME",  # +0x54
     "previous_cmid" / Guid * "previous client machine id, normally zero",  # +0x5c
-    "workstation_name" / cs.Bytes(WORKSTATION_NAME_SIZE) * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
+    "workstation_name"
+    / ExactBytes(WORKSTATION_NAME_SIZE)
+    * "UTF-16LE, NUL-terminated; stale bytes after (Q3)",  # +0x6c
 )
 
 # docs/kms-wire-protocol.md (44 + P bytes; fields after KmsPID are unaligned)
 KmsResponseBase = cs.Struct(
     "version" / VersionHeader,  # +0x00
     "pid_size" / cs.Rebuild(cs.Int32ul, cs.len_(cs.this.kms_pid)) * "P: bytes of KmsPID incl. NUL",  # +0x04
-    "kms_pid" / cs.Bytes(cs.this.pid_size) * "ePID, UTF-16LE + NUL",  # +0x08
+    "kms_pid" / ExactBytes(cs.this.pid_size) * "ePID, UTF-16LE + NUL",  # +0x08
     "cmid" / Guid * "echo of the request's CMID",
     "client_time" / FileTime * "echo of the request's ClientTime",
     "count" / cs.Int32ul * "active clients claimed by the host",
@@ -128,40 +132,40 @@ KmsResponseBase = cs.Struct(
 # docs/kms-wire-protocol.md, request (252 bytes)
 KmsRequestV4 = cs.Struct(
     "base" / KmsRequestBase,  # +0x00
-    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
+    "mac" / ExactBytes(MAC_SIZE) * "V4-MAC of the base (5.2)",  # +0xec
     cs.Terminated,
 )
 
 # docs/kms-wire-protocol.md, response (60 + P bytes)
 KmsResponseV4 = cs.Struct(
     "base" / KmsResponseBase,
-    "mac" / cs.Bytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
+    "mac" / ExactBytes(MAC_SIZE) * "V4-MAC of the base (5.2)",
     cs.Terminated,
 )
 
 # docs/kms-wire-protocol.md: the clear-text envelope of every v5/v6 request and response
 KmsEncryptedMessage = cs.Struct(
     "version" / VersionHeader,  # +0x00
-    "iv" / cs.Bytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
+    "iv" / ExactBytes(IV_SIZE) * "CBC IV (py-kms: salt)",  # +0x04
     "ciphertext" / cs.GreedyBytes * "CBC ciphertext of the PKCS#7-padded plaintext",  # +0x14
 )
 
 # docs/kms-wire-protocol.md, response plaintext (92 + P bytes, then PKCS#7 padding)
 KmsResponseV5Plain = cs.Struct(
     "base" / KmsResponseBase,
-    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
-    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
+    "random_xored_ivs" / ExactBytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / ExactBytes(HASH_SIZE) * "SHA-256(R)",
     "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
 )
 
 # docs/kms-wire-protocol.md, response plaintext (132 + P bytes, then PKCS#7 padding)
 KmsResponseV6Plain = cs.Struct(
     "base" / KmsResponseBase,
-    "random_xored_ivs" / cs.Bytes(IV_SIZE) * "R xor D(request IV)",
-    "hash" / cs.Bytes(HASH_SIZE) * "SHA-256(R)",
-    "hwid" / cs.Bytes(HWID_SIZE) * "KMS host hardware id",
-    "xored_ivs" / cs.Bytes(IV_SIZE) * "D(request IV)",
-    "hmac" / cs.Bytes(16) * "last 16 bytes of HMAC-SHA256 (5.4)",
+    "random_xored_ivs" / ExactBytes(IV_SIZE) * "R xor D(request IV)",
+    "hash" / ExactBytes(HASH_SIZE) * "SHA-256(R)",
+    "hwid" / ExactBytes(HWID_SIZE) * "KMS host hardware id",
+    "xored_ivs" / ExactBytes(IV_SIZE) * "D(request IV)",
+    "hmac" / ExactBytes(16) * "last 16 bytes of HMAC-SHA256 (5.4)",
     "padding" / cs.GreedyBytes * "PKCS#7 padding bytes, kept as received",
 )
 
@@ -321,55 +325,44 @@ def _response_base_dict(b: ResponseBase) -> dict[str, object]:
     }
 
 
-# --- struct fast paths ------------------------------------------------------------------------
+# --- compiled codecs -----------------------------------------------------------------------------
 #
-# The fixed-layout messages on a host's hot path (request base, response base header, envelope) are
-# also packed with :mod:`struct`, which is about ten times faster than Construct. The formats below
-# are the Construct tables above, field for field; tests check that both give the same bytes.
+# The fixed-width messages on a host's hot path (version header, request base, envelope head) go
+# through a struct layout generated from the tables above; the rest through Struct.compile().
 
-_VERSION_FAST = struct.Struct("<HH")  # 4.1: minor_ver, major_ver
-# 4.2: version, vm_info, license_status, binding_expiration, app_id, sku_id, kms_id, cmid,
-#      required_client_count, client_time, previous_cmid, workstation_name
-_REQUEST_BASE_FAST = struct.Struct("<HHIII16s16s16s16sIQ16s128s")
-_RESPONSE_HEAD_FAST = struct.Struct("<HHI")  # 4.3: version, pid_size
-_RESPONSE_TAIL_FAST = struct.Struct("<16sQIII")  # 4.3: cmid, client_time, count, intervals
+_VERSION = FixedLayout(VersionHeader)
+_REQUEST_BASE = FixedLayout(KmsRequestBase)
+_ENVELOPE = FixedLayout(KmsEncryptedMessage)  # version and IV; the ciphertext is the rest
+_RESPONSE_BASE_ALONE = cs.Struct("base" / KmsResponseBase, cs.Terminated)
+_RESPONSE_BASE = Compiled(_RESPONSE_BASE_ALONE, "KMS response base")
+_RESPONSE_V4 = Compiled(KmsResponseV4, "KMS v4 response")
+_RESPONSE_V5_PLAIN = Compiled(KmsResponseV5Plain, "KMS v5 response plaintext")
+_RESPONSE_V6_PLAIN = Compiled(KmsResponseV6Plain, "KMS v6 response plaintext")
+_RESPONSE_HEAD = FixedLayout(KmsResponseBase)  # version and pid_size; kms_pid follows
+_RESPONSE_TAIL = FixedLayout(KmsResponseBase, start="cmid")  # the fields after kms_pid
 
 
-def _request_base_fast(data: bytes) -> RequestBase:
-    (
-        minor,
-        major,
-        vm_info,
-        status,
-        expiration,
-        app_id,
-        sku_id,
-        kms_id,
-        cmid,
-        required,
-        client_time,
-        previous,
-        name_raw,
-    ) = _REQUEST_BASE_FAST.unpack(data)
+def _request_base(data: bytes) -> RequestBase:
+    v = _REQUEST_BASE.unpack_from(data)  # the fields of table 4.2 in order, version split in two
     try:
-        license_status = LicenseStatus(status)
+        license_status = LicenseStatus(v[3])
     except ValueError:
-        raise DecodeError(f"license status {status} is not one of 0..6", offset=8, path="license_status") from None
-    name, tail = split_fixed_utf16(name_raw)
+        raise DecodeError(f"license status {v[3]} is not one of 0..6", offset=8, path="license_status") from None
+    name, tail = split_fixed_utf16(v[12])
     return RequestBase(
-        version=Version(major=major, minor=minor),
-        vm_info=vm_info,
-        license_status=license_status,
-        binding_expiration=expiration,
-        app_id=uuid.UUID(bytes_le=app_id),
-        sku_id=uuid.UUID(bytes_le=sku_id),
-        kms_id=uuid.UUID(bytes_le=kms_id),
-        cmid=uuid.UUID(bytes_le=cmid),
-        required_client_count=required,
-        client_time=client_time,
-        previous_cmid=uuid.UUID(bytes_le=previous),
-        workstation_name=name,
-        workstation_tail=tail,
+        Version(major=v[1], minor=v[0]),
+        v[2],
+        license_status,
+        v[4],
+        v[5],
+        v[6],
+        v[7],
+        v[8],
+        v[9],
+        v[10],
+        v[11],
+        name,
+        tail,
     )
 
 
@@ -384,14 +377,25 @@ def decode_version(data: bytes) -> Version:
     """
     if len(data) < 4:
         raise DecodeError(f"a KMS version header is 4 bytes, got {len(data)}", offset=len(data), path="version")
-    minor, major = _VERSION_FAST.unpack_from(data)
+    minor, major = _VERSION.unpack_from(data)
     return Version(major=major, minor=minor)
+
+
+def pid_size_of(data: bytes) -> int:
+    """PIDSize of a response base (or v4 response) from its first 8 bytes; the base is 44 + it.
+
+    Raises:
+        DecodeError: fewer than 8 bytes.
+    """
+    if len(data) < _RESPONSE_HEAD.size:
+        raise DecodeError(f"a KMS response starts with 8 bytes, got {len(data)}", offset=len(data), path="pid_size")
+    return int(_RESPONSE_HEAD.unpack_from(data)[2])
 
 
 def encode_version(version: Version) -> bytes:
     """The 4-byte version header."""
     try:
-        return _VERSION_FAST.pack(version.minor, version.major)
+        return _VERSION.pack(version.minor, version.major)
     except struct.error as exc:
         raise ValueError(f"version {version} does not fit in two u16: {exc}") from exc
 
@@ -408,7 +412,7 @@ def decode_request_base(data: bytes) -> RequestBase:
             offset=min(len(data), REQUEST_BASE_SIZE),
             path="request base",
         )
-    return _request_base_fast(bytes(data))
+    return _request_base(bytes(data))
 
 
 def encode_request_base(base: RequestBase) -> bytes:
@@ -418,19 +422,19 @@ def encode_request_base(base: RequestBase) -> bytes:
         ValueError: the workstation name (with tail) does not fit in 128 bytes.
     """
     try:
-        return _REQUEST_BASE_FAST.pack(
+        return _REQUEST_BASE.pack(
             base.version.minor,
             base.version.major,
             base.vm_info,
             int(base.license_status),
             base.binding_expiration,
-            base.app_id.bytes_le,
-            base.sku_id.bytes_le,
-            base.kms_id.bytes_le,
-            base.cmid.bytes_le,
+            base.app_id,
+            base.sku_id,
+            base.kms_id,
+            base.cmid,
             base.required_client_count,
             base.client_time,
-            base.previous_cmid.bytes_le,
+            base.previous_cmid,
             join_fixed_utf16(base.workstation_name, base.workstation_tail, WORKSTATION_NAME_SIZE),
         )
     except struct.error as exc:
@@ -443,8 +447,8 @@ def decode_response_base(data: bytes) -> ResponseBase:
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
+    c = _RESPONSE_BASE.parse(data)
     with decode_guard("KMS response base"):
-        c = cs.Struct("base" / KmsResponseBase, cs.Terminated).parse(data)
         return _response_base(c.base)
 
 
@@ -453,10 +457,10 @@ def encode_response_base(base: ResponseBase) -> bytes:
     pid = base.pid_bytes
     try:
         return (
-            _RESPONSE_HEAD_FAST.pack(base.version.minor, base.version.major, len(pid))
+            _RESPONSE_HEAD.pack(base.version.minor, base.version.major, len(pid))
             + pid
-            + _RESPONSE_TAIL_FAST.pack(
-                base.cmid.bytes_le, base.client_time, base.count, base.activation_interval, base.renewal_interval
+            + _RESPONSE_TAIL.pack(
+                base.cmid, base.client_time, base.count, base.activation_interval, base.renewal_interval
             )
         )
     except struct.error as exc:
@@ -475,7 +479,7 @@ def decode_request_v4(data: bytes) -> RequestV4:
             f"a v4 request is {size} bytes, got {len(data)}", offset=min(len(data), size), path="v4 request"
         )
     data = bytes(data)
-    return RequestV4(base=_request_base_fast(data[:REQUEST_BASE_SIZE]), mac=data[REQUEST_BASE_SIZE:])
+    return RequestV4(base=_request_base(data[:REQUEST_BASE_SIZE]), mac=data[REQUEST_BASE_SIZE:])
 
 
 def encode_request_v4(msg: RequestV4) -> bytes:
@@ -491,14 +495,14 @@ def decode_response_v4(data: bytes) -> ResponseV4:
     Raises:
         DecodeError: truncated, PIDSize beyond the data, or trailing bytes.
     """
+    c = _RESPONSE_V4.parse(data)
     with decode_guard("KMS v4 response"):
-        c = KmsResponseV4.parse(data)
         return ResponseV4(base=_response_base(c.base), mac=c.mac)
 
 
 def encode_response_v4(msg: ResponseV4) -> bytes:
     """The bytes of a v4 response (the MAC is written as given)."""
-    return bytes(KmsResponseV4.build({"base": _response_base_dict(msg.base), "mac": msg.mac}))
+    return _RESPONSE_V4.build({"base": _response_base_dict(msg.base), "mac": msg.mac})
 
 
 def decode_encrypted_message(data: bytes) -> EncryptedMessage:
@@ -514,7 +518,8 @@ def decode_encrypted_message(data: bytes) -> EncryptedMessage:
             f"a v5/v6 message has at least {4 + IV_SIZE} bytes, got {len(data)}", offset=len(data), path="iv"
         )
     data = bytes(data)
-    return EncryptedMessage(version=decode_version(data), iv=data[4 : 4 + IV_SIZE], ciphertext=data[4 + IV_SIZE :])
+    minor, major, iv = _ENVELOPE.unpack_from(data)
+    return EncryptedMessage(version=Version(major=major, minor=minor), iv=iv, ciphertext=data[_ENVELOPE.size :])
 
 
 def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
@@ -525,7 +530,10 @@ def encode_encrypted_message(msg: EncryptedMessage) -> bytes:
     """
     if len(msg.iv) != IV_SIZE:
         raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(msg.iv)}")
-    return encode_version(msg.version) + msg.iv + msg.ciphertext
+    try:
+        return _ENVELOPE.pack(msg.version.minor, msg.version.major, msg.iv) + msg.ciphertext
+    except struct.error as exc:
+        raise ValueError(f"version {msg.version} does not fit in two u16: {exc}") from exc
 
 
 def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
@@ -534,8 +542,8 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    c = _RESPONSE_V5_PLAIN.parse(data)
     with decode_guard("KMS v5 response plaintext"):
-        c = KmsResponseV5Plain.parse(data)
         return ResponseV5Plain(
             base=_response_base(c.base), random_xored_ivs=c.random_xored_ivs, hash=c.hash, padding=c.padding
         )
@@ -543,15 +551,13 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
 
 def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
     """The plaintext of a v5 response, followed by ``msg.padding`` as given."""
-    return bytes(
-        KmsResponseV5Plain.build(
-            {
-                "base": _response_base_dict(msg.base),
-                "random_xored_ivs": msg.random_xored_ivs,
-                "hash": msg.hash,
-                "padding": msg.padding,
-            }
-        )
+    return _RESPONSE_V5_PLAIN.build(
+        {
+            "base": _response_base_dict(msg.base),
+            "random_xored_ivs": msg.random_xored_ivs,
+            "hash": msg.hash,
+            "padding": msg.padding,
+        }
     )
 
 
@@ -561,8 +567,8 @@ def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    c = _RESPONSE_V6_PLAIN.parse(data)
     with decode_guard("KMS v6 response plaintext"):
-        c = KmsResponseV6Plain.parse(data)
         return ResponseV6Plain(
             base=_response_base(c.base),
             random_xored_ivs=c.random_xored_ivs,
@@ -576,16 +582,14 @@ def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
 
 def encode_response_v6_plain(msg: ResponseV6Plain) -> bytes:
     """The plaintext of a v6 response, followed by ``msg.padding`` as given."""
-    return bytes(
-        KmsResponseV6Plain.build(
-            {
-                "base": _response_base_dict(msg.base),
-                "random_xored_ivs": msg.random_xored_ivs,
-                "hash": msg.hash,
-                "hwid": msg.hwid,
-                "xored_ivs": msg.xored_ivs,
-                "hmac": msg.hmac,
-                "padding": msg.padding,
-            }
-        )
+    return _RESPONSE_V6_PLAIN.build(
+        {
+            "base": _response_base_dict(msg.base),
+            "random_xored_ivs": msg.random_xored_ivs,
+            "hash": msg.hash,
+            "hwid": msg.hwid,
+            "xored_ivs": msg.xored_ivs,
+            "hmac": msg.hmac,
+            "padding": msg.padding,
+        }
     )

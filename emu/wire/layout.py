@@ -9,7 +9,7 @@ a 16-byte header. For the fields of a declaration that have a fixed width (integ
 ``unpack_from`` per run of fields and nothing is written twice.
 
 Fields after the first variable-size one are not part of the layout; callers parse them with
-the compiled Construct struct (see :func:`compiled`).
+the compiled Construct struct (see :class:`Compiled`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,44 @@ from typing import Any
 
 import construct as cs
 
-__all__ = ["FixedLayout", "compiled"]
+from emu.errors import DecodeError
+from emu.wire.common import decode_guard
+
+__all__ = ["Compiled", "FixedLayout"]
 
 
-def compiled(declaration: Any) -> Any:
-    """``declaration.compile()``: Construct's generated parser/builder for a declaration."""
-    return declaration.compile()
+class Compiled:
+    """A declaration with Construct's generated parser/builder (``Struct.compile()``, done once).
+
+    A failed compiled parse is repeated once by the interpreted declaration, whose error names the
+    failing field path; both raise only :class:`~emu.errors.DecodeError`.
+    """
+
+    def __init__(self, declaration: Any, what: str) -> None:
+        self.declaration = declaration
+        self.what = what
+        self._compiled = declaration.compile()
+
+    def parse(self, data: bytes, **context: Any) -> Any:
+        """The Container of ``data`` (raises DecodeError)."""
+        try:
+            return self._compiled.parse(data, **context)
+        except Exception:  # the generated code raises whatever its statements raise
+            pass
+        with decode_guard(self.what):
+            self.declaration.parse(data, **context)
+        raise DecodeError(f"malformed {self.what}")
+
+    def build(self, value: dict[str, Any], **context: Any) -> bytes:
+        """The bytes of ``value``.
+
+        Raises:
+            ValueError: a field is out of range or of the wrong length.
+        """
+        try:
+            return bytes(self._compiled.build(value, **context))
+        except (cs.ConstructError, struct.error, ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise ValueError(f"cannot encode {self.what}: {exc}") from exc
 
 
 def _unwrap(sub: Any) -> tuple[Any, list[Any]]:
@@ -55,7 +87,8 @@ def _format_of(sub: Any) -> str | None:
 
 
 class FixedLayout:
-    """The leading fixed-width fields of a Construct ``Struct`` as one little-endian struct.
+    """The leading fixed-width fields of a Construct ``Struct`` (or those from ``start`` on) as one
+    little-endian struct.
 
     Attributes:
         names: the field names in declaration order (padding excluded).
@@ -63,13 +96,15 @@ class FixedLayout:
         rest: the declaration's remaining subcons (variable-size), for the caller.
     """
 
-    def __init__(self, declaration: Any, *, stop: str | None = None) -> None:
+    def __init__(self, declaration: Any, *, start: str | None = None, stop: str | None = None) -> None:
         fmt = ["<"]
         names: list[str] = []
         decoders: list[tuple[int, Callable[[Any], Any]]] = []
         encoders: list[tuple[int, Callable[[Any], Any]]] = []
         rest: list[Any] = []
         subcons: Sequence[Any] = declaration.subcons
+        if start is not None:  # the run of fields from ``start`` on (after a variable-size field)
+            subcons = subcons[[field.name for field in subcons].index(start) :]
         for i, field in enumerate(subcons):
             if stop is not None and field.name == stop:
                 rest = list(subcons[i:])
@@ -96,25 +131,22 @@ class FixedLayout:
         self.size = self._struct.size
         self._decoders = tuple(decoders)
         self._encoders = tuple(encoders)
+        #: ``unpack_from(data, offset=0)``: the field values, adapters applied (``struct.error`` if short).
+        self.unpack_from: Callable[..., tuple[Any, ...]] = self._unpack if decoders else self._struct.unpack_from
+        #: ``pack(*values)``: the bytes of the fields in declaration order (``struct.error`` if out of range).
+        self.pack: Callable[..., bytes] = self._pack if encoders else self._struct.pack
 
-    def unpack_from(self, data: bytes | bytearray, offset: int = 0) -> tuple[Any, ...]:
-        """The field values at ``offset``, adapters applied (``struct.error`` if too short)."""
-        values = self._struct.unpack_from(data, offset)
-        if not self._decoders:
-            return values
-        out = list(values)
+    def _unpack(self, data: bytes | bytearray, offset: int = 0) -> tuple[Any, ...]:
+        out = list(self._struct.unpack_from(data, offset))
         for index, decode in self._decoders:
             out[index] = decode(out[index])
         return tuple(out)
 
-    def pack(self, *values: Any) -> bytes:
-        """The bytes of the fields, in declaration order (``struct.error`` if out of range)."""
-        if self._encoders:
-            out = list(values)
-            for index, encode in self._encoders:
-                out[index] = encode(out[index])
-            values = tuple(out)
-        return self._struct.pack(*values)
+    def _pack(self, *values: Any) -> bytes:
+        out = list(values)
+        for index, encode in self._encoders:
+            out[index] = encode(out[index])
+        return self._struct.pack(*out)
 
 
 def _flat_fields(field: Any, prefix: str) -> list[tuple[str | None, str, list[Any]]] | None:
@@ -137,14 +169,14 @@ def _flat_fields(field: Any, prefix: str) -> list[tuple[str | None, str, list[An
 
 
 def _decoder(adapter: Any) -> Callable[[Any], Any]:
-    def decode(value: Any) -> Any:
-        return adapter._decode(value, None, "")
-
-    return decode
+    fast = getattr(adapter, "decode_value", None)  # an adapter may offer a context-free form
+    if fast is not None:
+        return fast  # type: ignore[no-any-return]
+    return lambda value: adapter._decode(value, None, "")
 
 
 def _encoder(adapter: Any) -> Callable[[Any], Any]:
-    def encode(value: Any) -> Any:
-        return adapter._encode(value, None, "")
-
-    return encode
+    fast = getattr(adapter, "encode_value", None)
+    if fast is not None:
+        return fast  # type: ignore[no-any-return]
+    return lambda value: adapter._encode(value, None, "")

@@ -296,3 +296,15 @@ def test_cli_keys_phone_and_client_mak_round_trip(tmp_path, capsys):
     assert "BLOCKED" in capsys.readouterr().out
     assert main(["actsvc", "serve", "--listen", "nonsense", "--state", led]) == 2
     assert main(["actsvc", "keys", "add", "--state", led, "--kind", "mak"]) == 2
+
+
+def test_a_post_without_content_length_gets_411_and_a_huge_one_413(service):
+    host, port = service.address
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"POST /emu/1/activate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 411")
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"POST /emu/1/activate HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 413")
+    out = _curl("-o", "/dev/null", "-w", "%{http_code}", service.url + batch.BATCH_PATH + "?WSDL")
+    assert out.stdout == "200"

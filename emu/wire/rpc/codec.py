@@ -20,8 +20,7 @@ from typing import Any
 import construct as cs
 
 from emu.errors import DecodeError, UsageError
-from emu.wire.common import decode_guard
-from emu.wire.layout import FixedLayout, compiled
+from emu.wire.layout import Compiled, FixedLayout
 from emu.wire.rpc.names import HEADER_LENGTH, ContextResult, PfcFlag, PType, SyntaxId
 from emu.wire.rpc.pdus import (
     CLASS_OF,
@@ -55,10 +54,10 @@ _HEADER = FixedLayout(RpcHeader)
 _REQUEST = FixedLayout(RpcRequestBody)  # up to the optional object UUID
 _RESPONSE = FixedLayout(RpcResponseBody)  # up to stub_data
 _FAULT = FixedLayout(RpcFaultBody)  # up to trailer
-_REQUEST_BODY = compiled(RpcRequestBody)
-_BIND_BODY = compiled(RpcBindBody)
-_BIND_ACK_BODY = compiled(RpcBindAckBody)
-_BIND_NAK_BODY = compiled(RpcBindNakBody)
+_REQUEST_BODY = Compiled(RpcRequestBody, "DCE/RPC PDU")
+_BIND_BODY = Compiled(RpcBindBody, "DCE/RPC PDU")
+_BIND_ACK_BODY = Compiled(RpcBindAckBody, "DCE/RPC PDU")
+_BIND_NAK_BODY = Compiled(RpcBindNakBody, "DCE/RPC PDU")
 _OBJECT = int(PfcFlag.OBJECT_UUID)
 
 
@@ -120,17 +119,6 @@ def read_header(data: bytes | bytearray, offset: int = 0) -> RawHeader:
     return RawHeader(_HEADER.unpack_from(data, offset))
 
 
-def _parse_body(parser: Any, declaration: Any, body: bytes, **context: Any) -> Any:
-    """Compiled parse of a body; on failure the interpreted table names the failing field."""
-    try:
-        return parser.parse(body, **context)
-    except Exception:  # the compiled code raises whatever its generated statements raise
-        pass
-    with decode_guard("DCE/RPC PDU"):
-        declaration.parse(body, **context)
-    raise DecodeError("malformed DCE/RPC PDU body", path="body")
-
-
 def _syntax(c: Any) -> SyntaxId:
     return SyntaxId(c.uuid, c.version)
 
@@ -183,7 +171,7 @@ def decode_pdu(data: bytes) -> Pdu:
         if not h[3] & _OBJECT:  # the usual case: the stub follows the fixed fields
             stub = data[HEADER_LENGTH + _REQUEST.size :]
             return Request(alloc_hint=alloc_hint, p_cont_id=ctx_id, opnum=opnum, stub_data=stub, **hdr)
-        b = _parse_body(_REQUEST_BODY, RpcRequestBody, data[HEADER_LENGTH:], header={"pfc_flags": h[3]})
+        b = _REQUEST_BODY.parse(data[HEADER_LENGTH:], header={"pfc_flags": h[3]})
         return Request(
             alloc_hint=alloc_hint, p_cont_id=ctx_id, opnum=opnum, object=b.object, stub_data=b.stub_data, **hdr
         )
@@ -209,7 +197,7 @@ def decode_pdu(data: bytes) -> Pdu:
         )
     body = data[HEADER_LENGTH:]
     if ptype in (PType.BIND, PType.ALTER_CONTEXT):
-        b = _parse_body(_BIND_BODY, RpcBindBody, body)
+        b = _BIND_BODY.parse(body)
         bind_cls: type[Bind] | type[AlterContext] = Bind if ptype == PType.BIND else AlterContext
         elements = tuple(
             ContextElement(e.p_cont_id, _syntax(e.abstract_syntax), tuple(_syntax(t) for t in e.transfer_syntaxes))
@@ -224,7 +212,7 @@ def decode_pdu(data: bytes) -> Pdu:
             **hdr,
         )
     if ptype in (PType.BIND_ACK, PType.ALTER_CONTEXT_RESP):
-        b = _parse_body(_BIND_ACK_BODY, RpcBindAckBody, body)
+        b = _BIND_ACK_BODY.parse(body)
         ack_cls: type[BindAck] | type[AlterContextResp] = BindAck if ptype == PType.BIND_ACK else AlterContextResp
         results = tuple(
             ResultEntry(_result_of(r.result, i), r.reason, _syntax(r.transfer_syntax)) for i, r in enumerate(b.results)
@@ -239,7 +227,7 @@ def decode_pdu(data: bytes) -> Pdu:
             trailer=b.trailer,
             **hdr,
         )
-    b = _parse_body(_BIND_NAK_BODY, RpcBindNakBody, body)
+    b = _BIND_NAK_BODY.parse(body)
     return BindNak(
         provider_reject_reason=b.provider_reject_reason,
         versions=tuple((v.major, v.minor) for v in b.versions),
@@ -281,41 +269,35 @@ def _encode_body(pdu: Pdu) -> bytes:
             }
             for e in pdu.context_elements
         ]
-        return bytes(
-            _BIND_BODY.build(
-                {
-                    "max_xmit_frag": pdu.max_xmit_frag,
-                    "max_recv_frag": pdu.max_recv_frag,
-                    "assoc_group_id": pdu.assoc_group_id,
-                    "context_elements": elements,
-                    "trailer": pdu.trailer,
-                }
-            )
+        return _BIND_BODY.build(
+            {
+                "max_xmit_frag": pdu.max_xmit_frag,
+                "max_recv_frag": pdu.max_recv_frag,
+                "assoc_group_id": pdu.assoc_group_id,
+                "context_elements": elements,
+                "trailer": pdu.trailer,
+            }
         )
     if isinstance(pdu, (BindAck, AlterContextResp)):
         results = [
             {"result": int(r.result), "reason": r.reason, "transfer_syntax": _syntax_dict(r.transfer_syntax)}
             for r in pdu.results
         ]
-        return bytes(
-            _BIND_ACK_BODY.build(
-                {
-                    "max_xmit_frag": pdu.max_xmit_frag,
-                    "max_recv_frag": pdu.max_recv_frag,
-                    "assoc_group_id": pdu.assoc_group_id,
-                    "secondary_address": pdu.secondary_address,
-                    "pad": _bind_ack_pad(pdu),
-                    "results": results,
-                    "trailer": pdu.trailer,
-                }
-            )
+        return _BIND_ACK_BODY.build(
+            {
+                "max_xmit_frag": pdu.max_xmit_frag,
+                "max_recv_frag": pdu.max_recv_frag,
+                "assoc_group_id": pdu.assoc_group_id,
+                "secondary_address": pdu.secondary_address,
+                "pad": _bind_ack_pad(pdu),
+                "results": results,
+                "trailer": pdu.trailer,
+            }
         )
     if isinstance(pdu, BindNak):
         versions = [{"major": a, "minor": b} for a, b in pdu.versions]
-        return bytes(
-            _BIND_NAK_BODY.build(
-                {"provider_reject_reason": pdu.provider_reject_reason, "versions": versions, "trailer": pdu.trailer}
-            )
+        return _BIND_NAK_BODY.build(
+            {"provider_reject_reason": pdu.provider_reject_reason, "versions": versions, "trailer": pdu.trailer}
         )
     raise UsageError(f"not a PDU: {type(pdu).__name__}")
 

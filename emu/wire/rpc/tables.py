@@ -9,28 +9,28 @@ from __future__ import annotations
 import construct as cs
 from construct import this
 
-from emu.wire.common import Guid, IndexedArray
+from emu.wire.common import ExactBytes, Guid, IndexedArray
 from emu.wire.rpc.names import PfcFlag
 
-# Spec 2.1: common header, 16 bytes.
+# Common header, 16 bytes.
 RpcHeader = cs.Struct(
     "rpc_vers" / cs.Int8ul * "5",  # +0x00
     "rpc_vers_minor" / cs.Int8ul * "0",  # +0x01
     "ptype" / cs.Int8ul * "PType",  # +0x02
     "pfc_flags" / cs.Int8ul * "PfcFlag bits",  # +0x03
-    "drep" / cs.Bytes(4) * "packed data representation, 10 00 00 00",  # +0x04
+    "drep" / ExactBytes(4) * "packed data representation, 10 00 00 00",  # +0x04
     "frag_length" / cs.Int16ul * "whole PDU length, header included",  # +0x08
     "auth_length" / cs.Int16ul * "0: KMS uses no authentication",  # +0x0a
     "call_id" / cs.Int32ul * "call identifier, echoed by the server",  # +0x0c
 )
 
-# Spec 2.3: a syntax id, 20 bytes (UUID + u32 version; abstract syntaxes split it as u16 major, u16 minor).
+# A syntax id, 20 bytes (UUID + u32 version; abstract syntaxes split it as u16 major, u16 minor).
 RpcSyntaxId = cs.Struct(
     "uuid" / Guid * "syntax UUID, mixed-endian",  # +0x00
     "version" / cs.Int32ul * "version word",  # +0x10
 )
 
-# Spec 2.3: presentation context element, 24 + 20*n bytes (44 with one transfer syntax).
+# Presentation context element, 24 + 20*n bytes (44 with one transfer syntax).
 RpcContextElement = cs.Struct(
     "p_cont_id" / cs.Int16ul * "presentation context id",  # +0x00
     "n_transfer_syn" / cs.Rebuild(cs.Int8ul, cs.len_(this.transfer_syntaxes)) * "number of transfer syntaxes",  # +0x02
@@ -39,7 +39,7 @@ RpcContextElement = cs.Struct(
     "transfer_syntaxes" / IndexedArray(this.n_transfer_syn, RpcSyntaxId) * "offered transfer syntaxes",  # +0x18
 )
 
-# Spec 2.3: bind (PTYPE 11) and alter_context (PTYPE 14) body, from PDU offset 16.
+# Bind (PTYPE 11) and alter_context (PTYPE 14) body, from PDU offset 16.
 RpcBindBody = cs.Struct(
     "max_xmit_frag" / cs.Int16ul * "largest fragment the client sends",  # +0x10
     "max_recv_frag" / cs.Int16ul * "largest fragment the client receives",  # +0x12
@@ -50,21 +50,23 @@ RpcBindBody = cs.Struct(
     "trailer" / cs.GreedyBytes * "bytes after the last element, kept for lossless decoding",
 )
 
-# Spec 2.4: result entry, 24 bytes.
+# Result entry, 24 bytes.
 RpcResultEntry = cs.Struct(
     "result" / cs.Int16ul * "ContextResult",  # +0x00
     "reason" / cs.Int16ul * "RejectReason, or the granted BTFN bitmask for negotiate_ack",  # +0x02
     "transfer_syntax" / RpcSyntaxId * "accepted syntax; zero when rejected or BTFN",  # +0x04
 )
 
-# Spec 2.4: bind_ack (PTYPE 12) and alter_context_resp (PTYPE 15) body, from PDU offset 16.
+# Bind_ack (PTYPE 12) and alter_context_resp (PTYPE 15) body, from PDU offset 16.
 RpcBindAckBody = cs.Struct(
     "max_xmit_frag" / cs.Int16ul * "copied from the bind",  # +0x10
     "max_recv_frag" / cs.Int16ul * "copied from the bind",  # +0x12
     "assoc_group_id" / cs.Int32ul * "association group of the server",  # +0x14
     "sec_addr_length" / cs.Rebuild(cs.Int16ul, cs.len_(this.secondary_address)) * "L, NUL included",  # +0x18
-    "secondary_address" / cs.Bytes(this.sec_addr_length) * "port as ASCII + NUL; empty in alter_context_resp",  # +0x1a
-    "pad" / cs.Bytes((-(26 + this.sec_addr_length)) % 4) * "to a multiple of 4 from PDU start (Q2)",
+    "secondary_address"
+    / ExactBytes(this.sec_addr_length)
+    * "port as ASCII + NUL; empty in alter_context_resp",  # +0x1a
+    "pad" / ExactBytes((-(26 + this.sec_addr_length)) % 4) * "to a multiple of 4 from PDU start (Q2)",
     "n_results" / cs.Rebuild(cs.Int8ul, cs.len_(this.results)) * "= n_context_elem of the bind",
     cs.Padding(3),  # reserved, reserved2
     "results" / IndexedArray(this.n_results, RpcResultEntry) * "one per offered element, same order",
@@ -79,7 +81,7 @@ RpcBindNakBody = cs.Struct(
     "trailer" / cs.GreedyBytes * "signature or padding, kept",
 )
 
-# Spec 2.6: request (PTYPE 0) body.
+# Request (PTYPE 0) body.
 RpcRequestBody = cs.Struct(
     "alloc_hint" / cs.Int32ul * "stub length",  # +0x10
     "p_cont_id" / cs.Int16ul * "negotiated context id",  # +0x14
@@ -90,7 +92,7 @@ RpcRequestBody = cs.Struct(
     "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md)",
 )
 
-# Spec 2.7: response (PTYPE 2) body.
+# Response (PTYPE 2) body.
 RpcResponseBody = cs.Struct(
     "alloc_hint" / cs.Int32ul * "stub length",  # +0x10
     "p_cont_id" / cs.Int16ul * "copied from the request",  # +0x14
@@ -99,7 +101,7 @@ RpcResponseBody = cs.Struct(
     "stub_data" / cs.GreedyBytes * "NDR stub (docs/kms-wire-protocol.md)",  # +0x18
 )
 
-# Spec 2.8: fault (PTYPE 3) body.
+# Fault (PTYPE 3) body.
 RpcFaultBody = cs.Struct(
     "alloc_hint" / cs.Int32ul * "vlmcsd writes 32 (Q1)",  # +0x10
     "p_cont_id" / cs.Int16ul * "vlmcsd writes 0",  # +0x14
