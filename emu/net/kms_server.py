@@ -141,7 +141,8 @@ class KmsServer:
                 )
             except OSError as exc:
                 await self.stop()
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+                # asyncio's text repeats the address; a name lookup error (negative errno) has only its own text
+                reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
                 raise UsageError(f"cannot listen on {_fmt((host, port))}: {reason}") from exc
             self._servers.append(server)
         for addr in self.addresses:
