@@ -34,7 +34,7 @@ def _config(args: argparse.Namespace) -> object:
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout}: must be positive seconds")
-    from emu.cli.host import parse_minutes
+    from emu.cli.host_settings import parse_minutes
 
     offset = 0.0
     if args.time_offset:

@@ -17,10 +17,7 @@ Every namespace is joined to the bridge by a veth pair, addressed in ``10.213.0.
 ``fd00:213::/64`` (they exist only inside the lab), with checksum and segmentation offloads off so
 a capture on the bridge carries valid checksums (docs/howto-run-a-lab.md). Names are ``emu-lab-<6 hex>-<role>``.
 
-:class:`LabRules` is the prediction the run is checked against (docs/kms-host.md): a
-client is answered by a live host of the lowest priority group, failing over from stopped hosts
-of lower priority; each host counts the distinct clients that reached it (up to 2 x threshold);
-a client is activated exactly when its host's count has reached the threshold.
+:class:`emu.lab.rules.LabRules` is the prediction the run is checked against.
 
 Everything the lab made (processes, namespaces and with them the veths and bridge, the temporary
 directory) is removed when the ``with`` block ends, also when it ends by an exception or Ctrl-C.
@@ -42,16 +39,23 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from emu.errors import EmuError, ScenarioError, UsageError
 from emu.kms import products
-from emu.kms.count_cache import CAPACITY_FACTOR
+from emu.lab.rules import (
+    ClientOutcome,
+    HostTable,
+    LabHost,
+    LabRules,
+    address_in,
+    client_cmid,
+    outcome_of_report,
+    prefix_of,
+)
 from emu.net import netns
 from emu.rng import seeded
 
@@ -109,179 +113,6 @@ ns1  A   {dns4}
 """
 
 
-def client_cmid(seed: int, index: int) -> uuid.UUID:
-    """The fixed CMID of client ``index`` (1-based) of a lab seeded with ``seed``: each client is one machine."""
-    return uuid.UUID(bytes=seeded(seed * 100_003 + index).bytes(16), version=4)
-
-
-def _address(subnet: str, host: int) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_network(subnet)[host])
-
-
-def _prefix(subnet: str) -> int:
-    import ipaddress
-
-    return ipaddress.ip_network(subnet).prefixlen
-
-
-# --- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LabHost:
-    """One KMS host of the lab.
-
-    Attributes:
-        index: 1-based; the host is ``kms<index>.kms.test``.
-        name: its SRV target name.
-        namespace: its network namespace.
-        address, address6: where it listens (TCP ``port``).
-        priority, weight: what it publishes in its SRV record.
-        state: its SQLite client table.
-    """
-
-    index: int
-    name: str
-    namespace: str
-    address: str
-    address6: str | None
-    port: int
-    priority: int
-    weight: int
-    state: Path
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOutcome:
-    """What one client's ``emu client activate`` ended with.
-
-    Attributes:
-        index: 1-based client number.
-        cmid: its client machine ID.
-        host: SRV target name of the host that answered (None: none did).
-        count: the count that host returned.
-        threshold: the product's required count.
-        status: ``activated``, ``waiting`` (answered, below threshold), ``unreachable`` or ``error``.
-        failed_over_from: hosts tried first that did not answer, in order.
-        exit_code: the client's exit status (0 activated, 3 below threshold, 7 unreachable, ...).
-        detail: the client's last detail text (errors).
-        seconds: wall time the client took.
-    """
-
-    index: int
-    cmid: uuid.UUID
-    host: str | None
-    count: int | None
-    threshold: int
-    status: str
-    failed_over_from: tuple[str, ...] = ()
-    exit_code: int = 0
-    detail: str = ""
-    seconds: float = 0.0
-
-    @property
-    def failover(self) -> bool:
-        """Whether the client reached its host only after another did not answer."""
-        return bool(self.failed_over_from) and self.host is not None
-
-
-@dataclass(frozen=True, slots=True)
-class HostTable:
-    """A host's client table as ``emu host status --json`` prints it.
-
-    Attributes:
-        host: SRV target name.
-        applications: one dict per application (application, app_id, count, capacity, ...).
-        epids: ePID per CSVLK.
-    """
-
-    host: str
-    applications: tuple[dict[str, Any], ...]
-    epids: dict[str, str] = field(default_factory=dict)
-
-    def count(self, app_id: uuid.UUID) -> int:
-        """Live clients of ``app_id`` (0 when the host has none)."""
-        return next((int(a["count"]) for a in self.applications if a.get("app_id") == str(app_id)), 0)
-
-
-# --- the prediction -------------------------------------------------------------------------------
-
-
-class LabRules:
-    """What the rules of docs/kms-host.md predict for a lab run; checks each outcome as it comes.
-
-    Sans-IO: it is told which hosts exist and which were stopped, and returns the problems an
-    outcome shows (an empty list when it matches).
-
-    Args:
-        hosts: the lab's hosts (name, priority).
-        threshold: the product's activation threshold N.
-        capacity_factor: table size as a multiple of N (emu.kms.count_cache.CAPACITY_FACTOR, 2).
-    """
-
-    def __init__(self, hosts: list[tuple[str, int]], threshold: int, capacity_factor: int = CAPACITY_FACTOR) -> None:
-        if not hosts:
-            raise UsageError("a lab needs at least one KMS host")
-        self.priority = dict(hosts)
-        self.threshold = threshold
-        self.capacity = capacity_factor * threshold
-        self.stopped: set[str] = set()
-        self.clients: dict[str, set[uuid.UUID]] = {name: set() for name, _ in hosts}
-
-    def stop(self, host: str) -> None:
-        """``host`` no longer answers (its SRV record stays: it was killed, it did not withdraw)."""
-        self.stopped.add(host)
-
-    def expected_count(self, host: str) -> int:
-        """The count ``host`` holds now (distinct clients, capped at the table size)."""
-        return min(len(self.clients[host]), self.capacity)
-
-    def check(self, outcome: ClientOutcome) -> list[str]:
-        """Record ``outcome`` and return how it departs from the rules (empty: it matches)."""
-        alive = [name for name in self.priority if name not in self.stopped]
-        problems: list[str] = []
-        if not alive:
-            if outcome.status != "unreachable":
-                problems.append(f"every host is stopped, yet the client got {outcome.status!r}")
-            return problems
-        best = min(self.priority[name] for name in alive)
-        allowed = sorted(name for name in alive if self.priority[name] == best)
-        if outcome.host is None:
-            why = outcome.detail or f"exit {outcome.exit_code}"
-            return [f"no host answered ({outcome.status}: {why}); expected one of {', '.join(allowed)}"]
-        if outcome.host not in allowed:
-            problems.append(
-                f"answered by {outcome.host} (priority {self.priority.get(outcome.host)}); "
-                f"the rules choose among {', '.join(allowed)} (priority {best})"
-            )
-        for name in outcome.failed_over_from:
-            if name not in self.stopped:
-                problems.append(f"{name} is running but did not answer")
-        must_skip = sorted(n for n in self.stopped if self.priority[n] < self.priority.get(outcome.host, best))
-        missing = [n for n in must_skip if n not in outcome.failed_over_from]
-        if missing:
-            problems.append(f"did not try {', '.join(missing)} first (lower priority, stopped): no failover seen")
-        if outcome.host in self.clients:
-            self.clients[outcome.host].add(outcome.cmid)
-            want = self.expected_count(outcome.host)
-            if outcome.count != want:
-                problems.append(f"{outcome.host} returned count {outcome.count}; the rules give {want}")
-            status = "activated" if want >= self.threshold else "waiting"
-            if outcome.status != status:
-                problems.append(
-                    f"status {outcome.status} with count {outcome.count}/{self.threshold}; expected {status}"
-                )
-        return problems
-
-    def check_table(self, table: HostTable, app_id: uuid.UUID) -> list[str]:
-        """How ``table`` (from ``emu host status``) departs from the clients counted on its host."""
-        want = self.expected_count(table.host) if table.host in self.clients else 0
-        got = table.count(app_id)
-        return [] if got == want else [f"{table.host} table holds {got} clients; the rules give {want}"]
-
-
 # --- the lab --------------------------------------------------------------------------------------
 
 
@@ -326,9 +157,9 @@ class Lab:
         self.switch = f"{self.id}-sw"
         self.dns_ns = f"{self.id}-dns"
         self.clients_ns = f"{self.id}-cl"
-        self.dns_address = _address(SUBNET4, _DNS_HOST)
-        self.dns_address6 = _address(SUBNET6, _DNS_HOST) if ipv6 else None
-        self.clients_address = _address(SUBNET4, _CLIENTS_HOST)
+        self.dns_address = address_in(SUBNET4, _DNS_HOST)
+        self.dns_address6 = address_in(SUBNET6, _DNS_HOST) if ipv6 else None
+        self.clients_address = address_in(SUBNET4, _CLIENTS_HOST)
         self.hosts: list[LabHost] = []
         self.workdir: Path | None = None
         self.capture_lines: list[str] = []
@@ -367,7 +198,7 @@ class Lab:
             netns.add_bridge(self.switch, _BRIDGE)
             self._attach(self.dns_ns, "dns", self.dns_address, self.dns_address6)
             self._attach(
-                self.clients_ns, "cl", self.clients_address, _address(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None
+                self.clients_ns, "cl", self.clients_address, address_in(SUBNET6, _CLIENTS_HOST) if self.ipv6 else None
             )
         except BaseException:
             self.close()
@@ -389,9 +220,9 @@ class Lab:
         port = f"p-{role}"
         netns.add_veth(self.switch, port, ns, _NODE_IF)
         netns.attach_to_bridge(self.switch, port, _BRIDGE)
-        netns.add_address(ns, _NODE_IF, f"{address}/{_prefix(SUBNET4)}")
+        netns.add_address(ns, _NODE_IF, f"{address}/{prefix_of(SUBNET4)}")
         if address6 is not None:
-            netns.add_address(ns, _NODE_IF, f"{address6}/{_prefix(SUBNET6)}")
+            netns.add_address(ns, _NODE_IF, f"{address6}/{prefix_of(SUBNET6)}")
         netns.disable_offloads(ns, _NODE_IF)
         netns.disable_offloads(self.switch, port)
 
@@ -417,8 +248,8 @@ class Lab:
             index=index,
             name=f"kms{index}.{LAB_DOMAIN}",
             namespace=f"{self.id}-kms{index}",
-            address=_address(SUBNET4, _HOST_BASE + index),
-            address6=_address(SUBNET6, _HOST_BASE + index) if self.ipv6 else None,
+            address=address_in(SUBNET4, _HOST_BASE + index),
+            address6=address_in(SUBNET6, _HOST_BASE + index) if self.ipv6 else None,
             port=port,
             priority=priority,
             weight=weight,
@@ -676,35 +507,7 @@ class Lab:
                 f"client {index} printed no JSON report (exit {proc.returncode}): "
                 f"{err.decode(errors='replace').strip()[-300:]}"
             ) from None
-        results = report.get("results", [])
-        failed = tuple(
-            name
-            for r in results[:-1]
-            if r.get("status") == "unreachable"
-            for name in [self._host_by_address(r.get("host", ""))]
-            if name
-        )
-        failed = tuple(dict.fromkeys(failed))  # a host tried on v4 and v6 once
-        last = results[-1] if results else None
-        status = {"activated": "activated", "below-threshold": "waiting", "unreachable": "unreachable"}.get(
-            report.get("status", ""), "error"
-        )
-        host = self._host_by_address(last["host"]) if last is not None and status in ("activated", "waiting") else None
-        count = last.get("response", {}).get("count") if last is not None else None
-        if status == "unreachable":
-            failed = tuple(dict.fromkeys(n for r in results for n in [self._host_by_address(r.get("host", ""))] if n))
-        return ClientOutcome(
-            index,
-            cmid,
-            host,
-            count,
-            self.threshold,
-            status,
-            failed,
-            proc.returncode,
-            str(report.get("detail") or ""),
-            seconds,
-        )
+        return outcome_of_report(index, cmid, report, self.threshold, proc.returncode, seconds, self._host_by_address)
 
     def stop_host(self, index: int) -> None:
         """Kill host ``index`` with SIGKILL: it stops answering at once and, unlike a clean stop,

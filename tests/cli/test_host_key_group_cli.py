@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emu.cli import build_parser, main
-from emu.cli.host import build_host_config, load_settings
+from emu.cli.host_settings import build_host_config, load_settings
 from emu.kms import products
 from emu.kms.host import KmsHost
 from emu.rng import seeded

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emu.cli import build_parser, main
-from emu.cli.host import build_host_config, build_server_config, load_settings, parse_minutes
+from emu.cli.host_settings import build_host_config, build_server_config, load_settings, parse_minutes
 from emu.errors import UsageError
 from emu.kms import products
 
@@ -200,7 +200,7 @@ def test_a_state_file_of_schema_1_is_migrated_and_keeps_its_clients(tmp_path):
 
 
 def test_every_host_setting_has_a_toml_type():
-    from emu.cli.host import SETTING_KINDS, SETTING_NAMES
+    from emu.cli.host_settings import SETTING_KINDS, SETTING_NAMES
 
     assert set(SETTING_KINDS) == set(SETTING_NAMES)
 
@@ -229,7 +229,7 @@ def test_a_config_value_of_the_wrong_type_is_a_usage_error_naming_the_key(tmp_pa
 
 def test_the_host_listens_on_loopback_unless_told_otherwise():
     from emu.cli import build_parser
-    from emu.cli.host import build_server_config, load_settings
+    from emu.cli.host_settings import build_server_config, load_settings
 
     args = build_parser(["host"]).parse_args(["host", "serve"])
     assert build_server_config(load_settings(args)).listen == (("127.0.0.1", 1688),)
