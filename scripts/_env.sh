@@ -9,6 +9,10 @@ emu_python_ready() {
     local stamp="$VENV/.emu-installed"
     if [ ! -x "$PY" ]; then
         command -v python3 >/dev/null 2>&1 || { echo "emu: python3 (3.11 or later) is needed: apt-get install python3" >&2; exit 1; }
+        python3 -c "import sys; sys.exit(sys.version_info < (3, 11))" || {
+            echo "emu: python3 is $(python3 -V 2>&1 | cut -d' ' -f2); emu needs 3.11 or later (set EMU_VENV to a 3.11 virtualenv)" >&2
+            exit 1
+        }
         if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
             # Debian and Ubuntu ship venv's pip bootstrap separately.
             if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -72,10 +76,14 @@ emu_system_tools_ready() {
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\n# emu scripts/_env.sh: no service starts during this install; removed afterwards\nexit 101\n' > "$policy"
         chmod 755 "$policy"; made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # also when the install is interrupted
     fi
     apt-get update -qq >/dev/null 2>&1 || true
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
         || echo "emu: apt-get install ${missing[*]} failed: tests that need them will be skipped (failed under CI=true)" >&2
-    [ -n "$made_policy" ] && rm -f "$policy"
+    if [ -n "$made_policy" ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
     return 0
 }

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from emu import __version__
 from emu.errors import EmuError
@@ -90,10 +91,19 @@ def _command_named(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``PROG: error: WHAT (see PROG --help)``, exit 2.
+
+    Every subcommand's parser is of this class too (``add_subparsers`` makes parsers of its parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given ``argv`` naming one command, only that command's module is imported
     (each pulls in its own protocol stack: a host need not load Scapy or the DNS server)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="emu",
         description="Packet-level emulator of Windows volume activation (KMS) and its DNS. A lab and testing tool.",
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as _dt
 import importlib
 import json
 import socket
@@ -23,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from emu.cli import positive_int, positive_seconds, show_help
-from emu.clock import WallClock, filetime_to_unix, unix_to_filetime
+from emu.cli.client_output import json_result, request_table, response_table, summary_line
+from emu.cli.resolv_conf import RESOLV_CONF, search_domains, system_dns_server
+from emu.clock import WallClock, unix_to_filetime
 from emu.errors import ScenarioError, UsageError
 from emu.kms import products
 from emu.kms.client import DEFAULT_BINDING_EXPIRATION, HostAddress, RequestTemplate
@@ -56,7 +57,6 @@ __all__ = [
 DEFAULT_PORT = 1688
 DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
 #: Where the system resolver's nameservers and search list live (resolv.conf(5)).
-RESOLV_CONF = "/etc/resolv.conf"
 #: The target that means "search the resolver's domains" (vlmcs ``-``, docs/kms-wire-protocol.md).
 SEARCH_TARGET = "-"
 
@@ -392,49 +392,9 @@ def _plan(args: argparse.Namespace, rng: Rng) -> _Plan:
 # --- running ------------------------------------------------------------------------------------
 
 
-def _resolv_conf_lines(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return [line.split() for line in handle if line.strip() and line.lstrip()[0] not in "#;"]
-    except OSError:
-        return []
-
-
-def _system_dns_server(path: str = RESOLV_CONF) -> tuple[str, int]:
-    """The first nameserver of resolv.conf.
-
-    Raises:
-        UsageError: none is configured (then --dns-server is needed).
-    """
-    for words in _resolv_conf_lines(path):
-        if len(words) >= 2 and words[0] == "nameserver":
-            return words[1], 53
-    raise UsageError(f"no nameserver in {path}: give --dns-server ADDR[:PORT] for a .domain or - target")
-
-
-def search_domains(path: str = RESOLV_CONF) -> list[str]:
-    """The resolver's search list from resolv.conf: the last ``search`` or ``domain`` line wins
-    (they are mutually exclusive, resolv.conf(5)); ``domain x`` searches just x. Root is dropped.
-
-    Raises:
-        UsageError: the file is unreadable or has neither line (the - target needs a domain).
-    """
-    domains: list[str] | None = None
-    for words in _resolv_conf_lines(path):
-        if words[0] in ("search", "domain"):
-            domains = words[1:] if words[0] == "search" else words[1:2]
-    found = [d.strip(".") for d in domains or [] if d.strip(".")]
-    if not found:
-        raise UsageError(
-            f"target -: no search or domain line in {path}, so no domain to look up _vlmcs._tcp in; "
-            "give .domain instead"
-        )
-    return list(dict.fromkeys(found))
-
-
 def _dns_server(dns_server: str | None, resolv_conf: str) -> tuple[str, int]:
     if dns_server is None:
-        return _system_dns_server(resolv_conf)
+        return system_dns_server(resolv_conf)
     parsed = parse_target(dns_server, default_port=53)
     if isinstance(parsed, str):
         raise UsageError(f"--dns-server {dns_server!r}: expected ADDR[:PORT]")
@@ -502,145 +462,11 @@ class _Run:
         if self.args.json:
             return
         if self.args.verbose and (index == 1 or self.plan.fixed_cmid is None):
-            print(_request_table(result))
+            print(request_table(result))
         of = f" of {total}" if total is not None else ""
-        print(_summary_line(result, index, of))
+        print(summary_line(result, index, of))
         if self.args.verbose:
-            print(_response_table(result))
-
-
-def _summary_line(result: ExchangeResult, index: int, of: str) -> str:
-    version = result.request.version
-    head = f"{result.host} request {index}{of} (KMS V{version.major}.{version.minor}"
-    head += f", {result.syntax.name})" if result.syntax is not None else ")"
-    v = result.verified
-    if result.status in (ExchangeStatus.ACTIVATED, ExchangeStatus.BELOW_THRESHOLD) and v is not None:
-        words = "activated" if result.activated else "below threshold"
-        parts = [f"{words}: count {v.count}/{result.request.required_client_count}", f"ePID {v.epid}"]
-        if v.hwid is not None:
-            parts.append(f"HwId {v.hwid.hex().upper()}")
-        parts.append(f"activation {v.activation_interval} min, renewal {v.renewal_interval} min")
-        line = f"{head}: " + ", ".join(parts)
-    else:
-        line = f"{head}: {result.status.value}: {result.detail}"
-    warnings = [w.check for w in result.warnings] + (
-        [c.name for c in v.checks if not c.passed and c.severity == "warning"] if v is not None else []
-    )
-    if warnings:
-        line += f" [warnings: {', '.join(warnings)}]"
-    return line
-
-
-def _filetime_text(filetime: int) -> str:
-    try:
-        return _dt.datetime.fromtimestamp(filetime_to_unix(filetime), _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"FILETIME {filetime}"
-
-
-def _request_table(result: ExchangeResult) -> str:
-    b = result.request
-    rows = [
-        ("Protocol version", f"{b.version.major}.{b.version.minor}"),
-        ("Client is a virtual machine", "yes" if b.vm_info else "no"),
-        ("Licensing status", f"{int(b.license_status)} ({LicenseStatus(b.license_status).name})"),
-        ("Binding expiration", f"{b.binding_expiration} minutes"),
-        ("Application ID", str(b.app_id)),
-        ("SKU ID", f"{b.sku_id}" + _sku_name(b.sku_id)),
-        ("KMS ID", f"{b.kms_id} ({products.describe_kms_id(b.kms_id)})"),
-        ("Client machine ID", str(b.cmid)),
-        ("Previous client machine ID", str(b.previous_cmid)),
-        ("Client request timestamp", _filetime_text(b.client_time)),
-        ("Workstation name", b.workstation_name),
-        ("Required client count", str(b.required_client_count)),
-        ("Request size", f"{len(result.kms_request)} bytes"),
-    ]
-    return "Request\n" + "\n".join(f"  {k:<28}: {v}" for k, v in rows)
-
-
-def _sku_name(sku_id: uuid.UUID) -> str:
-    sku = products.product_data().find_sku(sku_id)
-    return f" ({sku.name})" if sku is not None else ""
-
-
-def _response_table(result: ExchangeResult) -> str:
-    lines = ["Response"]
-    v = result.verified
-    if result.kms_response is not None:
-        lines.append(f"  {'Response size':<28}: {len(result.kms_response)} bytes")
-    if result.hresult:
-        lines.append(f"  {'HRESULT':<28}: 0x{result.hresult:08X}")
-    if result.fault_status is not None:
-        lines.append(f"  {'Fault status':<28}: 0x{result.fault_status:08X}")
-    if v is not None and v.base is not None:
-        base = v.base
-        rows = [
-            ("Protocol version", f"{base.version.major}.{base.version.minor}"),
-            ("KMS host ePID", base.epid),
-            ("KMS host HwId", v.hwid.hex().upper() if v.hwid is not None else "-"),
-            ("Client machine ID", str(base.cmid)),
-            ("Client request timestamp", _filetime_text(base.client_time)),
-            ("Current count", str(base.count)),
-            ("Activation interval", f"{base.activation_interval} minutes"),
-            ("Renewal interval", f"{base.renewal_interval} minutes"),
-        ]
-        lines += [f"  {k:<28}: {val}" for k, val in rows]
-    if v is not None:
-        lines.append("Checks")
-        for c in v.checks:
-            mark = "ok" if c.passed else ("WARNING" if c.severity == "warning" else "FAILED")
-            lines.append(f"  {c.name:<28}: {mark}" + (f" ({c.detail})" if c.detail else ""))
-    for w in result.warnings:
-        lines.append(f"  rpc {w.check:<24}: WARNING ({w.text})")
-    if result.rpc_check:
-        lines.append(f"  rpc {result.rpc_check:<24}: FAILED")
-    return "\n".join(lines)
-
-
-def _json_result(result: ExchangeResult) -> dict[str, Any]:
-    b = result.request
-    out: dict[str, Any] = {
-        "host": str(result.host),
-        "status": result.status.value,
-        "detail": result.detail,
-        "new_connection": result.new_connection,
-        "syntax": result.syntax.name if result.syntax is not None else None,
-        "request": {
-            "version": f"{b.version.major}.{b.version.minor}",
-            "vm": bool(b.vm_info),
-            "license_status": int(b.license_status),
-            "binding_expiration": b.binding_expiration,
-            "app_id": str(b.app_id),
-            "sku_id": str(b.sku_id),
-            "kms_id": str(b.kms_id),
-            "cmid": str(b.cmid),
-            "previous_cmid": str(b.previous_cmid),
-            "client_time": b.client_time,
-            "workstation_name": b.workstation_name,
-            "required_client_count": b.required_client_count,
-        },
-        "hresult": result.hresult,
-        "fault_status": result.fault_status,
-        "rpc_check": result.rpc_check,
-        "rpc_warnings": [{"check": w.check, "text": w.text} for w in result.warnings],
-    }
-    v = result.verified
-    if v is not None:
-        out["checks"] = [
-            {"name": c.name, "passed": c.passed, "severity": c.severity, "detail": c.detail} for c in v.checks
-        ]
-        if v.base is not None:
-            out["response"] = {
-                "version": f"{v.base.version.major}.{v.base.version.minor}",
-                "epid": v.epid,
-                "hwid": v.hwid.hex().upper() if v.hwid is not None else None,
-                "cmid": str(v.cmid),
-                "client_time": v.client_time,
-                "count": v.count,
-                "activation_interval": v.activation_interval,
-                "renewal_interval": v.renewal_interval,
-            }
-    return out
+            print(response_table(result))
 
 
 def _activate(args: argparse.Namespace) -> int:
@@ -731,7 +557,7 @@ def _activate(args: argparse.Namespace) -> int:
                     "target": target_text,
                     "product": plan.product,
                     "hosts": [str(h) for h in hosts],
-                    "results": [_json_result(r) for r in run.results],
+                    "results": [json_result(r) for r in run.results],
                     "status": last.status.value,
                     "detail": last.detail,
                     "exit_code": code,

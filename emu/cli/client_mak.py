@@ -45,11 +45,14 @@ def load_state(path: Path, hardware_id: str | None = None, generation: str | Non
 def save_state(path: Path, state: mak.ClientLicense) -> None:
     """Write the state atomically (temporary file, fsync, rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(state), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(asdict(state), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"--state {path}: cannot write it ({exc.strerror})") from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ _EXIT_CODES = """exit status:
 
 
 def _config(args: argparse.Namespace) -> object:
-    from emu.cli.client import RESOLV_CONF, search_domains
+    from emu.cli.resolv_conf import RESOLV_CONF, search_domains
     from emu.net.address import parse_host_port
     from emu.net.diagnose import DiagnoseConfig
     from emu.net.kms_server import DEFAULT_PORT
@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace) -> object:
         if args.dns_server:
             dns_server = parse_host_port(args.dns_server, 53)
         else:
-            from emu.cli.client import _system_dns_server
+            from emu.cli.resolv_conf import system_dns_server as _system_dns_server
 
             dns_server = _system_dns_server(args.resolv_conf or RESOLV_CONF)
     return DiagnoseConfig(

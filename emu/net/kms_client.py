@@ -68,7 +68,6 @@ __all__ = [
     "Resolver",
     "RpcOptions",
     "describe_fault",
-    "describe_hresult",
     "dns_resolver",
     "exchange",
     "run_lifecycles",
@@ -199,12 +198,6 @@ class ExchangeResult:
         return Unreachable(self.detail)
 
 
-def describe_hresult(code: int) -> str:
-    """``0xC004F042 (SL_E_VL_KEY_MANAGEMENT_SERVICE_ID_MISMATCH)``, or just the hex for unknown codes
-    (the names come from emu's one error table, :mod:`emu.hresults`)."""
-    return describe(code)
-
-
 def describe_fault(status: int) -> str:
     """``0x1C010003 (nca_s_unk_if)``, or just the hex for unknown NCA status codes."""
     name = FAULT_STATUS_NAMES.get(status)
@@ -330,7 +323,7 @@ class KmsClientSession:
                 base,
                 kms_request,
                 ExchangeStatus.HOST_ERROR,
-                f"the host refused the request with HRESULT {describe_hresult(event.hresult)}",
+                f"the host refused the request with HRESULT {describe(event.hresult)}",
                 hresult=event.hresult,
                 kms_response=event.kms_response,
                 syntax=event.syntax,

@@ -26,6 +26,7 @@ How a conversation is recognised as KMS (any port; docs/howto-decode.md):
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -68,6 +69,7 @@ from emu.wire.rpc import (
     BindNak,
     ContextResult,
     Fault,
+    Pdu,
     PfcFlag,
     PType,
     Request,
@@ -106,6 +108,16 @@ _PTYPE_NAMES = {int(p): p.name.lower() for p in PType}
 #: The fields of a :class:`DecodedPdu` being filled in (built once at the end: cheaper than replace()).
 _Fields = dict[str, Any]
 _BASE_KEYS = ("capture", "time", "conversation", "src", "dst", "direction", "offset", "size", "ptype")
+
+
+#: Context negotiation PDUs repeat byte for byte across the connections of one client build and one
+#: host: each distinct one is decoded once (the decoded PDUs are frozen, so sharing them is safe).
+_NEGOTIATION = frozenset(int(p) for p in (PType.BIND, PType.BIND_ACK, PType.ALTER_CONTEXT, PType.ALTER_CONTEXT_RESP))
+
+
+@functools.lru_cache(maxsize=512)
+def _decode_negotiation(data: bytes) -> Pdu:
+    return decode_pdu(data)
 
 
 def _set(fields: _Fields, **changes: Any) -> _Fields:
@@ -228,7 +240,7 @@ def _decode_piece(piece: _Piece, direction: str, base: _Fields, state: _State) -
         ptype = _PTYPE_NAMES.get(piece.data[2]) if looks_like_rpc_header(piece.data) else None
         return _set(base, ptype=ptype, error=piece.problem)
     try:
-        pdu = decode_pdu(piece.data)
+        pdu = _decode_negotiation(piece.data) if piece.data[2] in _NEGOTIATION else decode_pdu(piece.data)
     except DecodeError as exc:
         return _set(base, ptype=_PTYPE_NAMES.get(piece.data[2]), error=str(exc))
     common = _set(base, ptype=_PTYPE_NAMES[piece.data[2]], call_id=pdu.call_id, pfc_flags=pdu.pfc_flags)
