@@ -1,7 +1,7 @@
-"""``emu client activate``: a vlmcs-class activation tool (docs/kms-wire-protocol.md).
+"""``emu client activate``: a vlmcs-class activation tool (docs/kms-client.md).
 
 It builds activation requests for a product, sends them to a KMS host over DCE/RPC/TCP, checks
-every response the way vlmcs does (docs/kms-wire-protocol.md) and prints one line per request. The target is
+every response the way vlmcs does (docs/kms-wire-protocol.md 2.11, 5.6) and prints one line per request. The target is
 ``host[:port]``, ``[v6addr]:port``, ``.domain`` (``_vlmcs._tcp.domain`` SRV records, tried in
 RFC 2782 order with failover) or ``-`` (``_vlmcs._tcp`` in each domain of the resolver's search
 list, from resolv.conf's ``search``/``domain`` line: the first domain with records is used, as
@@ -36,8 +36,8 @@ from emu.net.kms_client import (
     ExchangeStatus,
     KmsClientSession,
     RpcOptions,
-    dns_resolver,
 )
+from emu.net.kms_lifecycle import dns_resolver
 from emu.rng import Rng, seeded, system_rng
 from emu.wire.kms import LicenseStatus, Version
 

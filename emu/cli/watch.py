@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,16 @@ def _run(args: argparse.Namespace) -> int:
             options = CaptureOptions(
                 interface=args.interface, output=window, port=args.kms_port, duration=args.duration, netns=args.netns
             )
-            capture(options, on_line=lambda line: None)
+            listening = threading.Event()
+
+            def say_when_listening() -> None:
+                if listening.wait(30):
+                    print(
+                        f"emu watch: capturing on {args.interface} for {args.duration:g} s", file=sys.stderr, flush=True
+                    )
+
+            threading.Thread(target=say_when_listening, daemon=True).start()
+            capture(options, on_line=lambda line: None, started=listening)
             alerts = watch_capture(window, kms_port=args.kms_port) if window.exists() else []
     _emit(alerts, args.output)
     print(f"emu watch: {len(alerts)} alert(s)", file=sys.stderr)

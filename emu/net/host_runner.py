@@ -85,7 +85,9 @@ def reserve_ports(listen: tuple[tuple[str, int], ...]) -> tuple[list[socket.sock
             for other in reserved:
                 other.close()
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise UsageError(f"cannot listen on {where}: {os.strerror(exc.errno) if exc.errno else exc}") from exc
+            raise UsageError(
+                f"cannot listen on {where}: {os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or exc)}"
+            ) from exc
         reserved.append(sock)
         resolved.append((host, sock.getsockname()[1]))
     return reserved, tuple(resolved)

@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from emu.clock import Clock, WallClock
 from emu.errors import UsageError
@@ -34,10 +34,23 @@ from emu.hresults import E_INVALID_DATA
 from emu.kms.count_cache import Recorded
 from emu.kms.host import HostAnswer, KmsHost
 from emu.kms.profiles import PYKMS_ASSOC_GROUP, emu_assoc_group
-from emu.net.address import parse_host_port
 from emu.net.host_store import ClientSeen, HostStore
+from emu.net.kms_connection import Connection
+from emu.net.server_settings import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    SHUTDOWN_GRACE,
+    SUMMARY_INTERVAL,
+    ActivationHandler,
+    ServerConfig,
+    ServerStats,
+    Service,
+    Store,
+    parse_listen,
+)
 from emu.rng import Rng, system_rng
-from emu.rpc.association import Action, BadCall, Call, Close, Send, ServerAssociation, ServerRpcConfig
+from emu.rpc.association import Action, BadCall, Call, Close, Send, ServerRpcConfig
 
 if TYPE_CHECKING:  # prometheus_client is imported only by a host that serves metrics
     from emu.net.metrics import HostMetrics
@@ -56,251 +69,13 @@ __all__ = [
 
 log = logging.getLogger("emu.host")
 
-#: TCP port of KMS (docs/kms-wire-protocol.md).
-DEFAULT_PORT = 1688
-#: Seconds a connection may stay silent before the host closes it (vlmcsd's default, docs/kms-wire-protocol.md).
-DEFAULT_IDLE_TIMEOUT = 30.0
-#: Connections served at once; further ones are accepted, logged and closed at once.
-DEFAULT_MAX_CONNECTIONS = 1024
-#: Seconds :meth:`KmsServer.stop` waits for open connections to flush their last answers.
-SHUTDOWN_GRACE = 2.0
-#: Seconds between two summary log lines (exchanges, activations, refusals) when exchanges are not logged one by one.
-SUMMARY_INTERVAL = 60.0
-#: PTYPE of a fault PDU (docs/kms-wire-protocol.md), to count and log the faults the association sends.
+
+#: PTYPE of a fault PDU (docs/kms-wire-protocol.md 2.1), to count and log the faults the association sends.
 _PTYPE_FAULT = 3
 #: PTYPE of a bind_ack (fault injection closes after it).
 _PTYPE_BIND_ACK = 12
 #: The call_id vlmcsd puts in every fault (its process-wide counter after the bind), for ``--profile vlmcsd``.
 _VLMCSD_FAULT_CALL_ID = (2).to_bytes(4, "little")
-
-
-def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """A ``--listen`` value → (host, port); ``:PORT`` listens on every IPv4 address.
-
-    Raises:
-        UsageError: the text is not an address and port.
-    """
-    return parse_host_port(text, default_port, default_host="0.0.0.0")
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """Socket-level settings of the host (the KMS rules are in :class:`emu.kms.host.HostConfig`).
-
-    Attributes:
-        listen: (address, port) pairs; IPv6 addresses are bound IPv6-only.
-        idle_timeout: seconds of silence after which a connection is closed (0: never).
-        max_connections: connections served at once; more are closed on arrival.
-        ndr64: negotiate NDR64 when offered (docs/kms-wire-protocol.md).
-        btfn: answer Bind Time Feature Negotiation (docs/kms-wire-protocol.md).
-        json_log: write each exchange's log line as one JSON object.
-        log_exchanges: log one line per exchange (peer, product, CMID, count, result). Off by default:
-            formatting a record per exchange costs about a sixth of the host's time under load; a summary
-            line every :data:`SUMMARY_INTERVAL` seconds says how many exchanges there were instead.
-        reuse_port: bind with ``SO_REUSEPORT`` so worker processes share the port (:mod:`emu.net.host_runner`).
-        worker: this process's worker index (``--workers``), named in exchange log lines.
-    """
-
-    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", DEFAULT_PORT),)
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    ndr64: bool = True
-    btfn: bool = True
-    json_log: bool = False
-    log_exchanges: bool = False
-    reuse_port: bool = False
-    worker: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.idle_timeout < 0:
-            raise UsageError(f"idle timeout must be 0 (none) or positive seconds, not {self.idle_timeout}")
-        if self.max_connections < 1:
-            raise UsageError(f"max connections must be at least 1, not {self.max_connections}")
-        if not self.listen:
-            raise UsageError("the host needs at least one listen address")
-
-
-@dataclass
-class ServerStats:
-    """Counters of what the server did since it started (tests, status, benchmarks)."""
-
-    connections: int = 0
-    exchanges: int = 0
-    refusals: int = 0
-    faults: int = 0
-    closed_bad_input: int = 0
-    refused_connections: int = 0
-    idle_closed: int = 0
-    internal_errors: int = 0
-    commits: int = 0
-
-
-class ActivationHandler(Protocol):
-    """What the server needs of a host: :class:`emu.kms.host.KmsHost`, or a recorded host
-    (:class:`emu.pcap.replay_server.CapturedHost`) answering with captured responses.
-
-    The :class:`HostAnswer` is a response, an HRESULT error stub, or (``answer.fault`` set) a
-    DCE/RPC fault with that status, which the server has the connection's association build."""
-
-    def handle_request(self, kms_request: bytes, now: float) -> HostAnswer: ...
-
-
-class Store(Protocol):
-    """What the server needs of a store (:class:`emu.net.host_store.HostStore`): batches under a write lock."""
-
-    def begin_batch(self) -> bool: ...
-
-    def write_changes(self, changes: list[Recorded], seen: list[ClientSeen]) -> None: ...
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
-
-
-class Service(Protocol):
-    """Something started once the host listens and stopped before it closes (DNS publishing)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP connection: bytes → association → host → bytes (see the module docstring)."""
-
-    __slots__ = (
-        "arrived",
-        "assoc",
-        "calls",
-        "close_after_flush",
-        "closing",
-        "deferred",
-        "held",
-        "last_seen",
-        "peer",
-        "server",
-        "timer",
-        "transport",
-    )
-
-    def __init__(self, server: KmsServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.assoc: ServerAssociation | None = None
-        self.last_seen = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        #: answers waiting for the group commit, in connection order (None: nothing waiting).
-        self.held: bytearray | None = None
-        self.closing = False
-        #: close() was asked while answers were held: close once they are written.
-        self.close_after_flush = False
-        #: actions waiting for the loop turn's batch, in order (None: nothing waiting).
-        self.deferred: list[Action] | None = None
-        #: when the bytes of the waiting actions arrived, and how many calls they hold (metrics).
-        self.arrived = 0.0
-        self.calls = 0
-
-    # -- asyncio callbacks ------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence the cast, not an isinstance).
-        self.transport = cast(asyncio.Transport, transport)
-        server = self.server
-        self.peer = _peer_text(transport.get_extra_info("peername"))
-        if len(server._connections) >= server.config.max_connections:
-            server.stats.refused_connections += 1
-            log.warning(
-                "%s: refused: %d connections open (cap %d)",
-                self.peer,
-                len(server._connections),
-                server.config.max_connections,
-            )
-            self.transport.abort()
-            return
-        server._connections.add(self)
-        server.stats.connections += 1
-        if server.metrics is not None:
-            server.metrics.connections.inc()
-            server.metrics.open_connections.inc()
-        sock = transport.get_extra_info("sockname")
-        self.assoc = ServerAssociation(server._rpc_config(sock[1] if sock else DEFAULT_PORT))
-        timeout = server.config.idle_timeout
-        if timeout > 0:
-            self.last_seen = server._loop_time()
-            self.timer = server._running_loop().call_later(timeout, self._check_idle)
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing or self.assoc is None:
-            return
-        if self.timer is not None:
-            self.last_seen = self.server._loop_time()
-        if self.deferred is None:
-            self.arrived = time.perf_counter()
-        try:
-            self.server._on_data(self, data)
-        except Exception:  # the ladder's last rung: log it, lose only this connection
-            self.server.stats.internal_errors += 1
-            log.exception("%s: internal error; connection closed", self.peer)
-            self.abort()
-
-    def eof_received(self) -> bool | None:
-        # Half-close from the peer: answer what is held, then close (a KMS client never half-closes on purpose).
-        self.close()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if self in self.server._connections and self.server.metrics is not None:
-            self.server.metrics.open_connections.dec()
-        self.server._connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    # -- helpers ------------------------------------------------------------------------------------
-
-    def _check_idle(self) -> None:
-        if self.closing:
-            return
-        server = self.server
-        timeout = server.config.idle_timeout
-        idle = server._loop_time() - self.last_seen
-        if idle >= timeout and self.held is None and self.deferred is None:
-            server.stats.idle_closed += 1
-            log.debug("%s: idle for %.1f s; closing", self.peer, idle)
-            self.close()
-        else:
-            self.timer = server._running_loop().call_later(max(timeout - idle, 0.01), self._check_idle)
-
-    def write(self, data: bytes | bytearray) -> None:
-        if self.held is not None:
-            self.held += data
-        elif self.transport is not None and not self.closing:
-            self.transport.write(data)
-
-    def send_late(self, data: bytes, close: bool = False) -> None:
-        """Write a delayed answer (fault injection, a profile's V4 delay), if the connection is still open."""
-        if self.transport is not None and not self.closing:
-            self.transport.write(data)
-            if close:
-                self.close()
-
-    def close(self) -> None:
-        """Close after the held answers (if any) are written by the group commit."""
-        if self.held is not None or self.deferred is not None:
-            self.close_after_flush = True
-            return
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.closing = True
-        self.held = None
-        self.deferred = None
-        if self.transport is not None:
-            self.transport.abort()
 
 
 @dataclass
@@ -327,12 +102,12 @@ class KmsServer:
     metrics: HostMetrics | None = None
     stats: ServerStats = field(default_factory=ServerStats)
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
-    _connections: set[_Connection] = field(default_factory=set)
+    _connections: set[Connection] = field(default_factory=set)
     _assoc_group: Any = None
     _rpc_configs: dict[int, ServerRpcConfig] = field(default_factory=dict)
     _pending_changes: list[Recorded] = field(default_factory=list)
     _pending_seen: list[ClientSeen] = field(default_factory=list)
-    _deferring: list[_Connection] = field(default_factory=list)
+    _deferring: list[Connection] = field(default_factory=list)
     _flush_scheduled: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
     _started_services: list[Service] = field(default_factory=list)
@@ -356,7 +131,7 @@ class KmsServer:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
                 server = await self._loop.create_server(
-                    lambda: _Connection(self),
+                    lambda: Connection(self),
                     host,
                     port,
                     family=family,
@@ -366,7 +141,8 @@ class KmsServer:
                 )
             except OSError as exc:
                 await self.stop()
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+                # asyncio's text repeats the address; a name lookup error (negative errno) has only its own text
+                reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
                 raise UsageError(f"cannot listen on {_fmt((host, port))}: {reason}") from exc
             self._servers.append(server)
         for addr in self.addresses:
@@ -485,7 +261,7 @@ class KmsServer:
             check_opnum=base.check_opnum,
         )
 
-    def _on_data(self, conn: _Connection, data: bytes) -> None:
+    def _on_data(self, conn: Connection, data: bytes) -> None:
         assert conn.assoc is not None
         for action in conn.assoc.receive_data(data):
             if conn.deferred is None and not (isinstance(action, Call) and self.store is not None):
@@ -507,7 +283,7 @@ class KmsServer:
             if isinstance(action, Close):
                 return
 
-    def _act(self, conn: _Connection, action: Action) -> bool:
+    def _act(self, conn: Connection, action: Action) -> bool:
         """Carry out one action of a connection's association; False once the connection is closing."""
         assert conn.assoc is not None
         peer = conn.peer
@@ -642,7 +418,7 @@ class KmsServer:
                 for _ in range(conn.calls):
                     self.metrics.latency.observe(done - conn.arrived)
 
-    def _count(self, conn: _Connection, answer: HostAnswer) -> None:
+    def _count(self, conn: Connection, answer: HostAnswer) -> None:
         """One exchange in the metrics (the latency of batched ones is observed once they are written)."""
         assert self.metrics is not None
         if answer.drop:
@@ -691,12 +467,6 @@ class KmsServer:
             log.info(json.dumps({"ts": stamp, "event": "exchange", **record}, sort_keys=True))
         else:
             log.info("exchange " + " ".join(f"{k}={v}" for k, v in record.items()))
-
-
-def _peer_text(peer: Any) -> str:
-    if not peer:
-        return "?"
-    return _fmt((peer[0], peer[1]))
 
 
 def _fmt(addr: tuple[str, int]) -> str:

@@ -26,7 +26,7 @@ from emu.net.dns_discovery import discover_kms_hosts
 from emu.net.dns_publisher import PublishDomain, Publisher
 from emu.net.dns_server import DnsServer
 from emu.net.host_store import HostStore
-from emu.net.kms_client import LiveClient, run_lifecycles
+from emu.net.kms_lifecycle import LiveClient, run_lifecycles
 from emu.net.kms_server import KmsServer, ServerConfig
 from emu.rng import seeded
 from emu.wire.kms import Version

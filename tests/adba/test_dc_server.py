@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dc_process import ADMIN, CONTAINER, PASSWORD, DcProcess
-from emu_testing import require_tool
+from emu_testing import TSHARK_ENV, require_tool
 
 from emu.ldap import messages as m
 from emu.net.ldap_client import LdapClient
@@ -125,11 +125,14 @@ def test_tshark_dissects_emus_ldap_without_malformed_packets(dc: DcProcess, tmp_
             seq[from_client] += len(wire)
     pcap = tmp_path / "ldap.pcap"
     wrpcap(str(pcap), frames)
-    out = subprocess.run([tshark, "-r", str(pcap), "-Y", "ldap"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [tshark, "-r", str(pcap), "-Y", "ldap"], capture_output=True, text=True, timeout=60, env=TSHARK_ENV
+    )
     assert "searchResEntry" in out.stdout and "bindResponse" in out.stdout, out.stdout + out.stderr
     bad = subprocess.run(
         [tshark, "-r", str(pcap), "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         timeout=60,
     )

@@ -32,7 +32,8 @@ from emu.kms.client import (
 from emu.kms.host import HostConfig, KmsHost
 from emu.kms.products import lookup
 from emu.net.dns_server import DnsServer
-from emu.net.kms_client import ExchangeStatus, LiveClient, RpcOptions, dns_resolver, run_lifecycles, static_resolver
+from emu.net.kms_client import ExchangeStatus, RpcOptions
+from emu.net.kms_lifecycle import LiveClient, dns_resolver, run_lifecycles, static_resolver
 from emu.net.kms_server import KmsServer, ServerConfig
 from emu.rng import seeded
 from emu.wire.kms import Version

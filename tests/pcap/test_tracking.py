@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from emu_testing import require_tool, whole_pdus
+from emu_testing import TSHARK_ENV, require_tool, whole_pdus
 
 from emu.cli import main
 from emu.pcap.busy import BusyShape, connection_frames, write_busy_capture
@@ -42,6 +42,7 @@ def _tshark_streams(path: Path) -> tuple[int, int]:
     out = subprocess.run(
         [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags"],
         capture_output=True,
+        env=TSHARK_ENV,
         text=True,
         check=True,
         timeout=120,

@@ -83,7 +83,6 @@ def test_a_live_watch_needs_a_duration_and_a_capture_its_file() -> None:
 def test_a_live_watch_on_loopback_raises_the_activation_alert(tmp_path: Path) -> None:
     import re
     import socket
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,13 +101,16 @@ def test_a_live_watch_on_loopback_raises_the_activation_alert(tmp_path: Path) ->
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)  # the sniffer starts
+        assert watch.stderr is not None
+        ready = watch.stderr.readline()  # bounded: the command gives up after 30 s
+        assert "capturing on lo" in ready, ready
         subprocess.run(
             [sys.executable, "-m", "emu", "client", "activate", f"127.0.0.1:{port}", "-n", "1"],
             capture_output=True,
             timeout=30,
         )
         out, err = watch.communicate(timeout=60)
+        err = ready + err
     finally:
         host.terminate()
         host.wait(10)
