@@ -43,12 +43,12 @@ from emu.wire.rpc import (
     PType,
     RejectReason,
     Request,
-    Response,
     ResultEntry,
     SyntaxId,
     btfn_bitmask,
     decode_pdu,
     encode_pdu,
+    encode_response_to,
     frag_length_of,
     read_header,
     secondary_address_bytes,
@@ -90,6 +90,7 @@ KMS_OPNUM = 0
 
 _FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE  # 0x23 (docs/kms-wire-protocol.md)
 _FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
+_CLIENT_PTYPES = frozenset((int(PType.REQUEST), int(PType.BIND), int(PType.ALTER_CONTEXT)))
 _ZERO_SYNTAX = SyntaxId(uuid.UUID(int=0), 0)
 
 
@@ -223,21 +224,7 @@ class ServerAssociation:
             UsageError: ``hresult`` does not fit in 32 bits.
         """
         stub = encode_response_stub(kms_response, hresult, call.syntax)
-        req = call.request
-        if 24 + len(stub) > 0xFFFF:
-            raise UsageError(f"response of {24 + len(stub)} bytes does not fit in one PDU")
-        return encode_pdu(
-            Response(
-                rpc_vers=req.rpc_vers,
-                rpc_vers_minor=req.rpc_vers_minor,
-                pfc_flags=req.pfc_flags | _FIRST_LAST,
-                drep=req.drep,
-                call_id=req.call_id,
-                alloc_hint=len(stub),
-                p_cont_id=req.p_cont_id,
-                stub_data=stub,
-            )
-        )
+        return encode_response_to(call.request, stub)
 
     def fault(self, call: Call | BadCall, status: int) -> bytes:
         """The fault PDU answering ``call`` with NCA ``status`` instead of a response (docs/kms-wire-protocol.md).
@@ -264,17 +251,16 @@ class ServerAssociation:
         return Close(reason)
 
     def _check_header(self, buf: bytearray) -> str | None:
-        head = read_header(buf)
-        if head.rpc_vers != 5 or head.rpc_vers_minor > 1:
-            return f"unsupported RPC version {head.rpc_vers}.{head.rpc_vers_minor} (expected 5.0)"
-        if head.ptype not in (PType.REQUEST, PType.BIND, PType.ALTER_CONTEXT):
-            return f"unsupported PTYPE {head.ptype} from a client (docs/kms-wire-protocol.md: only 0, 11, 14)"
-        if head.drep[0] & 0xF0 != 0x10:
-            return f"unsupported data representation {head.drep.hex()} (only little-endian integers)"
-        frag = head.frag_length
+        vers, minor, ptype, _, drep, frag, auth, _ = read_header(buf)
+        if vers != 5 or minor > 1:
+            return f"unsupported RPC version {vers}.{minor} (expected 5.0)"
+        if ptype not in _CLIENT_PTYPES:
+            return f"unsupported PTYPE {ptype} from a client (docs/kms-wire-protocol.md: only 0, 11, 14)"
+        if drep[0] & 0xF0 != 0x10:
+            return f"unsupported data representation {drep.hex()} (only little-endian integers)"
         if frag < MIN_FRAG_LENGTH or frag > self.config.max_pdu:
             return f"frag_length {frag} outside {MIN_FRAG_LENGTH}..{self.config.max_pdu}"
-        if head.auth_length:
+        if auth:
             return "authenticated PDUs are not supported (auth_length must be 0)"
         return None
 

@@ -17,6 +17,7 @@ from emu.wire.rpc.codec import (
     RawHeader,
     decode_pdu,
     encode_pdu,
+    encode_response_to,
     read_header,
 )
 from emu.wire.rpc.names import (
@@ -117,6 +118,7 @@ __all__ = [
     "btfn_syntax",
     "decode_pdu",
     "encode_pdu",
+    "encode_response_to",
     "frag_length_of",
     "read_header",
     "secondary_address_bytes",

@@ -48,7 +48,7 @@ from emu.wire.rpc.tables import (
     RpcResponseBody,
 )
 
-__all__ = ["RawHeader", "decode_pdu", "encode_pdu", "read_header"]
+__all__ = ["RawHeader", "decode_pdu", "encode_pdu", "encode_response_to", "read_header"]
 
 _HEADER = FixedLayout(RpcHeader)
 _REQUEST = FixedLayout(RpcRequestBody)  # up to the optional object UUID
@@ -59,6 +59,8 @@ _BIND_BODY = Compiled(RpcBindBody, "DCE/RPC PDU")
 _BIND_ACK_BODY = Compiled(RpcBindAckBody, "DCE/RPC PDU")
 _BIND_NAK_BODY = Compiled(RpcBindNakBody, "DCE/RPC PDU")
 _OBJECT = int(PfcFlag.OBJECT_UUID)
+_FIRST_LAST = int(PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG)
+_PTYPE_RESPONSE = int(PType.RESPONSE)
 
 
 class RawHeader(tuple[int, int, int, int, bytes, int, int, int]):
@@ -329,3 +331,22 @@ def encode_pdu(pdu: Pdu) -> bytes:
     except (struct.error, cs.ConstructError, ValueError, TypeError, OverflowError) as exc:
         raise UsageError(f"cannot encode {type(pdu).__name__}: {exc}") from exc
     return header + body
+
+
+def encode_response_to(request: Request, stub: bytes) -> bytes:
+    """The response PDU answering ``request`` with ``stub`` (the host's hot path, docs/kms-wire-protocol.md): what
+    ``encode_pdu(Response(...))`` gives, without building the dataclass. The header echoes the
+    request's version, flags (plus FIRST|LAST), drep and call_id (Q15); alloc_hint is the stub
+    length, the context id is copied, cancel_count 0.
+
+    Raises:
+        UsageError: the PDU would not fit in 65535 bytes.
+    """
+    frag = HEADER_LENGTH + _RESPONSE.size + len(stub)
+    if frag > MAX_FRAG:
+        raise UsageError(f"response of {frag} bytes does not fit in one PDU")
+    flags = request.pfc_flags | _FIRST_LAST
+    head = _HEADER.pack(
+        request.rpc_vers, request.rpc_vers_minor, _PTYPE_RESPONSE, flags, request.drep, frag, 0, request.call_id
+    )
+    return head + _RESPONSE.pack(len(stub), request.p_cont_id, 0, 0) + stub
