@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import struct
 import uuid
 
 from emu.clock import filetime_to_unix
@@ -29,7 +28,7 @@ from emu.wire.kms import (
     decode_response_v6_plain,
     decode_version,
 )
-from emu.wire.ndr import TransferSyntax
+from emu.wire.ndr import TransferSyntax, request_stub_syntax, response_stub_syntax
 from emu.wire.rpc import KMS_INTERFACE, SyntaxId, btfn_bitmask
 
 __all__ = [
@@ -41,9 +40,6 @@ __all__ = [
     "response_info",
     "syntax_name",
 ]
-
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 def endpoint(addr: tuple[str, int]) -> str:
@@ -82,29 +78,13 @@ def _hresult_name(hresult: int) -> str:
 
 
 def guess_request_syntax(stub: bytes) -> TransferSyntax | None:
-    """NDR32 stubs start with two equal u32 sizes, NDR64 with two equal u64 sizes (docs/kms-wire-protocol.md)."""
-    if len(stub) >= 16:
-        a, b = _U64.unpack_from(stub, 0)[0], _U64.unpack_from(stub, 8)[0]
-        if a == b and 0 < a <= len(stub) - 16:
-            return TransferSyntax.NDR64
-    if len(stub) >= 8:
-        a, b = _U32.unpack_from(stub, 0)[0], _U32.unpack_from(stub, 4)[0]
-        if a == b and 0 < a <= len(stub) - 8:
-            return TransferSyntax.NDR32
-    return None
+    """The NDR of a request stub whose context was not seen negotiated (one home: :mod:`emu.wire.ndr`)."""
+    return request_stub_syntax(stub)
 
 
 def guess_response_syntax(stub: bytes) -> TransferSyntax | None:
-    """By the referent id (0x20000, or 0 in the error form) at the NDR32 or NDR64 position."""
-    if len(stub) >= 16 and _U64.unpack_from(stub, 8)[0] == 0x20000:
-        return TransferSyntax.NDR64
-    if len(stub) >= 8 and _U32.unpack_from(stub, 4)[0] == 0x20000:
-        return TransferSyntax.NDR32
-    if len(stub) in (12, 16):
-        return TransferSyntax.NDR32
-    if len(stub) in (20, 24):
-        return TransferSyntax.NDR64
-    return None
+    """The NDR of a response stub whose context was not seen negotiated (one home: :mod:`emu.wire.ndr`)."""
+    return response_stub_syntax(stub)
 
 
 def _threshold(kms_id: uuid.UUID | None, sku_id: uuid.UUID | None) -> int | None:

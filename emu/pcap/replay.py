@@ -45,6 +45,7 @@ from emu.wire.rpc import (
     Request,
     decode_pdu,
     encode_pdu,
+    frag_length_of,
     split_pdus,
 )
 
@@ -227,7 +228,7 @@ def _compare_response(
 
 async def _read_pdu(reader: asyncio.StreamReader, timeout: float) -> bytes:
     head = await asyncio.wait_for(reader.readexactly(16), timeout)
-    length = int.from_bytes(head[8:10], "little")
+    length = frag_length_of(head)
     if length < 16:
         raise DecodeError(f"answer has frag_length {length}")
     return head + await asyncio.wait_for(reader.readexactly(length - 16), timeout)
