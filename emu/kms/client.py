@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from emu.errors import UsageError
+from emu.kms.products import Sku
 from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = [
@@ -123,6 +124,20 @@ class RequestTemplate:
     license_status: int = LicenseStatus.OOB_GRACE
     binding_expiration: int = DEFAULT_BINDING_EXPIRATION
     previous_cmid: uuid.UUID = _ZERO_GUID
+
+    @classmethod
+    def of(
+        cls, sku: Sku, workstation_name: str, *, version: Version | None = None, required: int | None = None
+    ) -> RequestTemplate:
+        """A client of ``sku``: its protocol version and threshold unless given otherwise."""
+        return cls(
+            version=version or Version(sku.protocol),
+            app_id=sku.app_id,
+            sku_id=sku.id,
+            kms_id=sku.kms_id,
+            required_client_count=sku.threshold if required is None else required,
+            workstation_name=workstation_name,
+        )
 
     def base(
         self,

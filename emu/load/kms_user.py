@@ -36,10 +36,11 @@ from emu.clock import unix_to_filetime
 from emu.errors import ProtocolError
 from emu.hresults import describe
 from emu.kms import products
+from emu.kms.client import RequestTemplate
 from emu.kms.messages import build_request, verify_response
 from emu.rng import system_rng
 from emu.rpc.client import BindAccepted, ClientAssociation, FaultReceived, Reply, SendAlterContext
-from emu.wire.kms import LicenseStatus, RequestBase, Version
+from emu.wire.kms import RequestBase
 
 __all__ = ["DEFAULT_PRODUCTS", "DEFAULT_TIME_SCALE", "FAILURE_RETRY_MINUTES", "KmsClientUser", "Outcome"]
 
@@ -157,20 +158,7 @@ class KmsClientUser(User):
                 self._close()
 
     def _base(self) -> RequestBase:
-        return RequestBase(
-            version=Version(self.sku.protocol),
-            vm_info=0,
-            license_status=LicenseStatus.OOB_GRACE,
-            binding_expiration=43200,
-            app_id=self.sku.app_id,
-            sku_id=self.sku.id,
-            kms_id=self.sku.kms_id,
-            cmid=self.cmid,
-            required_client_count=self.sku.threshold,
-            client_time=unix_to_filetime(time.time()),
-            previous_cmid=uuid.UUID(int=0),
-            workstation_name=self.workstation,
-        )
+        return RequestTemplate.of(self.sku, self.workstation).base(self.cmid, unix_to_filetime(time.time()))
 
     def _connect(self) -> None:
         self._close()

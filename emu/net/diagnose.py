@@ -29,12 +29,12 @@ from emu.dns.srv_select import SrvRecord, order_srv
 from emu.errors import EmuError, ProtocolError
 from emu.hresults import E_INVALID_TIMESTAMP, E_KMS_NOT_REACHABLE, E_NOT_ENOUGH_COUNT, lookup
 from emu.kms import products
+from emu.kms.client import RequestTemplate
 from emu.kms.messages import build_request, verify_response
 from emu.net.dns_client import query
 from emu.rng import Rng, system_rng
 from emu.rpc.client import BindAccepted, ClientAssociation, FaultReceived, Reply, SendAlterContext
 from emu.wire.dns import canonical_name
-from emu.wire.kms import LicenseStatus, RequestBase, Version
 
 __all__ = ["STEPS", "DiagnoseConfig", "Diagnosis", "Step", "diagnose"]
 
@@ -259,20 +259,8 @@ class _Walk:
         syntaxes = ", ".join(s.name for s in client.contexts) or "no context"
         self.done("rpc-bind", True, f"bound; transfer syntaxes accepted: {syntaxes}")
         now = time.time() + self.config.time_offset
-        base = RequestBase(
-            version=Version(sku.protocol),
-            vm_info=0,
-            license_status=LicenseStatus.OOB_GRACE,
-            binding_expiration=43200,
-            app_id=sku.app_id,
-            sku_id=sku.id,
-            kms_id=sku.kms_id,
-            cmid=self.config.cmid or uuid.UUID(int=self.rng.randint(1, 2**128 - 1)),
-            required_client_count=sku.threshold,
-            client_time=unix_to_filetime(now),
-            previous_cmid=uuid.UUID(int=0),
-            workstation_name="emu-diagnose.lab.test",
-        )
+        cmid = self.config.cmid or uuid.UUID(int=self.rng.randint(1, 2**128 - 1))
+        base = RequestTemplate.of(sku, "emu-diagnose.lab.test").base(cmid, unix_to_filetime(now))
         message = build_request(base, self.rng)
         try:
             writer.write(client.request(message))

@@ -28,11 +28,12 @@ from emu.clock import unix_to_filetime
 from emu.errors import ProtocolError
 from emu.kms import epid as _epid
 from emu.kms import products
+from emu.kms.client import RequestTemplate
 from emu.kms.messages import build_request, verify_response
 from emu.kms.profiles import Observations, Verdict, classify
 from emu.rng import Rng, system_rng
 from emu.rpc.client import BindAccepted, ClientAssociation, FaultReceived, Reply, SendAlterContext
-from emu.wire.kms import LicenseStatus, RequestBase, Version
+from emu.wire.kms import Version
 from emu.wire.rpc import BindAck, ContextResult, decode_pdu, split_pdus
 
 __all__ = ["ProbeReport", "probe_host"]
@@ -121,20 +122,8 @@ class _Prober:
         self, cmid: uuid.UUID, sku: Any = None, version: Version | None = None, required: int | None = None
     ) -> bytes:
         sku = sku or self.sku
-        base = RequestBase(
-            version=Version(sku.protocol),
-            vm_info=0,
-            license_status=LicenseStatus.OOB_GRACE,
-            binding_expiration=43200,
-            app_id=sku.app_id,
-            sku_id=sku.id,
-            kms_id=sku.kms_id,
-            cmid=cmid,
-            required_client_count=required or sku.threshold,
-            client_time=unix_to_filetime(time.time()),
-            previous_cmid=uuid.UUID(int=0),
-            workstation_name="emu-probe.lab.test",
-        )
+        template = RequestTemplate.of(sku, "emu-probe.lab.test", required=required)
+        base = template.base(cmid, unix_to_filetime(time.time()))
         message = build_request(base, self.rng)
         if version is not None:  # an unknown version: the same bytes under another version header
             message = version.minor.to_bytes(2, "little") + version.major.to_bytes(2, "little") + message[4:]

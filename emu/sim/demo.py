@@ -173,14 +173,7 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
                 cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
                 domain=DEMO_ZONE,
             )
-            template = RequestTemplate(
-                version=template_version,
-                app_id=sku.app_id,
-                sku_id=sku.id,
-                kms_id=sku.kms_id,
-                required_client_count=sku.threshold,
-                workstation_name=name,
-            )
+            template = RequestTemplate.of(sku, name, version=template_version)
             clients.append(LiveClient(lifecycle, template, seeded(settings.seed + 100 + i), name=name))
 
         await run_lifecycles(clients, clock, settings.hours * 3600, resolver=resolve)
