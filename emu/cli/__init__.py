@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from emu import __version__
+from emu.clock import ScaledClock
 from emu.errors import EmuError
 
 __all__ = ["build_parser", "main", "positive_int", "positive_seconds", "show_help"]
@@ -68,6 +69,23 @@ def positive_seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
     return value
+
+
+def clock_spec(text: str) -> ScaledClock:
+    """An argparse ``type`` for ``--clock``: a shared scaled clock (``scale=3600[,origin=UNIX][,epoch=UNIX]``)."""
+    from emu.clock import parse_clock_spec
+
+    try:
+        return parse_clock_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: Help text of every ``--clock`` flag (host, DNS server, directory, status).
+CLOCK_HELP = (
+    "run on a shared scaled clock, scale=N[,origin=UNIX][,epoch=UNIX] (N virtual seconds per real second; "
+    "emu lab run passes the same clock to every process of a scenario; default: the real clock)"
+)
 
 
 def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from emu.cli import positive_seconds, show_help
+from emu.cli import CLOCK_HELP, clock_spec, positive_seconds, show_help
 from emu.dns.policy import UpdatePolicy, parse_grant
 from emu.dns.tsig import TsigKey, parse_key_file
 from emu.dns.zone import Zone, dump_master_file, load_master_file
@@ -63,6 +63,8 @@ def _policy(args: argparse.Namespace) -> UpdatePolicy:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from emu.clock import WallClock
+    from emu.net.clock_sleep import sleeper
     from emu.net.dns_server import DnsServer, parse_address
 
     if not args.zone:
@@ -79,6 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
         where = serve_metrics(metrics.registry, parse_address(args.metrics, default_port=9153))
         print(f"emu dns: metrics on http://{where[0]}:{where[1]}/metrics", file=sys.stderr, flush=True)
 
+    clock = args.clock or WallClock()
+
     async def main() -> None:
         server = DnsServer(
             zones,
@@ -89,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
             tcp_idle_timeout=args.tcp_idle_timeout,
             srv_max_age=args.srv_max_age,
             metrics=metrics,
+            clock=clock,
+            sleep=sleeper(clock),
         )
         await server.start()
         stop = asyncio.Event()
@@ -195,6 +201,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "crashed without withdrawing); re-adding an unchanged record counts as a refresh; records of the "
         "zone files and all other records never age; journaled, serial bumped (default: off)",
     )
+    serve.add_argument("--clock", type=clock_spec, metavar="SPEC", help=CLOCK_HELP)
     serve.add_argument(
         "--tcp-idle-timeout",
         type=float,

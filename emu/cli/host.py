@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emu.cli import show_help
+from emu.cli import CLOCK_HELP, clock_spec, show_help
 from emu.cli.host_settings import (
     SETTING_NAMES,
     HostSettings,
     as_list,
+    build_clock,
     build_host_config,
     build_server_config,
     load_settings,
@@ -64,12 +65,13 @@ def _setup_logging(settings: HostSettings) -> None:
             handler.setFormatter(_JsonFormatter())
 
 
-def _publisher(settings: HostSettings, addresses: list[tuple[str, int]]) -> Any:
+def _publisher(settings: HostSettings, addresses: list[tuple[str, int]], clock: Any) -> Any:
     """A :class:`emu.net.dns_publisher.Publisher` for ``--publish``, or ``None``."""
     domains = as_list(settings["publish"])
     if not domains:
         return None
     from emu.dns.tsig import parse_key_file
+    from emu.net.clock_sleep import sleeper
     from emu.net.dns_publisher import PublishDomain, Publisher, parse_publish_entry
     from emu.net.kms_server import parse_listen
 
@@ -101,6 +103,8 @@ def _publisher(settings: HostSettings, addresses: list[tuple[str, int]]) -> Any:
         addresses=hosts,
         port=addresses[0][1],
         ttl=number(settings["ttl"], "--ttl", int, 1),
+        clock=clock,
+        sleep=sleeper(clock),
     )
 
 
@@ -112,6 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     _setup_logging(settings)
+    clock = build_clock(settings)
     host_config = build_host_config(settings)
     host_config = importlib.import_module("emu.cli.host_csvlk").activate_host(settings, host_config)  # --csvlk
     server_config = build_server_config(settings)
@@ -123,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     store = HostStore(settings["state"], durable=bool(settings["durable"]))
     try:
         host = KmsHost(
-            host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), store.load_epids()
+            host_config, fast_rng(), clock.wall(), store.load_cache(host_config.count_policy), store.load_epids()
         )
         store.save_epids(host.epids)
     except BaseException:
@@ -157,13 +162,14 @@ def _run_host(
         metrics = HostMetrics()
         where = serve_metrics(metrics.registry, (host_addr, port))
         log.info("metrics on http://%s:%d/metrics", *where)
-    server = KmsServer(host, server_config, store, metrics=metrics)
+    clock = build_clock(settings)
+    server = KmsServer(host, server_config, store, clock=clock, metrics=metrics)
 
     async def main() -> None:
         await server.start()
         publisher = None
         try:
-            publisher = _publisher(settings, server.addresses) if publish else None
+            publisher = _publisher(settings, server.addresses, clock) if publish else None
             if publisher is not None:
                 await publisher.start()
             if ready_fd >= 0:
@@ -209,7 +215,8 @@ def _serve_workers(
         store = HostStore(path, durable=bool(settings["durable"]))
         worker_config = dataclasses.replace(config, worker=index)
         try:
-            host = KmsHost(host_config, fast_rng(), time.time(), store.load_cache(host_config.count_policy), epids)
+            clock = build_clock(settings)
+            host = KmsHost(host_config, fast_rng(), clock.wall(), store.load_cache(host_config.count_policy), epids)
             _run_host(
                 settings,
                 host,
@@ -263,7 +270,7 @@ def _status(args: argparse.Namespace) -> int:
         raise UsageError(f"--state {path}: no such state file (emu host serve --state {path} writes it)")
     store = HostStore(path)
     try:
-        now = time.time()
+        now = args.clock.wall() if args.clock is not None else time.time()
         status = store.status(now)
         epids = store.load_epids()
         inventory = store.inventory()
@@ -498,6 +505,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     a("--priority", metavar="N", help="SRV priority for --publish entries without one (default 0)")
     a("--weight", metavar="N", help="SRV weight for --publish entries without one (default 0)")
     a("--ttl", metavar="SECONDS", help="TTL of the published records (default 3600)")
+    a("--clock", type=clock_spec, metavar="SPEC", help=CLOCK_HELP)
     importlib.import_module("emu.cli.host_csvlk").add_arguments(a)  # --csvlk, --actsvc, ... (docs/mak.md)
     serve.set_defaults(func=_serve)
 
@@ -516,4 +524,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="table (default), json (applications with their clients, ePIDs) or csv (one row per client)",
     )
     status.add_argument("--json", action="store_true", help="the same as --format json")
+    status.add_argument(
+        "--clock",
+        type=clock_spec,
+        metavar="SPEC",
+        help="count clients at the present of this shared scaled clock (the --clock of the host; default: now)",
+    )
     status.set_defaults(func=_status)

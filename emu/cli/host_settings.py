@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emu.clock import Clock
 from emu.durations import parse_duration
 from emu.errors import UsageError
 
@@ -21,6 +22,7 @@ __all__ = [
     "SETTING_NAMES",
     "HostSettings",
     "as_list",
+    "build_clock",
     "build_host_config",
     "build_server_config",
     "load_settings",
@@ -69,6 +71,7 @@ SETTING_NAMES = (
     "actsvc",
     "actsvc_cafile",
     "csvlk_cid",
+    "clock",
 )
 
 
@@ -134,6 +137,7 @@ _DEFAULTS: dict[str, Any] = {
     "actsvc": None,
     "actsvc_cafile": None,
     "csvlk_cid": None,
+    "clock": None,
 }
 
 
@@ -198,6 +202,7 @@ SETTING_KINDS: dict[str, str] = {
     "log_level": "text",
     "workers": "int",
     "event_loop": "text",
+    "clock": "text",
     "metrics": "text",
     "publish": "list",
     "dns_server": "text",
@@ -337,3 +342,22 @@ def build_server_config(settings: HostSettings) -> Any:
         json_log=bool(settings["json_log"]),
         log_exchanges=bool(settings["log_exchanges"]),
     )
+
+
+def build_clock(settings: HostSettings) -> Clock:
+    """The host's clock: the real one, or the shared scaled clock of ``--clock`` / ``clock =`` (a lab scenario).
+
+    Raises:
+        UsageError: a clock text that is not ``scale=N[,origin=UNIX][,epoch=UNIX]``.
+    """
+    from emu.clock import ScaledClock, WallClock, parse_clock_spec
+
+    value = settings["clock"]
+    if value is None:
+        return WallClock()
+    if isinstance(value, ScaledClock):
+        return value
+    try:
+        return parse_clock_spec(str(value))
+    except ValueError as exc:
+        raise UsageError(f"clock: {exc}") from None

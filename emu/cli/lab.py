@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from emu.cli import positive_int, show_help
+from emu.cli.lab_scenario import add_run_arguments, register_scenario_commands
 from emu.errors import UsageError
 
 __all__ = ["EXIT_DIFFERS", "EXIT_MATCHES", "parse_numbers", "register"]
@@ -45,6 +46,10 @@ exit status:
   130 interrupted; everything is torn down all the same
 
 examples:
+  emu lab list
+  emu lab run failover --plot failover.png --junit failover.xml --json failover.json
+  emu lab run my-network.toml --capture captures/
+  emu lab report failover.json --plot again.png
   emu lab run
   emu lab run --product "Windows Server 2019 Standard" --clients 8 --stop-host 1 --at-client 4 --capture lab.pcap
   emu lab run --hosts 3 --priorities 0,0,10 --weights 100,50,100 --clients 40
@@ -120,6 +125,15 @@ def _say(line: str) -> None:
 
 
 def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
+    if args.scenario is not None:
+        from emu.cli.lab_scenario import run_scenario
+
+        shorthand = [f for f in ("stop_host", "at_client", "priorities", "weights") if getattr(args, f) is not None]
+        if shorthand:
+            raise UsageError(
+                f"--{shorthand[0].replace('_', '-')} describes a lab without a scenario file; put it in the scenario"
+            )
+        return run_scenario(args)
     from emu.lab.network import LAB_DOMAIN, SUBNET4, SUBNET6, Lab, LabRules
 
     priorities, weights = _settings(args)
@@ -220,10 +234,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=show_help(parser))
     run = commands.add_parser(
         "run",
-        help="build the lab, activate the clients one after another, check the result, tear down",
-        description="Build the lab, wait until every host's SRV record is visible, run the clients one after "
-        "another (each a distinct machine), print a timeline (host, count/threshold, activated or waiting, "
-        "failover) and each host's table, compare all of it with the rules, and tear everything down.",
+        help="run a scenario (a file or a bundled name) over scaled time, or a quick lab from flags; tear down",
+        description="With SCENARIO (a .toml file or a bundled name, see emu lab list): build its network, one "
+        "namespace per party, run every server on the scenario's shared scaled clock and the clients' life "
+        "cycles over months of virtual time, play its events, check its expectations (exit 1 when one "
+        "fails), tear everything down (docs/scenarios.md). Without SCENARIO: build a one-segment lab from the "
+        "flags, run the clients one after another in real time, print a timeline (host, count/threshold, "
+        "activated or waiting, failover) and each host's table, compare all of it with the rules.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -240,11 +257,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     a("--weights", metavar="W1,W2,..", help="SRV weight per host (default 100,50,50,..)")
     a("--stop-host", type=positive_int, metavar="K", help="kill host K (SIGKILL) ...")
     a("--at-client", type=positive_int, metavar="M", help="... just before client M")
-    a("--capture", metavar="OUT.pcap", help="write the bridge's DNS and KMS traffic here (emu decode reads it)")
+    a(
+        "--capture",
+        metavar="PATH",
+        help="record the traffic: without SCENARIO the bridge's DNS and KMS traffic to this pcap; with one, "
+        "a pcap per segment (SEGMENT.pcap) in this directory (emu decode reads them)",
+    )
     a("--keep-going", action="store_true", help="run every client even after one differs from the rules")
     a("--seed", type=int, default=2026, help="seed of the clients' CMIDs, names and IVs (default 2026)")
     a("--no-ipv6", action="store_true", help="IPv4 only")
+    add_run_arguments(run)
     run.set_defaults(func=_run)
+    register_scenario_commands(commands)
     clean = commands.add_parser(
         "clean",
         help="delete labs left behind by a killed emu lab run (namespaces emu-lab-*)",
