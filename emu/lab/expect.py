@@ -26,7 +26,7 @@ _ANSWERED = ("activated", "below-threshold")
 
 #: Keys each kind takes (beyond kind and name); the first group is required.
 _KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "activated-by": ({"at"}, {"group", "fraction"}),
+    "activated-by": ({"at"}, {"group", "fraction", "max_fraction"}),
     "never-below-threshold": (set(), {"group"}),
     "tables-match": (set(), {"hosts"}),
     "failover-within": ({"host"}, {"within", "group"}),
@@ -72,9 +72,10 @@ def check_options(expectation: Any, source: str) -> None:
     for key in ("at", "within", "from", "until"):
         if key in given:
             parse_duration(expectation.options[key], f"{where}: {key}")
-    fraction = expectation.options.get("fraction", 1.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise UsageError(f"{where}: fraction must be a number in (0, 1]")
+    for key, low in (("fraction", 0.0), ("max_fraction", -1e-9)):
+        value = expectation.options.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= 1:
+            raise UsageError(f"{where}: {key} must be a number in {'(0' if key == 'fraction' else '[0'}, 1]")
 
 
 def _seconds(options: dict[str, Any], key: str, default: float) -> float:
@@ -93,8 +94,13 @@ def _activated_by(run: RunLog, o: dict[str, Any]) -> tuple[bool, str, list[dict[
     clients = {c["name"] for c in run.clients(o.get("group"))}
     done = {r["client"] for r in run.exchanges if r["at"] <= at and r["status"] == "activated"}
     late = sorted(clients - done)
-    wanted = float(o.get("fraction", 1.0))
     share = (len(clients) - len(late)) / len(clients) if clients else 1.0
+    if "max_fraction" in o:
+        most = float(o["max_fraction"])
+        early = [r for r in run.exchanges if r["client"] in clients and r["at"] <= at and r["status"] == "activated"]
+        message = f"{len(clients) - len(late)}/{len(clients)} activated by {day_text(at)} (wanted at most {most:.0%})"
+        return share <= most, message, [_brief(r) for r in early[:MAX_EVIDENCE]]
+    wanted = float(o.get("fraction", 1.0))
     evidence = [_brief(r) for r in run.exchanges if r["client"] in set(late[:MAX_EVIDENCE]) and r["at"] <= at]
     message = f"{len(clients) - len(late)}/{len(clients)} activated by {day_text(at)} (wanted {wanted:.0%})"
     if late and share < wanted:
