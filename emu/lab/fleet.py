@@ -22,7 +22,7 @@ from emu.lab.rules import client_cmid
 from emu.lab.scenario import ClientGroup
 from emu.net import netns
 from emu.net.kms_client import ExchangeResult, RpcOptions
-from emu.net.kms_fleet import FleetClient, run_fleet
+from emu.net.kms_fleet import FleetClient, LookupRecorder, run_fleet
 from emu.net.kms_lifecycle import LiveClient, dns_resolver
 from emu.rng import seeded
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 1.0
 REPLY_TIMEOUT = 2.0
 #: Real seconds a lab client waits for a DNS answer.
-DNS_TIMEOUT = 1.0
+DNS_TIMEOUT = 0.5
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Fleet:
     until: float
     seed: int
     record: Callable[[FleetClient, float, ExchangeResult], None]
+    record_lookup: LookupRecorder | None = None
     nodes: list[FleetNode] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -127,6 +128,7 @@ class Fleet:
                             self.clock,
                             self.until,
                             record=self.record,
+                            record_lookup=self.record_lookup,
                             resolver=resolver,
                             options=options,
                             stop=self.stop,

@@ -36,11 +36,13 @@ def summary_lines(run: RunLog) -> list[str]:
         activated = sum(1 for r in mine if r["status"] == "activated")
         unreachable = sum(1 for r in mine if r["status"] == "unreachable")
         lines.append(f"  {name:<10} {answered:>8} {activated:>10} {unreachable:>12}  {text}")
-    lines.append(f"  {'group':<10} {'clients':>8} {'activated':>10} {'exchanges':>12}")
+    lines.append(f"  {'group':<10} {'clients':>8} {'activated':>10} {'exchanges':>12} {'no host found':>14}")
+    lookups = run.of_type("lookup")
     for group in s.get("groups", []):
         mine = [r for r in exchanges if r["group"] == group["name"]]
         activated = len({r["client"] for r in mine if r["status"] == "activated"})
-        lines.append(f"  {group['name']:<10} {group['count']:>8} {activated:>10} {len(mine):>12}")
+        failed = sum(1 for r in lookups if r["group"] == group["name"])
+        lines.append(f"  {group['name']:<10} {group['count']:>8} {activated:>10} {len(mine):>12} {failed:>14}")
     for item in run.expectations:
         mark = "PASS" if item["passed"] else "FAIL"
         lines.append(f"  {mark}  {item['name']}: {item['message']}")
@@ -65,7 +67,7 @@ def _evidence_text(record: dict[str, object]) -> str:
 
 
 def write_plot(run: RunLog, path: Path | str) -> None:
-    """Per host its count over time, activated clients over time, events as vertical marks (PNG).
+    """Per host the count in its answers over time, activated clients over time, events as vertical marks (PNG).
 
     Readable for 1,000 clients over a year: counts are step lines of at most one point per answer and
     host, activated clients a sampled line, the x axis in days.
@@ -84,8 +86,17 @@ def write_plot(run: RunLog, path: Path | str) -> None:
         raise UsageError(f"--plot needs matplotlib: {exc}") from None
     s = run.scenario
     figure, (counts, active) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, constrained_layout=True)
+    gap = max(_DAY, run.duration / 60)  # no line across a time nobody was answered (a dead or unasked host)
     for label, points in sorted(run.host_counts().items()):
-        counts.step([t / _DAY for t, _ in points], [c for _, c in points], where="post", label=label, linewidth=1.2)
+        xs: list[float] = []
+        ys: list[float] = []
+        for n, (t, c) in enumerate(points):
+            if n and t - points[n - 1][0] > gap:
+                xs.append(float("nan"))
+                ys.append(float("nan"))
+            xs.append(t / _DAY)
+            ys.append(c)
+        counts.step(xs, ys, where="post", label=label, linewidth=1.2, marker=".", markersize=2)
     capacity = max((a["capacity"] for r in run.of_type("table") for a in r["applications"]), default=None)
     if capacity:
         counts.axhline(capacity, color="grey", linestyle=":", linewidth=0.8, label=f"table capacity ({capacity})")

@@ -122,6 +122,8 @@ class ScenarioRun:
         plan = plan_topology(netns.random_name("lab"), {seg.name: seg.subnet for seg in s.segments}, parties)
         self.topology = Topology(plan)
         self.topology.build(offloads_off=self.capture is not None)
+        for spec in s.dns:  # a stopped DNS server's "port unreachable" reaches every client at once
+            self.topology.sysctl(plan.nodes[spec.name].namespace, "net.ipv4.icmp_ratelimit=0")
         servers = len(s.dns) + sum(1 for h in s.hosts if h.start)
         self.clock = ScaledClock(s.scale, time.time() + 1.0 + SETUP_ALLOWANCE * servers, s.epoch)
         processes = Processes(workdir, self.clock.spec())
@@ -138,7 +140,7 @@ class ScenarioRun:
             party = processes.add_host(host, plan.nodes[host.name], dns)
             if host.start:
                 self._start_host(party)
-        self.fleet = Fleet(self.clock, s.duration, self.seed, self._record)
+        self.fleet = Fleet(self.clock, s.duration, self.seed, self._record, self._record_lookup)
         index = 1
         for group in s.groups:
             dns_address = plan.nodes[group.dns].address if group.dns else None
@@ -253,6 +255,19 @@ class ScenarioRun:
                 epid=getattr(response, "epid", None),
             )
 
+    def _record_lookup(self, client: FleetClient, at: float, domain: str, why: str) -> None:
+        with self._lock:
+            self.log.records.append(
+                {
+                    "type": "lookup",
+                    "at": round(at, 3),
+                    "client": client.live.name,
+                    "group": client.group,
+                    "domain": domain,
+                    "detail": why,
+                }
+            )
+
     def _event(self, at: float, action: str, target: str, detail: str) -> None:
         with self._lock:
             self.log.event(round(at, 3), action, target, detail)
@@ -267,7 +282,7 @@ class ScenarioRun:
         pending = list(s.events)
         zones = [(d, z) for d in s.dns for z in d.zones]
         seen_dns: dict[str, set[str] | None] = {}
-        dns_step = max(3600.0, s.scale * 0.1)
+        dns_step = max(600.0, s.scale * 0.05)
         next_dns = 0.0
         next_progress = time.monotonic()
         while True:
@@ -341,8 +356,16 @@ class ScenarioRun:
                     groups = tuple(str(g) for g in o.get("key_groups", spec.key_groups))
                     party.argv = self.processes.host_argv(spec, party.node, dns, groups)
                 party.expected_exit = False
-                self.processes.start(party)
-                detail = f"started again (pid {party.proc.pid if party.proc else '?'})"
+                if party.kind == "dns":
+                    spec_dns = next(d for d in self.scenario.dns if d.name == target)
+                    self._start_dns(party, spec_dns.zones)
+                else:
+                    self._start_host(party)
+                ready = self.clock.now() if self.clock else now
+                detail = (
+                    f"started again (pid {party.proc.pid if party.proc else '?'}), serving "
+                    f"{(ready - now) / 60:.0f} virtual min later (process start-up takes real time)"
+                )
             elif event.action in ("partition", "heal"):
                 self.topology.partition(target, event.action == "partition")
                 detail = "every packet to and from it dropped" if event.action == "partition" else "reconnected"

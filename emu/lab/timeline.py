@@ -4,7 +4,7 @@ A run is saved as one JSON document (``emu lab run --json RUN.json``; read back 
 
     {"format": "emu-lab-run/1", "scenario": {...}, "records": [...], "expectations": [...], "summary": {...}}
 
-Each record has ``type`` (``exchange``, ``dns``, ``event``, ``table``) and ``at``: virtual seconds since the
+Each record has ``type`` (``exchange``, ``lookup`` (a discovery that found no host), ``dns``, ``event``, ``table``) and ``at``: virtual seconds since the
 clients started (the scenario's clock; pcap timestamps of a ``--capture`` stay real).
 """
 

@@ -158,7 +158,7 @@ class Topology:
                         f"link set {plan.leg(segment)} up",
                     ]
                 netns.batch(legs, plan.router)
-                self._sysctl(plan.router, "net.ipv4.ip_forward=1")
+                self.sysctl(plan.router, "net.ipv4.ip_forward=1")
             procs = []
             for n in plan.nodes.values():
                 lines = ["link set lo up", f"addr add {n.address}/{n.prefix} dev eth0", "link set eth0 up"]
@@ -194,7 +194,8 @@ class Topology:
             raise
         self.build_seconds = time.monotonic() - began
 
-    def _sysctl(self, ns: str, setting: str) -> None:
+    def sysctl(self, ns: str, setting: str) -> None:
+        """Set a sysctl (``name=value``) inside namespace ``ns``."""
         done = _run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], "the router")
         if done.returncode != 0:
             raise ScenarioError(f"sysctl {setting} in {ns} failed: {done.stderr.strip()}")

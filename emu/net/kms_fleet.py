@@ -25,7 +25,7 @@ from emu.kms.client import Discover, Exchange, HostAddress
 from emu.net.kms_client import ExchangeResult, RpcOptions, exchange
 from emu.net.kms_lifecycle import LiveClient, Resolver
 
-__all__ = ["MAX_CONCURRENT", "POLL_CAP", "FleetClient", "run_fleet"]
+__all__ = ["MAX_CONCURRENT", "POLL_CAP", "FleetClient", "LookupRecorder", "Recorder", "run_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,17 @@ class FleetClient:
 
 #: ``record(client, virtual_time, result)`` after every exchange.
 Recorder = Callable[[FleetClient, float, ExchangeResult], None]
+#: ``record_lookup(client, virtual_time, domain, why)`` after a discovery that found no host.
+LookupRecorder = Callable[[FleetClient, float, str, str], None]
 
 
 async def _drive(
-    client: FleetClient, clock: ScaledClock, resolver: Resolver | None, options: RpcOptions, record: Recorder
+    client: FleetClient,
+    clock: ScaledClock,
+    resolver: Resolver | None,
+    options: RpcOptions,
+    record: Recorder,
+    record_lookup: LookupRecorder | None,
 ) -> None:
     lifecycle = client.live.lifecycle
     now = clock.now()
@@ -62,11 +69,17 @@ async def _drive(
             return
         if isinstance(action, Discover):
             hosts: list[HostAddress] = []
+            why = "no resolver"
+            at = clock.now()
             if resolver is not None:
                 try:
                     hosts = list(await resolver(action.domain))
+                    why = "no _vlmcs._tcp SRV record"
                 except (EmuError, OSError) as exc:
+                    why = str(exc)
                     log.info("%s: discovery of %s failed: %s", client.live.name, action.domain, exc)
+            if not hosts and record_lookup is not None:
+                record_lookup(client, at, action.domain, why)
             action = lifecycle.discovered(hosts, clock.now())
         else:
             assert isinstance(action, Exchange)
@@ -89,6 +102,7 @@ async def run_fleet(
     until: float,
     *,
     record: Recorder,
+    record_lookup: LookupRecorder | None = None,
     resolver: Resolver | None = None,
     options: RpcOptions | None = None,
     stop: threading.Event | None = None,
@@ -108,7 +122,7 @@ async def run_fleet(
     async def one(client: FleetClient) -> None:
         async with gate:
             try:
-                await _drive(client, clock, resolver, options, record)
+                await _drive(client, clock, resolver, options, record, record_lookup)
             except Exception:  # a bug in one client must not end the others' run
                 log.exception("client %s failed", client.live.name)
 
