@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emu.lab.topology import Topology, plan_topology  # noqa: E402
-from emu.net import netns  # noqa: E402
+from emu.lab.topology import Topology, plan_topology
+from emu.net import netns
 
 
 def topology_round(parties: int) -> tuple[float, float]:
