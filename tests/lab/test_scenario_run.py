@@ -195,11 +195,20 @@ FAST_SCALES = {"counting": 43200, "failover": 43200}
 
 @needs_netns
 @pytest.mark.parametrize("name", sorted(FAST_SCALES))
-def test_bundled_scenario_holds_its_expectations(name):
+def test_bundled_scenario_holds_its_expectations(name, tmp_path):
     import dataclasses
 
     scenario = dataclasses.replace(load_scenario(name), scale=FAST_SCALES[name])
-    run = ScenarioRun(scenario).run()
+    capture = tmp_path / "captures" if name == "counting" else None
+    run = ScenarioRun(scenario, capture=capture).run()
     failed = [f"{e['name']}: {e['message']}" for e in run.expectations if not e["passed"]]
     assert not failed
     assert not _lab_namespaces(run.scenario["lab"])
+    if capture is not None:  # the segment's pcap holds exactly the exchanges the run recorded
+        done = subprocess.run(
+            [*EMU, "decode", "--json", str(capture / "lan.pcap")], capture_output=True, text=True, timeout=120
+        )
+        records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        summary = records[-1]
+        assert summary["exchanges"] == len(run.exchanges), summary
+        assert summary["errors"] == 0
