@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from emu.cli import show_help
+from emu.cli import CLOCK_HELP, clock_spec, show_help
 from emu.errors import UsageError
 
 __all__ = ["register"]
@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--tsig-key", metavar="FILE", help="BIND key file for --publish")
     serve.add_argument("--address", action="append", default=[], metavar="IP", help="the DC's A/AAAA for --publish")
+    serve.add_argument("--clock", type=clock_spec, metavar="SPEC", help=CLOCK_HELP)
     serve.set_defaults(func=_serve)
     export = commands.add_parser("export", help="write the directory as LDIF")
     _common(export)
@@ -124,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     listen = [parse_address(t, 389) for t in (args.listen or ["127.0.0.1:389"])]
     publish = parse_address(args.publish, 53) if args.publish else None
     keys = load_keys([args.tsig_key]) if args.tsig_key else []
-    dsa, store = open_dsa(opts)
+    dsa, store = open_dsa(opts, clock=args.clock)
     if args.import_ldif:
         print(f"emu dc: imported {_import_into(dsa, store, args.import_ldif)} entries", file=sys.stderr)
     for group in args.seed_group:
@@ -154,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
                 key=keys[0] if keys else None,
                 addresses=args.address,
                 started=started,
+                clock=args.clock,
             )
         )
         waiter = asyncio.create_task(started.wait())

@@ -26,7 +26,7 @@ _ANSWERED = ("activated", "below-threshold")
 
 #: Keys each kind takes (beyond kind and name); the first group is required.
 _KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "activated-by": ({"at"}, {"group", "fraction", "max_fraction"}),
+    "activated-by": ({"at"}, {"group", "fraction", "max_fraction", "path"}),
     "never-below-threshold": (set(), {"group"}),
     "tables-match": (set(), {"hosts"}),
     "failover-within": ({"host"}, {"within", "group"}),
@@ -69,6 +69,8 @@ def check_options(expectation: Any, source: str) -> None:
         raise UsageError(f"{where}: {expectation.kind} needs {', '.join(sorted(required - given))}")
     if given - required - optional:
         raise UsageError(f"{where}: {expectation.kind} takes no {', '.join(sorted(given - required - optional))}")
+    if expectation.options.get("path", "kms") not in ("kms", "adba"):
+        raise UsageError(f"{where}: path must be kms or adba")
     for key in ("at", "within", "from", "until"):
         if key in given:
             parse_duration(expectation.options[key], f"{where}: {key}")
@@ -91,8 +93,13 @@ def _brief(record: dict[str, Any]) -> dict[str, Any]:
 
 def _activated_by(run: RunLog, o: dict[str, Any]) -> tuple[bool, str, list[dict[str, Any]]]:
     at = _seconds(o, "at", 0.0)
+    path = o.get("path")
     clients = {c["name"] for c in run.clients(o.get("group"))}
-    done = {r["client"] for r in run.exchanges if r["at"] <= at and r["status"] == "activated"}
+    done = {
+        r["client"]
+        for r in run.exchanges
+        if r["at"] <= at and r["status"] == "activated" and (path is None or r.get("path", "kms") == path)
+    }
     late = sorted(clients - done)
     share = (len(clients) - len(late)) / len(clients) if clients else 1.0
     if "max_fraction" in o:
@@ -114,10 +121,11 @@ def _never_below_threshold(run: RunLog, o: dict[str, Any]) -> tuple[bool, str, l
         r
         for r in run.exchanges
         if r["status"] == "activated"
+        and r.get("path", "kms") == "kms"
         and (group is None or r["group"] == group)
         and (r.get("count") is None or r["count"] < r["threshold"])
     ]
-    total = sum(1 for r in run.exchanges if r["status"] == "activated")
+    total = sum(1 for r in run.exchanges if r["status"] == "activated" and r.get("path", "kms") == "kms")
     return (
         not bad,
         f"{len(bad)} of {total} activations with a count below the client's threshold",

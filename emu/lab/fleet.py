@@ -22,7 +22,7 @@ from emu.lab.rules import client_cmid
 from emu.lab.scenario import ClientGroup
 from emu.net import netns
 from emu.net.kms_client import ExchangeResult, RpcOptions
-from emu.net.kms_fleet import FleetClient, LookupRecorder, run_fleet
+from emu.net.kms_fleet import AdbaPath, AdbaRecorder, FleetClient, LookupRecorder, run_fleet
 from emu.net.kms_lifecycle import LiveClient, dns_resolver
 from emu.rng import seeded
 
@@ -57,6 +57,7 @@ class Fleet:
     seed: int
     record: Callable[[FleetClient, float, ExchangeResult], None]
     record_lookup: LookupRecorder | None = None
+    record_adba: AdbaRecorder | None = None
     nodes: list[FleetNode] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -99,6 +100,11 @@ class Fleet:
             client = FleetClient(
                 LiveClient(lifecycle, template, seeded(self.seed * 7919 + index), name=name), group.name
             )
+            if group.domain_member and group.domain and dns_server:
+                client.adba = AdbaPath(
+                    group.domain, sku.kms_id, dns_server, seeded(self.seed * 31 + index), act_type=group.act_type
+                )
+                client.adba.state.next_attempt = lifecycle.now
             namespace = namespaces[0] if len(namespaces) == 1 else namespaces[i]
             by_namespace.setdefault(namespace, []).append(client)
             made.append(client)
@@ -129,6 +135,7 @@ class Fleet:
                             self.until,
                             record=self.record,
                             record_lookup=self.record_lookup,
+                            record_adba=self.record_adba,
                             resolver=resolver,
                             options=options,
                             stop=self.stop,

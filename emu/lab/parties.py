@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from emu.errors import EmuError, ScenarioError
-from emu.lab.scenario import DnsSpec, HostSpec
+from emu.lab.scenario import DcSpec, DnsSpec, HostSpec
 from emu.lab.topology import Node
 from emu.net import netns
 from emu.rng import seeded
@@ -41,13 +41,15 @@ ns1  A   {address}
 """
 
 
-def srv_targets(zone: str, server: tuple[str, int], timeout: float = 0.5) -> set[str] | None:
-    """SRV targets of ``_vlmcs._tcp.ZONE`` at ``server`` (None: no answer). Call it inside a namespace."""
+def srv_targets(
+    zone: str, server: tuple[str, int], timeout: float = 0.5, service: str = "_vlmcs._tcp"
+) -> set[str] | None:
+    """SRV targets of ``SERVICE.ZONE`` at ``server`` (None: no answer). Call it inside a namespace."""
     from emu.net.dns_client import query
     from emu.wire.dns import canonical_name
 
     try:
-        answer = asyncio.run(query(f"_vlmcs._tcp.{zone}", "SRV", server, rng=seeded(0), timeout=timeout))
+        answer = asyncio.run(query(f"{service}.{zone}", "SRV", server, rng=seeded(0), timeout=timeout))
     except EmuError:
         return None
     return {canonical_name(str(rr.rdata.target)).rstrip(".") for rr in answer.answers if rr.rtype == 33}
@@ -58,7 +60,7 @@ class Party:
     """A server of the scenario: its spec, where it lives, its argv and its current process."""
 
     name: str
-    kind: str  # "dns" or "host"
+    kind: str  # "dns", "dc" or "host"
     node: Node
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
@@ -102,6 +104,16 @@ class Processes:
         if spec.srv_max_age is not None:
             argv += ["--srv-max-age", f"{spec.srv_max_age:g}"]
         party = Party(spec.name, "dns", node, argv)
+        self.parties[spec.name] = party
+        return party
+
+    def add_dc(self, spec: DcSpec, node: Node, dns: Node) -> Party:
+        argv = ["dc", "serve", "--listen", f"{node.address}:389", "--forest", spec.forest]
+        argv += ["--state", str(self.workdir / f"{spec.name}.sqlite"), "--clock", self.clock_spec]
+        for group in spec.objects:
+            argv += ["--seed-group", group]
+        argv += ["--publish", f"{dns.address}:53", "--tsig-key", str(self.key_file()), "--address", node.address]
+        party = Party(spec.name, "dc", node, argv)
         self.parties[spec.name] = party
         return party
 

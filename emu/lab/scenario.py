@@ -22,6 +22,8 @@ from emu.durations import parse_duration
 from emu.errors import UsageError
 from emu.kms import products
 from emu.kms.products import Sku
+from emu.lab.toml_table import Table as _Table
+from emu.lab.toml_table import tables as _tables
 
 __all__ = [
     "ACTIONS",
@@ -29,6 +31,7 @@ __all__ = [
     "MAX_CLIENTS",
     "MAX_NAMESPACES",
     "ClientGroup",
+    "DcSpec",
     "DnsSpec",
     "Event",
     "Expectation",
@@ -54,6 +57,8 @@ ACTIONS = {
     "delay": "party-or-segment",  # delay = "40ms", jitter = "10ms" (needs tc netem)
     "clear": "party-or-segment",  # remove loss and delay
     "skew": "group",  # offset = "-6h": the group's clients send ClientTime that far off
+    "delete-object": "dc",  # group = "Windows": delete that activation object (emu adba delete)
+    "add-object": "dc",  # group = "Windows": create it (online activation of the group's lab CSVLK)
 }
 #: What an ``[[expect]]`` may check (docs/scenarios.md describes each).
 EXPECTATION_KINDS = (
@@ -69,7 +74,6 @@ EXPECTATION_KINDS = (
 MAX_NAMESPACES = 250
 MAX_CLIENTS = 2000
 MAX_SEGMENTS = 20
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,18 @@ class DnsSpec:
     segment: str
     zones: tuple[str, ...]
     srv_max_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DcSpec:
+    """An ``emu dc serve`` for forest ``forest`` (a zone of a [[dns]], where it registers its
+    ``_ldap._tcp.dc._msdcs`` SRV record), with activation objects for ``objects`` (CSVLK groups)."""
+
+    name: str
+    segment: str
+    forest: str
+    dns: str
+    objects: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +147,8 @@ class ClientGroup:
     shared_namespace: bool
     retry_interval: float | None
     renewal_interval: float | None
+    domain_member: bool = False
+    act_type: str = "any"
 
     def product_of(self, index: int) -> Sku:
         """The product of client ``index`` (0-based): the mix's shares, assigned in order."""
@@ -178,6 +196,7 @@ class Scenario:
     epoch: float
     segments: tuple[Segment, ...]
     dns: tuple[DnsSpec, ...]
+    dcs: tuple[DcSpec, ...]
     hosts: tuple[HostSpec, ...]
     groups: tuple[ClientGroup, ...]
     events: tuple[Event, ...]
@@ -192,62 +211,7 @@ class Scenario:
     def namespaces(self) -> int:
         """Namespaces the run makes: the switch, a router when there are segments to join, every party."""
         clients = sum(1 if g.shared_namespace else g.count for g in self.groups)
-        return 1 + (len(self.segments) > 1) + len(self.dns) + len(self.hosts) + clients
-
-    def party_names(self) -> set[str]:
-        return {d.name for d in self.dns} | {h.name for h in self.hosts} | {g.name for g in self.groups}
-
-
-class _Table:
-    """One TOML table being read: every key taken is remembered, the rest are errors."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, dict):
-            raise UsageError(f"{where}: expected a table, got {type(data).__name__}")
-        self.data = data
-        self.where = where
-        self.taken: set[str] = set()
-
-    def get(self, key: str, default: Any = None, *, kind: type | tuple[type, ...] | None = None) -> Any:
-        self.taken.add(key)
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if kind is not None:
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                names = " or ".join(k.__name__ for k in kinds)
-                raise UsageError(f"{self.where}: {key} must be {names}, got {value!r}")
-        return value
-
-    def need(self, key: str, *, kind: type | tuple[type, ...] | None = None) -> Any:
-        if key not in self.data:
-            raise UsageError(f"{self.where}: {key} is missing")
-        return self.get(key, kind=kind)
-
-    def duration(self, key: str, default: float | None = None) -> float | None:
-        value = self.get(key)
-        if value is None:
-            return default
-        return parse_duration(value, f"{self.where}: {key}")
-
-    def name(self, key: str = "name") -> str:
-        text = str(self.need(key, kind=str)).lower()
-        if not text or not set(text) <= _NAME_CHARS or len(text) > 12 or text[0] == "-":
-            raise UsageError(f"{self.where}: {key} {text!r}: 1..12 characters of a-z, 0-9 and '-'")
-        return text
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.taken)
-        if unknown:
-            raise UsageError(f"{self.where}: unknown key(s) {', '.join(unknown)} (docs/scenarios.md lists them)")
-
-
-def _tables(data: dict[str, Any], key: str, source: str) -> list[_Table]:
-    items = data.get(key, [])
-    if not isinstance(items, list):
-        raise UsageError(f"{source}: [[{key}]] must be an array of tables ([[{key}]] headers)")
-    return [_Table(item, f"{source}: [[{key}]] #{n + 1}") for n, item in enumerate(items)]
+        return 1 + (len(self.segments) > 1) + len(self.dns) + len(self.dcs) + len(self.hosts) + clients
 
 
 def _segments(data: dict[str, Any], source: str) -> tuple[Segment, ...]:
@@ -293,6 +257,31 @@ def _dns(data: dict[str, Any], source: str, segments: tuple[Segment, ...]) -> tu
                 table.duration("srv_max_age"),
             )
         )
+        table.done()
+    return tuple(found)
+
+
+def _dcs(
+    data: dict[str, Any], source: str, segments: tuple[Segment, ...], dns: tuple[DnsSpec, ...]
+) -> tuple[DcSpec, ...]:
+    from emu.activation.csvlk import lab_key_for_group
+
+    found = []
+    zones = {z: d.name for d in dns for z in d.zones}
+    for table in _tables(data, "dc", source):
+        name = table.name()
+        forest = str(table.need("forest", kind=str)).strip(".").lower()
+        if forest not in zones:
+            raise UsageError(
+                f"{table.where}: forest {forest!r} is served by no [[dns]] (the DC registers itself there)"
+            )
+        objects = tuple(str(g) for g in table.get("objects", ["Windows"], kind=list))
+        for group in objects:
+            try:
+                lab_key_for_group(group)
+            except UsageError as exc:
+                raise UsageError(f"{table.where}: objects: {exc}") from None
+        found.append(DcSpec(name, _segment_of(table, segments), forest, zones[forest], objects))
         table.done()
     return tuple(found)
 
@@ -358,9 +347,14 @@ def _product_mix(table: _Table) -> tuple[tuple[Sku, float], ...]:
 
 
 def _groups(
-    data: dict[str, Any], source: str, segments: tuple[Segment, ...], dns: tuple[DnsSpec, ...], hosts: list[HostSpec]
+    data: dict[str, Any],
+    source: str,
+    segments: tuple[Segment, ...],
+    dns: tuple[DnsSpec, ...],
+    hosts: list[HostSpec],
+    forests: set[str],
 ) -> list[ClientGroup]:
-    found = []
+    found: list[ClientGroup] = []
     zones = {z: d.name for d in dns for z in d.zones}
     for table in _tables(data, "clients", source):
         name = table.name()
@@ -391,10 +385,21 @@ def _groups(
                 shared_namespace=bool(table.get("shared_namespace", False, kind=bool)),
                 retry_interval=table.duration("retry_interval"),
                 renewal_interval=table.duration("renewal_interval"),
+                domain_member=bool(table.get("domain_member", False, kind=bool)),
+                act_type=_act_type(table),
             )
         )
+        if found[-1].domain_member and (zone is None or zone not in forests):
+            raise UsageError(f"{table.where}: domain_member needs domain = the forest of a [[dc]]")
         table.done()
     return found
+
+
+def _act_type(table: _Table) -> str:
+    value = str(table.get("act_type", "any", kind=str)).lower()
+    if value not in ("any", "ad", "kms"):
+        raise UsageError(f"{table.where}: act_type {value!r}: any, ad or kms (slmgr /act-type 0, 1, 2)")
+    return value
 
 
 def _events(data: dict[str, Any], source: str, parties: dict[str, str], duration: float) -> list[Event]:
@@ -411,12 +416,20 @@ def _events(data: dict[str, Any], source: str, parties: dict[str, str], duration
         target = str(table.need("target", kind=str)).lower()
         kind = parties.get(target)
         wanted = ACTIONS[action]
-        if kind is None or (wanted != "party-or-segment" and kind != wanted):
+        server = action in ("stop", "kill", "start") and kind == "dc"  # a DC is stopped and started like a host
+        if kind is None or (wanted != "party-or-segment" and kind != wanted and not server):
             raise UsageError(
                 f"{table.where}: {action} needs a {wanted.replace('-or-', ' or ')} as target, not {target!r}"
             )
         options = {k: v for k, v in table.data.items() if k not in ("at", "do", "target")}
-        allowed = {"loss": {"percent"}, "delay": {"delay", "jitter"}, "skew": {"offset"}, "key-change": {"key_groups"}}
+        allowed = {
+            "loss": {"percent"},
+            "delay": {"delay", "jitter"},
+            "skew": {"offset"},
+            "key-change": {"key_groups"},
+            "delete-object": {"group"},
+            "add-object": {"group"},
+        }
         extra = set(options) - allowed.get(action, set())
         if extra:
             raise UsageError(f"{table.where}: {action} takes no {', '.join(sorted(extra))}")
@@ -426,6 +439,8 @@ def _events(data: dict[str, Any], source: str, parties: dict[str, str], duration
             raise UsageError(f"{table.where}: loss needs percent = 1..100")
         if action == "delay":
             parse_duration(options.get("delay", ""), f"{table.where}: delay")
+        if action in ("delete-object", "add-object") and not isinstance(options.get("group"), str):
+            raise UsageError(f"{table.where}: {action} needs group = a CSVLK group (Windows, Office2016, ...)")
         if action == "skew":
             text = str(options.get("offset", ""))
             parse_duration(text.lstrip("+-"), f"{table.where}: offset")
@@ -482,17 +497,20 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
     clock.done()
     segments = _segments(data, source)
     dns = _dns(data, source, segments)
+    dcs = _dcs(data, source, segments, dns)
     hosts = _hosts(data, source, segments, dns)
-    groups = _groups(data, source, segments, dns, hosts)
-    names = [d.name for d in dns] + [h.name for h in hosts] + [g.name for g in groups] + [s.name for s in segments]
+    groups = _groups(data, source, segments, dns, hosts, {d.forest for d in dcs})
+    names = [d.name for d in dns] + [d.name for d in dcs] + [h.name for h in hosts] + [g.name for g in groups]
+    names += [s.name for s in segments]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise UsageError(f"{source}: names must be unique across segments, DNS servers, hosts and groups: {doubled}")
-    if not hosts:
-        raise UsageError(f"{source}: a scenario needs at least one [[host]]")
+    if not hosts and not dcs:
+        raise UsageError(f"{source}: a scenario needs at least one [[host]] or [[dc]]")
     if not groups:
         raise UsageError(f"{source}: a scenario needs at least one [[clients]] group")
     parties = {d.name: "dns" for d in dns} | {h.name: "host" for h in hosts} | {g.name: "group" for g in groups}
+    parties |= {d.name: "dc" for d in dcs}
     parties |= {s.name: "segment" for s in segments}
     scenario = Scenario(
         name=name,
@@ -503,13 +521,14 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
         epoch=epoch,
         segments=segments,
         dns=dns,
+        dcs=dcs,
         hosts=tuple(hosts),
         groups=tuple(groups),
         events=tuple(_events(data, source, parties, duration)),
         expectations=tuple(_expectations(data, source)),
         source=text,
     )
-    for key in ("segment", "dns", "host", "clients", "event", "expect"):
+    for key in ("segment", "dns", "dc", "host", "clients", "event", "expect"):
         top.taken.add(key)
     top.done()
     if scenario.clients > MAX_CLIENTS:

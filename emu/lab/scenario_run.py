@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emu.adba.client import AdbaResult
 from emu.clock import ScaledClock
 from emu.durations import parse_duration
 from emu.errors import EmuError, ScenarioError
@@ -38,6 +39,7 @@ from emu.lab.scenario import Event, Scenario
 from emu.lab.timeline import RunLog, day_text
 from emu.lab.topology import Topology, plan_topology
 from emu.net import netns
+from emu.net.dc_runner import LDAP_SERVICE
 from emu.net.kms_client import ExchangeResult
 from emu.net.kms_fleet import FleetClient
 from emu.rng import seeded
@@ -113,7 +115,8 @@ class ScenarioRun:
     def _setup(self, workdir: Path) -> None:
         s = self.scenario
         started = time.monotonic()
-        parties = [(d.name, d.segment) for d in s.dns] + [(h.name, h.segment) for h in s.hosts]
+        parties = [(d.name, d.segment) for d in s.dns] + [(d.name, d.segment) for d in s.dcs]
+        parties += [(h.name, h.segment) for h in s.hosts]
         client_keys: dict[str, list[str]] = {}
         for group in s.groups:
             keys = [group.name] if group.shared_namespace else [f"{group.name}-{i + 1}" for i in range(group.count)]
@@ -124,7 +127,7 @@ class ScenarioRun:
         self.topology.build(offloads_off=self.capture is not None)
         for spec in s.dns:  # a stopped DNS server's "port unreachable" reaches every client at once
             self.topology.sysctl(plan.nodes[spec.name].namespace, "net.ipv4.icmp_ratelimit=0")
-        servers = len(s.dns) + sum(1 for h in s.hosts if h.start)
+        servers = len(s.dns) + len(s.dcs) + sum(1 for h in s.hosts if h.start)
         self.clock = ScaledClock(s.scale, time.time() + 1.0 + SETUP_ALLOWANCE * servers, s.epoch)
         processes = Processes(workdir, self.clock.spec())
         self.processes = processes
@@ -135,12 +138,15 @@ class ScenarioRun:
         for spec in s.dns:
             party = processes.add_dns(spec, plan.nodes[spec.name])
             self._start_dns(party, spec.zones)
+        for dc in s.dcs:
+            party = processes.add_dc(dc, plan.nodes[dc.name], plan.nodes[dc.dns])
+            self._start_dc(party)
         for host in s.hosts:
             dns = plan.nodes[host.dns] if host.dns else None
             party = processes.add_host(host, plan.nodes[host.name], dns)
             if host.start:
                 self._start_host(party)
-        self.fleet = Fleet(self.clock, s.duration, self.seed, self._record, self._record_lookup)
+        self.fleet = Fleet(self.clock, s.duration, self.seed, self._record, self._record_lookup, self._record_adba)
         index = 1
         for group in s.groups:
             dns_address = plan.nodes[group.dns].address if group.dns else None
@@ -195,6 +201,7 @@ class ScenarioRun:
                 for h in s.hosts
             ],
             "dns": [{"name": d.name, "address": plan.nodes[d.name].address, "zones": list(d.zones)} for d in s.dns],
+            "dcs": [{"name": d.name, "address": plan.nodes[d.name].address, "forest": d.forest} for d in s.dcs],
             "groups": [{"name": g.name, "count": g.count, "segment": g.segment} for g in s.groups],
             "events": [{"at": e.at, "action": e.action, "target": e.target, **e.options} for e in s.events],
             "expectations": [{"kind": x.kind, "name": x.name, **x.options} for x in s.expectations],
@@ -215,6 +222,18 @@ class ScenarioRun:
         self.processes.wait_ready(
             party, lambda: netns.run_in(party.node.namespace, srv_targets, zones[0], server) is not None
         )
+
+    def _start_dc(self, party: Party) -> None:
+        assert self.processes is not None and self.topology is not None
+        self.processes.start(party)
+        spec = next(d for d in self.scenario.dcs if d.name == party.name)
+        server = (self.topology.plan.nodes[spec.dns].address, 53)
+
+        def published() -> bool:
+            targets = netns.run_in(party.node.namespace, srv_targets, spec.forest, server, 0.5, LDAP_SERVICE)
+            return bool(targets)
+
+        self.processes.wait_ready(party, published)
 
     def _start_host(self, party: Party) -> None:
         assert self.processes is not None
@@ -253,6 +272,31 @@ class ScenarioRun:
                 hresult=result.hresult,
                 detail=result.detail,
                 epid=getattr(response, "epid", None),
+                path="kms",
+            )
+
+    def _record_adba(self, client: FleetClient, at: float, where: str | None, result: AdbaResult) -> None:
+        failed = next((c for c in result.checks if not c.ok), None)
+        detail = (
+            f"{failed.name}: {failed.detail}"
+            if failed
+            else f"activated by {result.checks[-2].detail if len(result.checks) > 1 else 'ADBA'}"
+        )
+        with self._lock:
+            self.log.exchange(
+                at=round(at, 3),
+                client=client.live.name,
+                group=client.group,
+                cmid=str(client.live.lifecycle.cmid),
+                host=self._addresses.get(where.rsplit(":", 1)[0]) if where else None,
+                address=where,
+                status="activated" if result.activated else "adba-failed",
+                count=None,
+                threshold=client.live.lifecycle.threshold,
+                app=application_name(client.live.template),
+                hresult=result.hresult,
+                detail=detail,
+                path="adba",
             )
 
     def _record_lookup(self, client: FleetClient, at: float, domain: str, why: str) -> None:
@@ -359,13 +403,17 @@ class ScenarioRun:
                 if party.kind == "dns":
                     spec_dns = next(d for d in self.scenario.dns if d.name == target)
                     self._start_dns(party, spec_dns.zones)
+                elif party.kind == "dc":
+                    self._start_dc(party)
                 else:
                     self._start_host(party)
                 ready = self.clock.now() if self.clock else now
                 detail = (
-                    f"started again (pid {party.proc.pid if party.proc else '?'}), serving "
+                    f"{'started again' if party.starts > 1 else 'started'} (pid {party.proc.pid if party.proc else '?'}), serving "
                     f"{(ready - now) / 60:.0f} virtual min later (process start-up takes real time)"
                 )
+            elif event.action in ("delete-object", "add-object") and party is not None:
+                detail = self._object_event(party, event.action, str(o["group"]))
             elif event.action in ("partition", "heal"):
                 self.topology.partition(target, event.action == "partition")
                 detail = "every packet to and from it dropped" if event.action == "partition" else "reconnected"
@@ -389,6 +437,27 @@ class ScenarioRun:
         except EmuError as exc:
             detail = f"failed: {exc}"
         self._event(now, event.action, target, detail)
+
+    def _object_event(self, party: Party, action: str, group: str) -> str:
+        """``emu adba delete`` or ``emu adba activate-online`` against the DC, from its own namespace."""
+        from emu.activation.csvlk import lab_key_for_group
+
+        spec = next(d for d in self.scenario.dcs if d.name == party.name)
+        server = ["--server", f"{party.node.address}:389", "--domain", spec.forest]
+        name = f"{group} (emu lab)"
+        if action == "delete-object":
+            argv = ["adba", "delete", name, *server]
+        else:
+            argv = ["adba", "activate-online", lab_key_for_group(group), "--name", name, *server]
+        done = subprocess.run(
+            ["ip", "netns", "exec", party.node.namespace, *_EMU, *argv],
+            capture_output=True,
+            text=True,
+            timeout=_STATUS_TIMEOUT,
+            check=False,
+        )
+        text = (done.stdout.strip() or done.stderr.strip()).splitlines()
+        return ("" if done.returncode == 0 else f"failed ({done.returncode}): ") + (text[-1] if text else "")
 
     # -- the end ---------------------------------------------------------------------------------------------
 

@@ -117,12 +117,14 @@ async def serve_dc(
     key: TsigKey | None = None,
     addresses: Sequence[str] = (),
     started: asyncio.Event | None = None,
+    clock: Clock | None = None,
 ) -> LdapServer:
     """Serve until ``stop``; with ``publish``, register ``_ldap._tcp.dc._msdcs.<forest>`` + A/AAAA first."""
     server = LdapServer(dsa, listen=list(listen), store=store)
     await server.start()
     publisher = None
     if publish is not None:
+        from emu.net.clock_sleep import sleeper
         from emu.net.dns_publisher import PublishDomain, Publisher
 
         port = server.addresses[0][1]
@@ -135,6 +137,8 @@ async def serve_dc(
             port=port,
             service=LDAP_SERVICE,
             ttl=600,
+            clock=clock,
+            sleep=sleeper(clock) if clock is not None else asyncio.sleep,
         )
         await publisher.start()
     if started is not None:

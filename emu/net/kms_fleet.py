@@ -16,16 +16,28 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+from emu.adba.client import AdbaResult, AdbaState
 from emu.clock import ScaledClock, unix_to_filetime
 from emu.errors import EmuError
 from emu.kms.client import Discover, Exchange, HostAddress
 from emu.net.kms_client import ExchangeResult, RpcOptions, exchange
 from emu.net.kms_lifecycle import LiveClient, Resolver
+from emu.rng import Rng
 
-__all__ = ["MAX_CONCURRENT", "POLL_CAP", "FleetClient", "LookupRecorder", "Recorder", "run_fleet"]
+__all__ = [
+    "MAX_CONCURRENT",
+    "POLL_CAP",
+    "AdbaPath",
+    "AdbaRecorder",
+    "FleetClient",
+    "LookupRecorder",
+    "Recorder",
+    "run_fleet",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +50,96 @@ _MAX_ACTIONS = 1000
 
 
 @dataclass
+class AdbaPath:
+    """A domain member's ADBA step before KMS (docs/adba.md "Order of the paths"): locate a DC of ``forest``
+    through ``dns_server`` (``_ldap._tcp.dc._msdcs``), read the activation object for ``kms_id``; while
+    that activation holds, the KMS life cycle waits. ``act_type``: ``any``, ``ad`` (never KMS) or ``kms``
+    (never ADBA), as slmgr /act-type."""
+
+    forest: str
+    kms_id: uuid.UUID
+    dns_server: tuple[str, int]
+    rng: Rng
+    act_type: str = "any"
+    state: AdbaState = field(default_factory=AdbaState)
+    last_ok: bool = False
+
+    def uses_adba(self) -> bool:
+        return self.act_type != "kms" and self.state.domain_member
+
+    def allows_kms(self, now: float) -> bool:
+        """KMS runs unless the last ADBA (re)activation succeeded and still holds: "if the object can't be read
+        [at reactivation] it uses KMS" (documented, docs/adba.md)."""
+        return self.act_type != "ad" and not (self.last_ok and self.state.activated(now))
+
+
+@dataclass
 class FleetClient:
-    """A :class:`LiveClient` with what a scenario adds: its group and a clock offset (``skew`` seconds
-    added to the ClientTime it sends; a skew event changes it while the fleet runs)."""
+    """A :class:`LiveClient` with what a scenario adds: its group, a clock offset (``skew`` seconds
+    added to the ClientTime it sends; a skew event changes it while the fleet runs) and, for a domain
+    member, its ADBA step."""
 
     live: LiveClient
     group: str
     skew: float = 0.0
+    adba: AdbaPath | None = None
+
+    def deadline(self, now: float) -> float | None:
+        """When this client next has something to do (None: it waits on nothing)."""
+        times: list[float] = []
+        adba = self.adba
+        if adba is not None and adba.uses_adba():
+            times.append(adba.state.next_attempt)
+            until = adba.state.activated_until
+            if until is not None and until > now:
+                times.append(until)  # KMS takes over when the ADBA activation runs out
+        if adba is None or adba.allows_kms(now):
+            kms = self.live.lifecycle.next_deadline()
+            if kms is not None:
+                times.append(kms)
+        return min(times) if times else None
 
 
 #: ``record(client, virtual_time, result)`` after every exchange.
 Recorder = Callable[[FleetClient, float, ExchangeResult], None]
 #: ``record_lookup(client, virtual_time, domain, why)`` after a discovery that found no host.
 LookupRecorder = Callable[[FleetClient, float, str, str], None]
+#: ``record_adba(client, virtual_time, dc "host:port" or None, result)`` after every ADBA attempt.
+AdbaRecorder = Callable[[FleetClient, float, str | None, AdbaResult], None]
+
+
+async def _adba_attempt(path: AdbaPath, now: float) -> tuple[str | None, AdbaResult]:
+    """One ADBA attempt: locate a DC by SRV, then bind, search and verify (blocking LDAP, in a worker thread
+    that inherits the caller's network namespace)."""
+    from emu.adba.client import DC_NOT_FOUND, Check, adba_attempt
+    from emu.adba.forest import DEFAULT_ADMIN_PASSWORD, Forest
+    from emu.net.dc_runner import LDAP_SERVICE
+    from emu.net.dns_discovery import discover_kms_hosts
+    from emu.net.ldap_client import LdapClient
+
+    try:
+        dcs = await discover_kms_hosts(path.forest, path.dns_server, path.rng, timeout=0.5, service=LDAP_SERVICE)
+    except (EmuError, OSError) as exc:
+        return None, AdbaResult(False, (Check("dc-located", False, str(exc)),), DC_NOT_FOUND)
+    if not dcs:
+        return None, AdbaResult(False, (Check("dc-located", False, "no DC SRV record"),), DC_NOT_FOUND)
+    host, port = dcs[0]
+
+    def attempt() -> AdbaResult:
+        with LdapClient(host, port, timeout=2.0) as client:
+            return adba_attempt(
+                client,
+                kms_id=path.kms_id,
+                forest=path.forest,
+                now=now,
+                bind_name=Forest(path.forest).admin_dn,
+                password=DEFAULT_ADMIN_PASSWORD,
+            )
+
+    try:
+        return f"{host}:{port}", await asyncio.to_thread(attempt)
+    except (EmuError, OSError) as exc:
+        return f"{host}:{port}", AdbaResult(False, (Check("connect", False, str(exc)),), DC_NOT_FOUND)
 
 
 async def _drive(
@@ -60,9 +149,20 @@ async def _drive(
     options: RpcOptions,
     record: Recorder,
     record_lookup: LookupRecorder | None,
+    record_adba: AdbaRecorder | None = None,
 ) -> None:
     lifecycle = client.live.lifecycle
     now = clock.now()
+    adba = client.adba
+    if adba is not None and adba.uses_adba() and adba.state.due(now):
+        where, adba_result = await _adba_attempt(adba, now)
+        adba.state.record(adba_result, now)
+        adba.last_ok = adba_result.activated
+        if record_adba is not None:
+            record_adba(client, now, where, adba_result)
+        now = clock.now()
+    if adba is not None and not adba.allows_kms(now):
+        return
     action = lifecycle.poll(now)
     for _ in range(_MAX_ACTIONS):
         if action is None:
@@ -103,6 +203,7 @@ async def run_fleet(
     *,
     record: Recorder,
     record_lookup: LookupRecorder | None = None,
+    record_adba: AdbaRecorder | None = None,
     resolver: Resolver | None = None,
     options: RpcOptions | None = None,
     stop: threading.Event | None = None,
@@ -122,7 +223,7 @@ async def run_fleet(
     async def one(client: FleetClient) -> None:
         async with gate:
             try:
-                await _drive(client, clock, resolver, options, record, record_lookup)
+                await _drive(client, clock, resolver, options, record, record_lookup, record_adba)
             except Exception:  # a bug in one client must not end the others' run
                 log.exception("client %s failed", client.live.name)
 
@@ -133,14 +234,12 @@ async def run_fleet(
         for n, client in enumerate(clients):
             if n in running:
                 continue
-            deadline = client.live.lifecycle.next_deadline()
+            deadline = client.deadline(now)
             if deadline is not None and deadline <= now:
                 running[n] = asyncio.create_task(one(client))
         for n in [n for n, task in running.items() if task.done()]:
             del running[n]
-        deadlines = [
-            d for n, c in enumerate(clients) if n not in running and (d := c.live.lifecycle.next_deadline()) is not None
-        ]
+        deadlines = [d for n, c in enumerate(clients) if n not in running and (d := c.deadline(now)) is not None]
         wait = clock.real_delay(min(deadlines, default=until) - clock.now())
         if running:
             await asyncio.wait(
