@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "demo",
         help="run an emulated activation network: DNS server, a publishing KMS host, N clients",
-        description="In one process on loopback: emu's DNS server for the zone kms.test, a KMS host that "
+        description="On loopback: emu's DNS server for the zone kms.test, a KMS host (in a second process on the "
+        "same virtual clock) that "
         "publishes itself there (RFC 2136 update signed with TSIG), and N clients that discover it "
         "through the _vlmcs._tcp SRV record and activate. Waiting clients retry every 2 hours on a "
         "virtual clock, so months of behaviour take seconds; every exchange crosses a real socket.",
@@ -41,7 +42,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--seed", type=int, default=defaults.seed, help="seed of every random choice (default %(default)s)"
     )
     parser.add_argument("--state", default=None, help="SQLite file for the host's client table (default: in memory)")
+    parser.add_argument(
+        "--window",
+        type=_window,
+        default=None,
+        metavar="DURATION",
+        help="serve clients due within this virtual time together, concurrently (default: 0 up to 100 clients, "
+        "else ten arrival gaps, at most 15m; 0: every client exactly at its deadline, one after another)",
+    )
     parser.set_defaults(func=_run)
+
+
+def _window(text: str) -> float:
+    from emu.durations import parse_duration
+    from emu.errors import EmuError
+
+    try:
+        return parse_duration(text, "--window")
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--window: ")) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,6 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         hours=args.hours,
         seed=args.seed,
         state=args.state,
+        window=args.window,
     )
-    report = asyncio.run(run_demo(settings))
+    from emu.net.host_runner import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:  # uvloop when installed
+        report = runner.run(run_demo(settings))
     return 0 if report.activated == report.clients else 1

@@ -43,3 +43,28 @@ def test_demo_cli_exit_code_says_whether_everyone_activated(capsys):
 def test_demo_rejects_nonsense_settings():
     with pytest.raises(UsageError):
         DemoSettings(clients=0)
+
+
+def test_a_large_demo_serves_clients_due_within_the_window_together_and_keeps_the_counting_rules():
+    settings = DemoSettings(clients=150, hours=6)
+    assert settings.batch_window == 600.0  # ten arrival gaps of 60 s
+    report = asyncio.run(run_demo(settings, out=lambda line: None))
+    assert report.activated == 150 and report.host_count == 50  # capped at twice the threshold
+    timeline = [(at, name, text) for at, name, text in report.timeline]
+    first = {}
+    for at, name, _ in timeline:
+        first.setdefault(name, at)
+    for name, at in first.items():
+        arrival = (int(name[2:5]) - 1) * 60.0
+        assert arrival <= at <= arrival + settings.batch_window, (name, at)
+    counts = [int(text.split()[1].split("/")[0]) for _, _, text in timeline]
+    assert all(c < 25 for c, (_, _, t) in zip(counts, timeline) if "waiting" in t)
+    assert all(c >= 25 for c, (_, _, t) in zip(counts, timeline) if "ACTIVATED" in t)
+
+
+def test_demo_window_zero_serves_each_client_exactly_at_its_deadline():
+    report = asyncio.run(run_demo(DemoSettings(clients=120, hours=1, window=0.0), out=lambda line: None))
+    firsts = {}
+    for at, name, _ in report.timeline:
+        firsts.setdefault(name, at)
+    assert all(at == (int(name[2:5]) - 1) * 60.0 for name, at in firsts.items())
