@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from emu.errors import EmuError, UsageError
 from emu.kms.products import sku_by_gvlk
 from emu.mak import client as mak
 from emu.mak.errors import ActivationError
+from emu.net.mak_state import load_state, save_state
 from emu.rng import system_rng
 
 __all__ = ["gvlk_product", "load_state", "register", "save_state"]
@@ -29,30 +28,6 @@ def gvlk_product(key: str) -> str | None:
     """The product a published GVLK sets up, from emu's product data."""
     sku = sku_by_gvlk(key)
     return sku.name if sku is not None else None
-
-
-def load_state(path: Path, hardware_id: str | None = None, generation: str | None = None) -> mak.ClientLicense:
-    """The machine's state from ``path``; a new machine (a random hardware ID unless given) if missing."""
-    if not path.exists():
-        return mak.new_license(hardware_id or f"emu-hw-{uuid.uuid4()}", generation or "win8+")
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-        return mak.ClientLicense(**raw)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"--state {path}: not an emu MAK client state file ({exc})") from None
-
-
-def save_state(path: Path, state: mak.ClientLicense) -> None:
-    """Write the state atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(asdict(state), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"--state {path}: cannot write it ({exc.strerror})") from None
 
 
 def _run(args: argparse.Namespace) -> int:

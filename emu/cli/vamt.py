@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emu.cli import show_help
+from emu.cli import positive_seconds, show_help
 from emu.cli.client_mak import gvlk_product, load_state, save_state
 from emu.errors import EmuError, ProtocolError, UsageError
 from emu.mak import batch, cil
@@ -102,7 +102,9 @@ def _call(args: argparse.Namespace, request: batch.BatchRequest) -> tuple[batch.
 
     cafile = Path(args.cafile) if args.cafile else None
     try:
-        return batch_call(args.actsvc, request, digest_key=parse_digest_key(args.digest_key), cafile=cafile)
+        return batch_call(
+            args.actsvc, request, digest_key=parse_digest_key(args.digest_key), cafile=cafile, timeout=args.timeout
+        )
     except (batch.BatchFault, EmuError) as exc:
         raise UsageError(f"{args.actsvc}: {exc}") from None
 
@@ -178,6 +180,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--actsvc", required=True, help="activation service URL")
         p.add_argument("--cafile", help="lab CA for an https URL")
         p.add_argument("--digest-key", help="BatchActivation HMAC key in hex (default emu's lab key)")
+        p.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            default=30.0,
+            metavar="SECONDS",
+            help="wait this long for the service (default 30)",
+        )
 
     p = sub.add_parser("discover", help="list the clients the management channel reaches")
     with_clients(p)

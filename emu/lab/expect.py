@@ -33,6 +33,7 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
     "srv-withdrawn-within": ({"host", "within"}, set()),
     "count": ({"host", "at"}, {"min", "max", "app"}),
     "all-answered": (set(), {"group", "from", "until", "fraction"}),
+    "error-seen": ({"hresult"}, {"group", "host", "min", "max"}),
 }
 
 
@@ -69,8 +70,14 @@ def check_options(expectation: Any, source: str) -> None:
         raise UsageError(f"{where}: {expectation.kind} needs {', '.join(sorted(required - given))}")
     if given - required - optional:
         raise UsageError(f"{where}: {expectation.kind} takes no {', '.join(sorted(given - required - optional))}")
-    if expectation.options.get("path", "kms") not in ("kms", "adba"):
-        raise UsageError(f"{where}: path must be kms or adba")
+    if expectation.options.get("path", "kms") not in ("kms", "adba", "mak"):
+        raise UsageError(f"{where}: path must be kms, adba or mak")
+    if "hresult" in given:
+        try:
+            value = expectation.options["hresult"]
+            int(str(value), 16) if isinstance(value, str) else int(value)
+        except ValueError:
+            raise UsageError(f'{where}: hresult must be a code such as "0xC004C020"') from None
     for key in ("at", "within", "from", "until"):
         if key in given:
             parse_duration(expectation.options[key], f"{where}: {key}")
@@ -273,6 +280,26 @@ def _all_answered(run: RunLog, o: dict[str, Any]) -> tuple[bool, str, list[dict[
     return bool(window) and share >= wanted, message, [_brief(r) for r in unanswered[:MAX_EVIDENCE]]
 
 
+def _error_seen(run: RunLog, o: dict[str, Any]) -> tuple[bool, str, list[dict[str, Any]]]:
+    """How many records carry HRESULT ``hresult`` (of a group, or naming a host or service): at least ``min``
+    (default 1), at most ``max``."""
+    code = int(str(o["hresult"]), 16) if isinstance(o["hresult"], str) else int(o["hresult"])
+    group, host = o.get("group"), o.get("host")
+    seen = [
+        r
+        for r in run.exchanges
+        if r.get("hresult") == code
+        and (group is None or r["group"] == group)
+        and (host is None or r.get("host") == host)
+    ]
+    low, high = int(o.get("min", 1)), o.get("max")
+    passed = len(seen) >= low and (high is None or len(seen) <= int(high))
+    where = " ".join(t for t in (f"group {group}" if group else "", f"host {host}" if host else "") if t)
+    bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+    message = f"0x{code:08X} seen {len(seen)} time(s){' for ' + where if where else ''} (wanted {bounds})"
+    return passed, message, [_brief(r) for r in seen[:MAX_EVIDENCE]]
+
+
 _CHECKS: dict[str, Callable[[RunLog, dict[str, Any]], tuple[bool, str, list[dict[str, Any]]]]] = {
     "activated-by": _activated_by,
     "never-below-threshold": _never_below_threshold,
@@ -281,6 +308,7 @@ _CHECKS: dict[str, Callable[[RunLog, dict[str, Any]], tuple[bool, str, list[dict
     "srv-withdrawn-within": _srv_withdrawn_within,
     "count": _count,
     "all-answered": _all_answered,
+    "error-seen": _error_seen,
 }
 
 

@@ -22,7 +22,7 @@ from emu.lab.rules import client_cmid
 from emu.lab.scenario import ClientGroup
 from emu.net import netns
 from emu.net.kms_client import ExchangeResult, RpcOptions
-from emu.net.kms_fleet import AdbaPath, AdbaRecorder, FleetClient, LookupRecorder, run_fleet
+from emu.net.kms_fleet import AdbaPath, AdbaRecorder, FleetClient, LookupRecorder, MakRecorder, run_fleet
 from emu.net.kms_lifecycle import LiveClient, dns_resolver
 from emu.rng import seeded
 
@@ -58,6 +58,7 @@ class Fleet:
     record: Callable[[FleetClient, float, ExchangeResult], None]
     record_lookup: LookupRecorder | None = None
     record_adba: AdbaRecorder | None = None
+    record_mak: MakRecorder | None = None
     nodes: list[FleetNode] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -136,6 +137,7 @@ class Fleet:
                             record=self.record,
                             record_lookup=self.record_lookup,
                             record_adba=self.record_adba,
+                            record_mak=self.record_mak,
                             resolver=resolver,
                             options=options,
                             stop=self.stop,

@@ -20,11 +20,15 @@ from typing import IO
 
 from emu.errors import EmuError, ScenarioError
 from emu.lab.scenario import DcSpec, DnsSpec, HostSpec
+from emu.lab.scenario_mak import ActsvcSpec
 from emu.lab.topology import Node
 from emu.net import netns
 from emu.rng import seeded
 
-__all__ = ["KEY_NAME", "READY_WAIT", "STOP_GRACE", "Party", "Processes", "srv_targets"]
+__all__ = ["ACTSVC_PORT", "KEY_NAME", "READY_WAIT", "STOP_GRACE", "Party", "Processes", "srv_targets"]
+
+#: Where a scenario's activation service listens (HTTP).
+ACTSVC_PORT = 8080
 
 #: The TSIG key every host of a scenario signs its updates with.
 KEY_NAME = "emu-lab-key"
@@ -117,6 +121,27 @@ class Processes:
         self.parties[spec.name] = party
         return party
 
+    def add_actsvc(self, spec: ActsvcSpec, node: Node) -> tuple[Party, dict[str, str]]:
+        """The service's party, with its ledger holding the scenario's keys; returns them by name.
+
+        Raises:
+            ScenarioError: ``emu actsvc keys add`` failed.
+        """
+        ledger = self.workdir / f"{spec.name}.ledger"
+        keys: dict[str, str] = {}
+        for key in spec.keys:
+            argv = [*_EMU, "actsvc", "keys", "add", "--state", str(ledger), "--kind", key.kind, "--group", key.group]
+            if key.limit is not None:
+                argv += ["--limit", str(key.limit)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=READY_WAIT, check=False)
+            if done.returncode != 0 or not done.stdout.strip():
+                raise ScenarioError(f"{spec.name}: emu actsvc keys add failed: {done.stderr.strip()}")
+            keys[key.name] = done.stdout.split()[0]
+        argv = ["actsvc", "serve", "--listen", f"{node.address}:{ACTSVC_PORT}", "--state", str(ledger)]
+        party = Party(spec.name, "actsvc", node, argv)
+        self.parties[spec.name] = party
+        return party, keys
+
     def host_argv(self, spec: HostSpec, node: Node, dns: Node | None, key_groups: tuple[str, ...]) -> list[str]:
         argv = ["host", "serve", "--listen", f"{node.address}:1688", "--state", str(self.workdir / f"{spec.name}.db")]
         argv += ["--clock", self.clock_spec]
@@ -136,8 +161,10 @@ class Processes:
             argv += ["--host-name", f"{spec.name}.{zone}"]
         return argv
 
-    def add_host(self, spec: HostSpec, node: Node, dns: Node | None) -> Party:
-        party = Party(spec.name, "host", node, self.host_argv(spec, node, dns, spec.key_groups))
+    def add_host(self, spec: HostSpec, node: Node, dns: Node | None, extra: list[str] | None = None) -> Party:
+        """A host; ``extra``: more flags (its host key and service: ``--csvlk KEY --actsvc URL --hwid HEX``)."""
+        argv = self.host_argv(spec, node, dns, spec.key_groups) + (extra or [])
+        party = Party(spec.name, "host", node, argv)
         self.parties[spec.name] = party
         return party
 

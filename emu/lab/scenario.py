@@ -22,6 +22,7 @@ from emu.durations import parse_duration
 from emu.errors import UsageError
 from emu.kms import products
 from emu.kms.products import Sku
+from emu.lab.scenario_mak import ActsvcSpec, check_mak_references, group_mak_fields, parse_actsvcs
 from emu.lab.toml_table import Table as _Table
 from emu.lab.toml_table import tables as _tables
 
@@ -59,6 +60,9 @@ ACTIONS = {
     "skew": "group",  # offset = "-6h": the group's clients send ClientTime that far off
     "delete-object": "dc",  # group = "Windows": delete that activation object (emu adba delete)
     "add-object": "dc",  # group = "Windows": create it (online activation of the group's lab CSVLK)
+    "vamt-collect": "group",  # VAMT installs the group's MAK and collects its IIDs into a CIL file
+    "vamt-acquire": "group",  # via = PARTY: from that party's namespace, get the CIDs for the CIL (BatchActivation)
+    "vamt-apply": "group",  # deposit the CIL's CIDs on the group's machines
 }
 #: What an ``[[expect]]`` may check (docs/scenarios.md describes each).
 EXPECTATION_KINDS = (
@@ -69,6 +73,7 @@ EXPECTATION_KINDS = (
     "srv-withdrawn-within",
     "count",
     "all-answered",
+    "error-seen",
 )
 #: Bounds that keep a run inside one machine.
 MAX_NAMESPACES = 250
@@ -128,6 +133,8 @@ class HostSpec:
     renewal_interval: str | None
     check_time_skew: bool
     start: bool
+    csvlk: str | None = None  # a KMS host key of an [[actsvc]]: activated there before the host answers
+    actsvc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,9 @@ class ClientGroup:
     renewal_interval: float | None
     domain_member: bool = False
     act_type: str = "any"
+    mak: str | None = None  # a MAK of an [[actsvc]]: the group's machines are MAK clients (no KMS)
+    mak_mode: str = "online"
+    actsvc: str | None = None
 
     def product_of(self, index: int) -> Sku:
         """The product of client ``index`` (0-based): the mix's shares, assigned in order."""
@@ -202,6 +212,7 @@ class Scenario:
     events: tuple[Event, ...]
     expectations: tuple[Expectation, ...]
     source: str = ""
+    actsvcs: tuple[ActsvcSpec, ...] = ()
 
     @property
     def clients(self) -> int:
@@ -211,7 +222,8 @@ class Scenario:
     def namespaces(self) -> int:
         """Namespaces the run makes: the switch, a router when there are segments to join, every party."""
         clients = sum(1 if g.shared_namespace else g.count for g in self.groups)
-        return 1 + (len(self.segments) > 1) + len(self.dns) + len(self.dcs) + len(self.hosts) + clients
+        servers = len(self.dns) + len(self.dcs) + len(self.hosts) + len(self.actsvcs)
+        return 1 + (len(self.segments) > 1) + servers + clients
 
 
 def _segments(data: dict[str, Any], source: str) -> tuple[Segment, ...]:
@@ -325,6 +337,8 @@ def _hosts(
                 renewal_interval=table.get("renewal_interval", None, kind=(str, int)),
                 check_time_skew=bool(table.get("check_time_skew", False, kind=bool)),
                 start=bool(table.get("start", True, kind=bool)),
+                csvlk=table.get("csvlk", None, kind=str),
+                actsvc=table.get("actsvc", None, kind=str),
             )
         )
         table.done()
@@ -363,7 +377,12 @@ def _groups(
             raise UsageError(f"{table.where}: count must be 1..{MAX_CLIENTS}")
         domain = table.get("domain", None, kind=str)
         host = table.get("host", None, kind=str)
-        if (domain is None) == (host is None):
+        if "mak" in table.data:
+            if domain is not None or host is not None:
+                raise UsageError(
+                    f"{table.where}: a MAK group activates with its key, not through KMS: no domain or host"
+                )
+        elif (domain is None) == (host is None):
             raise UsageError(f"{table.where}: give domain = ZONE (SRV discovery) or host = NAME (a static KMS host)")
         if domain is not None and domain.strip(".").lower() not in zones:
             raise UsageError(f"{table.where}: domain {domain!r} is served by no [[dns]] of the scenario")
@@ -387,6 +406,7 @@ def _groups(
                 renewal_interval=table.duration("renewal_interval"),
                 domain_member=bool(table.get("domain_member", False, kind=bool)),
                 act_type=_act_type(table),
+                **group_mak_fields(table),
             )
         )
         if found[-1].domain_member and (zone is None or zone not in forests):
@@ -429,6 +449,7 @@ def _events(data: dict[str, Any], source: str, parties: dict[str, str], duration
             "key-change": {"key_groups"},
             "delete-object": {"group"},
             "add-object": {"group"},
+            "vamt-acquire": {"via"},
         }
         extra = set(options) - allowed.get(action, set())
         if extra:
@@ -441,6 +462,8 @@ def _events(data: dict[str, Any], source: str, parties: dict[str, str], duration
             parse_duration(options.get("delay", ""), f"{table.where}: delay")
         if action in ("delete-object", "add-object") and not isinstance(options.get("group"), str):
             raise UsageError(f"{table.where}: {action} needs group = a CSVLK group (Windows, Office2016, ...)")
+        if action == "vamt-acquire" and parties.get(str(options.get("via", ""))) is None:
+            raise UsageError(f"{table.where}: vamt-acquire needs via = a party whose namespace reaches the service")
         if action == "skew":
             text = str(options.get("offset", ""))
             parse_duration(text.lstrip("+-"), f"{table.where}: offset")
@@ -498,19 +521,22 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
     segments = _segments(data, source)
     dns = _dns(data, source, segments)
     dcs = _dcs(data, source, segments, dns)
+    actsvcs = parse_actsvcs(data, source, lambda table: _segment_of(table, segments))
     hosts = _hosts(data, source, segments, dns)
     groups = _groups(data, source, segments, dns, hosts, {d.forest for d in dcs})
+    check_mak_references(source, actsvcs, hosts, groups)
     names = [d.name for d in dns] + [d.name for d in dcs] + [h.name for h in hosts] + [g.name for g in groups]
+    names += [a.name for a in actsvcs]
     names += [s.name for s in segments]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise UsageError(f"{source}: names must be unique across segments, DNS servers, hosts and groups: {doubled}")
-    if not hosts and not dcs:
-        raise UsageError(f"{source}: a scenario needs at least one [[host]] or [[dc]]")
+    if not hosts and not dcs and not actsvcs:
+        raise UsageError(f"{source}: a scenario needs at least one [[host]], [[dc]] or [[actsvc]]")
     if not groups:
         raise UsageError(f"{source}: a scenario needs at least one [[clients]] group")
     parties = {d.name: "dns" for d in dns} | {h.name: "host" for h in hosts} | {g.name: "group" for g in groups}
-    parties |= {d.name: "dc" for d in dcs}
+    parties |= {d.name: "dc" for d in dcs} | {a.name: "actsvc" for a in actsvcs}
     parties |= {s.name: "segment" for s in segments}
     scenario = Scenario(
         name=name,
@@ -527,8 +553,9 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
         events=tuple(_events(data, source, parties, duration)),
         expectations=tuple(_expectations(data, source)),
         source=text,
+        actsvcs=actsvcs,
     )
-    for key in ("segment", "dns", "dc", "host", "clients", "event", "expect"):
+    for key in ("segment", "dns", "dc", "actsvc", "host", "clients", "event", "expect"):
         top.taken.add(key)
     top.done()
     if scenario.clients > MAX_CLIENTS:

@@ -26,22 +26,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emu.adba.client import AdbaResult
 from emu.clock import ScaledClock
 from emu.durations import parse_duration
 from emu.errors import EmuError, ScenarioError
 from emu.kms.client import HostAddress
 from emu.kms.count_cache import CAPACITY_FACTOR
 from emu.lab.expect import evaluate
-from emu.lab.fleet import Fleet, application_name
+from emu.lab.fleet import Fleet
 from emu.lab.parties import Party, Processes, srv_targets
+from emu.lab.recording import Recorder
 from emu.lab.scenario import Event, Scenario
+from emu.lab.scenario_mak_run import MakSetup, wait_listening
 from emu.lab.timeline import RunLog, day_text
 from emu.lab.topology import Topology, plan_topology
 from emu.net import netns
 from emu.net.dc_runner import LDAP_SERVICE
-from emu.net.kms_client import ExchangeResult
-from emu.net.kms_fleet import FleetClient
 from emu.rng import seeded
 
 __all__ = ["SETUP_ALLOWANCE", "ScenarioRun"]
@@ -89,6 +88,7 @@ class ScenarioRun:
         self._addresses: dict[str, str] = {}
         self._captures: list[tuple[threading.Thread, threading.Event]] = []
         self.setup_seconds = 0.0
+        self.mak: MakSetup | None = None
 
     # -- the run -----------------------------------------------------------------------------------------
 
@@ -116,6 +116,7 @@ class ScenarioRun:
         s = self.scenario
         started = time.monotonic()
         parties = [(d.name, d.segment) for d in s.dns] + [(d.name, d.segment) for d in s.dcs]
+        parties += [(a.name, a.segment) for a in s.actsvcs]
         parties += [(h.name, h.segment) for h in s.hosts]
         client_keys: dict[str, list[str]] = {}
         for group in s.groups:
@@ -127,7 +128,7 @@ class ScenarioRun:
         self.topology.build(offloads_off=self.capture is not None)
         for spec in s.dns:  # a stopped DNS server's "port unreachable" reaches every client at once
             self.topology.sysctl(plan.nodes[spec.name].namespace, "net.ipv4.icmp_ratelimit=0")
-        servers = len(s.dns) + len(s.dcs) + sum(1 for h in s.hosts if h.start)
+        servers = len(s.dns) + len(s.dcs) + len(s.actsvcs) + sum(1 for h in s.hosts if h.start)
         self.clock = ScaledClock(s.scale, time.time() + 1.0 + SETUP_ALLOWANCE * servers, s.epoch)
         processes = Processes(workdir, self.clock.spec())
         self.processes = processes
@@ -141,16 +142,24 @@ class ScenarioRun:
         for dc in s.dcs:
             party = processes.add_dc(dc, plan.nodes[dc.name], plan.nodes[dc.dns])
             self._start_dc(party)
-        for host in s.hosts:
+        self.mak = MakSetup(s, processes, self.seed)
+        self.mak.start_services(
+            plan.nodes, lambda party, ns, address, port: wait_listening(processes, party, ns, address, port)
+        )
+        for n, host in enumerate(s.hosts):
             dns = plan.nodes[host.dns] if host.dns else None
-            party = processes.add_host(host, plan.nodes[host.name], dns)
+            party = processes.add_host(host, plan.nodes[host.name], dns, self.mak.host_flags(host, n + 1))
             if host.start:
                 self._start_host(party)
-        self.fleet = Fleet(self.clock, s.duration, self.seed, self._record, self._record_lookup, self._record_adba)
+        self.recorder = Recorder(self.log, self._addresses, self.mak.urls)
+        r = self.recorder
+        self.fleet = Fleet(self.clock, s.duration, self.seed, r.exchange, r.lookup, r.adba, r.mak)
         index = 1
         for group in s.groups:
             dns_address = plan.nodes[group.dns].address if group.dns else None
             static = HostAddress(plan.nodes[group.host].address, 1688) if group.host else None
+            if group.mak is not None:
+                static = HostAddress("0.0.0.0", 1688)  # never dialled: a MAK client does not use KMS
             self.fleet.add_group(
                 group,
                 [plan.nodes[k].namespace for k in client_keys[group.name]],
@@ -158,6 +167,12 @@ class ScenarioRun:
                 static_host=static,
                 first_index=index,
             )
+            if group.mak is not None:
+                for client in self.fleet.clients:
+                    if client.group == group.name and client.mak is None:
+                        number = int(client.live.name.rsplit("-", 1)[1])
+                        client.mak = self.mak.mak_path(group, number, workdir / f"vamt-{group.name}")
+                        client.mak.next_attempt = client.live.lifecycle.now
             index += group.count
         self.log.scenario["clients"] = [
             {
@@ -253,64 +268,6 @@ class ScenarioRun:
         self.processes.wait_ready(party, published)
 
     # -- recording ---------------------------------------------------------------------------------------
-
-    def _record(self, client: FleetClient, at: float, result: ExchangeResult) -> None:
-        response = result.kms_response
-        host = self._addresses.get(result.host.host)
-        with self._lock:
-            self.log.exchange(
-                at=round(at, 3),
-                client=client.live.name,
-                group=client.group,
-                cmid=str(client.live.lifecycle.cmid),
-                host=host,
-                address=str(result.host),
-                status=result.status.value,
-                count=result.count,
-                threshold=client.live.lifecycle.threshold,
-                app=application_name(client.live.template),
-                hresult=result.hresult,
-                detail=result.detail,
-                epid=getattr(response, "epid", None),
-                path="kms",
-            )
-
-    def _record_adba(self, client: FleetClient, at: float, where: str | None, result: AdbaResult) -> None:
-        failed = next((c for c in result.checks if not c.ok), None)
-        detail = (
-            f"{failed.name}: {failed.detail}"
-            if failed
-            else f"activated by {result.checks[-2].detail if len(result.checks) > 1 else 'ADBA'}"
-        )
-        with self._lock:
-            self.log.exchange(
-                at=round(at, 3),
-                client=client.live.name,
-                group=client.group,
-                cmid=str(client.live.lifecycle.cmid),
-                host=self._addresses.get(where.rsplit(":", 1)[0]) if where else None,
-                address=where,
-                status="activated" if result.activated else "adba-failed",
-                count=None,
-                threshold=client.live.lifecycle.threshold,
-                app=application_name(client.live.template),
-                hresult=result.hresult,
-                detail=detail,
-                path="adba",
-            )
-
-    def _record_lookup(self, client: FleetClient, at: float, domain: str, why: str) -> None:
-        with self._lock:
-            self.log.records.append(
-                {
-                    "type": "lookup",
-                    "at": round(at, 3),
-                    "client": client.live.name,
-                    "group": client.group,
-                    "domain": domain,
-                    "detail": why,
-                }
-            )
 
     def _event(self, at: float, action: str, target: str, detail: str) -> None:
         with self._lock:
@@ -414,6 +371,15 @@ class ScenarioRun:
                 )
             elif event.action in ("delete-object", "add-object") and party is not None:
                 detail = self._object_event(party, event.action, str(o["group"]))
+            elif event.action.startswith("vamt-") and self.mak is not None:
+                detail, activated = self.mak.vamt_event(
+                    event, self.processes.workdir, self._namespace_of, self.fleet.clients
+                )
+                for name in activated:
+                    client = next(c for c in self.fleet.clients if c.live.name == name)
+                    self.recorder.mak(
+                        client, now, client.mak.url if client.mak else "", 0, "CID deposited by VAMT (proxy activation)"
+                    )
             elif event.action in ("partition", "heal"):
                 self.topology.partition(target, event.action == "partition")
                 detail = "every packet to and from it dropped" if event.action == "partition" else "reconnected"
@@ -435,6 +401,9 @@ class ScenarioRun:
             else:
                 detail = "nothing to do"
         except EmuError as exc:
+            detail = f"failed: {exc}"
+        except (OSError, subprocess.SubprocessError) as exc:  # a tool that failed: the run goes on, the event says so
+            log.warning("event %s failed", event.describe(), exc_info=True)
             detail = f"failed: {exc}"
         self._event(now, event.action, target, detail)
 
@@ -458,6 +427,12 @@ class ScenarioRun:
         )
         text = (done.stdout.strip() or done.stderr.strip()).splitlines()
         return ("" if done.returncode == 0 else f"failed ({done.returncode}): ") + (text[-1] if text else "")
+
+    def _namespace_of(self, name: str) -> str:
+        """The namespace of a party, or of a group's (first) client."""
+        assert self.topology is not None
+        nodes = self.topology.plan.nodes
+        return (nodes[name] if name in nodes else nodes[f"{name}-1"]).namespace
 
     # -- the end ---------------------------------------------------------------------------------------------
 

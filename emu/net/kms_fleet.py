@@ -24,6 +24,7 @@ from emu.adba.client import AdbaResult, AdbaState
 from emu.clock import ScaledClock, unix_to_filetime
 from emu.errors import EmuError
 from emu.kms.client import Discover, Exchange, HostAddress
+from emu.mak.client import ClientLicense
 from emu.net.kms_client import ExchangeResult, RpcOptions, exchange
 from emu.net.kms_lifecycle import LiveClient, Resolver
 from emu.rng import Rng
@@ -35,6 +36,8 @@ __all__ = [
     "AdbaRecorder",
     "FleetClient",
     "LookupRecorder",
+    "MakPath",
+    "MakRecorder",
     "Recorder",
     "run_fleet",
 ]
@@ -74,6 +77,22 @@ class AdbaPath:
 
 
 @dataclass
+class MakPath:
+    """A MAK client (its product key is a MAK, so it never uses KMS): ``online`` activates itself against the
+    activation service at ``url`` and retries every ``retry`` seconds until it is activated; ``vamt`` waits
+    for VAMT to deposit a CID (proxy activation, driven by the scenario's events)."""
+
+    url: str
+    state: ClientLicense
+    mode: str = "online"
+    next_attempt: float = 0.0
+    retry: float = 2 * 3600.0
+
+    def due(self, now: float) -> bool:
+        return self.mode == "online" and not self.state.activated and now >= self.next_attempt
+
+
+@dataclass
 class FleetClient:
     """A :class:`LiveClient` with what a scenario adds: its group, a clock offset (``skew`` seconds
     added to the ClientTime it sends; a skew event changes it while the fleet runs) and, for a domain
@@ -83,9 +102,13 @@ class FleetClient:
     group: str
     skew: float = 0.0
     adba: AdbaPath | None = None
+    mak: MakPath | None = None
 
     def deadline(self, now: float) -> float | None:
         """When this client next has something to do (None: it waits on nothing)."""
+        if self.mak is not None:
+            online = self.mak.mode == "online" and not self.mak.state.activated
+            return self.mak.next_attempt if online else None
         times: list[float] = []
         adba = self.adba
         if adba is not None and adba.uses_adba():
@@ -106,6 +129,26 @@ Recorder = Callable[[FleetClient, float, ExchangeResult], None]
 LookupRecorder = Callable[[FleetClient, float, str, str], None]
 #: ``record_adba(client, virtual_time, dc "host:port" or None, result)`` after every ADBA attempt.
 AdbaRecorder = Callable[[FleetClient, float, str | None, AdbaResult], None]
+#: ``record_mak(client, virtual_time, service URL, HRESULT (0: activated, -1: no answer), detail)`` after each
+#: MAK attempt.
+MakRecorder = Callable[[FleetClient, float, str, int, str], None]
+
+
+async def _mak_attempt(path: MakPath) -> tuple[int, str]:
+    """Online MAK activation (``slmgr /ato``): IID to the service, CID deposited; (HRESULT, detail)."""
+    from emu.mak import client as mak
+    from emu.mak.errors import ActivationError
+    from emu.net.actsvc_client import online_activate
+
+    try:
+        iid = mak.current_iid(path.state)
+        cid = await asyncio.to_thread(online_activate, path.url, path.state.key or "", iid, timeout=2.0)
+        path.state = mak.apply_cid(path.state, cid)
+    except ActivationError as exc:
+        return exc.code, str(exc)
+    except EmuError as exc:
+        return -1, str(exc)  # the service unreachable: no HRESULT came back
+    return 0, "activated online (permanent)"
 
 
 async def _adba_attempt(path: AdbaPath, now: float) -> tuple[str | None, AdbaResult]:
@@ -150,9 +193,17 @@ async def _drive(
     record: Recorder,
     record_lookup: LookupRecorder | None,
     record_adba: AdbaRecorder | None = None,
+    record_mak: MakRecorder | None = None,
 ) -> None:
     lifecycle = client.live.lifecycle
     now = clock.now()
+    if client.mak is not None:
+        if client.mak.due(now):
+            code, detail = await _mak_attempt(client.mak)
+            client.mak.next_attempt = clock.now() + client.mak.retry
+            if record_mak is not None:
+                record_mak(client, now, client.mak.url, code, detail)
+        return
     adba = client.adba
     if adba is not None and adba.uses_adba() and adba.state.due(now):
         where, adba_result = await _adba_attempt(adba, now)
@@ -204,6 +255,7 @@ async def run_fleet(
     record: Recorder,
     record_lookup: LookupRecorder | None = None,
     record_adba: AdbaRecorder | None = None,
+    record_mak: MakRecorder | None = None,
     resolver: Resolver | None = None,
     options: RpcOptions | None = None,
     stop: threading.Event | None = None,
@@ -223,7 +275,7 @@ async def run_fleet(
     async def one(client: FleetClient) -> None:
         async with gate:
             try:
-                await _drive(client, clock, resolver, options, record, record_lookup, record_adba)
+                await _drive(client, clock, resolver, options, record, record_lookup, record_adba, record_mak)
             except Exception:  # a bug in one client must not end the others' run
                 log.exception("client %s failed", client.live.name)
 
