@@ -254,6 +254,16 @@ def register(subparsers: Any) -> None:
     g.add_argument("--dc", metavar="HOST:PORT", help="the domain controller (default: SRV _ldap._tcp.dc._msdcs.DOMAIN)")
     g.add_argument("--bind-dn", help="account to bind as (default the forest's Administrator)")
     g.add_argument("--password", help="its password (default emu's lab password)")
+    g = p.add_argument_group("the documented order in one run: ADBA, then KMS, then MAK (docs/adba.md)")
+    g.add_argument(
+        "--domain-member",
+        action="store_true",
+        help="this machine is in a domain: ask a DC for an activation object first, then KMS (the target), then MAK",
+    )
+    g.add_argument("--forest", metavar="FOREST", help="its forest (default: the .DOMAIN target)")
+    g.add_argument("--act-type", default="any", metavar="any|ad|kms", help="slmgr /act-type policy (default any)")
+    g.add_argument("--mak-state", metavar="FILE", help="a MAK client state (emu client mak install): the last path")
+    g.add_argument("--actsvc", metavar="URL", help="the activation service for --mak-state")
     p.set_defaults(func=_activate)
     g = sub.add_parser(
         "grab",
@@ -470,6 +480,13 @@ class _Run:
 
 
 def _activate(args: argparse.Namespace) -> int:
+    if args.domain_member:
+        if args.adba:
+            raise UsageError("--adba is one ADBA attempt alone; --domain-member runs ADBA, KMS and MAK in order")
+        from emu.cli.client_order import run_in_order
+
+        args.domain_member = False  # the KMS step below is the plain attempt
+        return run_in_order(args, _activate)
     if args.adba:
         from emu.cli.client_adba import run_adba_attempt
 

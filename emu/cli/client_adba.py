@@ -9,13 +9,23 @@ import argparse
 import json
 import time
 
+from emu.adba.client import AdbaResult
 from emu.errors import ScenarioError, UsageError
 
-__all__ = ["run_adba_attempt"]
+__all__ = ["adba_once", "report_adba", "run_adba_attempt"]
 
 
 def run_adba_attempt(args: argparse.Namespace) -> int:
-    from emu.adba.client import DC_NOT_FOUND, AdbaResult, Check, adba_attempt
+    """``emu client activate --adba DOMAIN``: one attempt, reported; exit 0 activated, 1 not."""
+    domain = args.adba.strip(".").lower()
+    result = adba_once(args, domain)
+    report_adba(args, result, domain)
+    return 0 if result.activated else 1
+
+
+def adba_once(args: argparse.Namespace, domain: str) -> AdbaResult:
+    """One ADBA attempt for forest ``domain`` with the command's flags (--dc, --dns-server, --capture, ...)."""
+    from emu.adba.client import DC_NOT_FOUND, Check, adba_attempt
     from emu.adba.forest import DEFAULT_ADMIN_PASSWORD, Forest
     from emu.kms import products
     from emu.net.dc_runner import LDAP_SERVICE
@@ -24,7 +34,6 @@ def run_adba_attempt(args: argparse.Namespace) -> int:
     from emu.net.ldap_client import LdapClient
     from emu.rng import system_rng
 
-    domain = args.adba.strip(".").lower()
     kms_id = args.kms_id or products.lookup(args.product).kms_id
     checks: list[Check] = []
     if args.dc:
@@ -89,6 +98,14 @@ def run_adba_attempt(args: argparse.Namespace) -> int:
         written = capture.write(args.capture, local_ports)
         if not args.json:
             print(f"wrote {written} frames to {args.capture}")
+    return result
+
+
+def report_adba(args: argparse.Namespace, result: AdbaResult, domain: str) -> None:
+    """Print one ADBA attempt: its checks, or with --json one document."""
+    from emu.kms import products
+
+    kms_id = args.kms_id or products.lookup(args.product).kms_id
     if args.json:
         doc = result.as_dict()
         doc.update({"domain": domain, "kms_id": str(kms_id), "fallback": "kms" if result.fallback else None})
@@ -102,4 +119,3 @@ def run_adba_attempt(args: argparse.Namespace) -> int:
             )
         else:
             print(f"not activated by ADBA (0x{result.hresult:08X}); a client would fall back to KMS")
-    return 0 if result.activated else 1
