@@ -55,6 +55,9 @@ START_TIMEOUT = 5.0
 #: Connections whose bytes are kept for summaries at once (older ones are forgotten).
 MAX_CONNECTIONS_TRACKED = 4096
 _POLL = 0.05
+#: At the end, the capture goes on until no frame has come for DRAIN_QUIET s (at most DRAIN_LIMIT s).
+DRAIN_QUIET = 0.3
+DRAIN_LIMIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +364,16 @@ def capture(
             if end is not None and time.monotonic() >= end:
                 break
             time.sleep(_POLL)
+        # Let the sniffer catch up before it stops: on a busy machine the frames of the last exchanges may
+        # still wait in the capture buffer (stopping at once would lose them without a word).
+        drain_until = time.monotonic() + DRAIN_LIMIT
+        quiet_since, last = time.monotonic(), seen[0]
+        while sniffer.running and time.monotonic() < drain_until:
+            time.sleep(_POLL)
+            if seen[0] != last:
+                quiet_since, last = time.monotonic(), seen[0]
+            elif time.monotonic() - quiet_since >= DRAIN_QUIET:
+                break
     finally:
         if sniffer.running:
             try:
