@@ -30,69 +30,63 @@ class Recorder:
         self.services = services
         self.lock = threading.Lock()
 
-    def exchange(self, client: FleetClient, at: float, result: ExchangeResult) -> None:
-        response = result.kms_response
-        host = self.addresses.get(result.host.host)
+    def _append(self, client: FleetClient, at: float, **fields: object) -> None:
+        """One exchange record: who, when, and ``fields`` (host, address, status, count, hresult, detail, path)."""
         with self.lock:
             self.log.exchange(
                 at=round(at, 3),
                 client=client.live.name,
                 group=client.group,
                 cmid=str(client.live.lifecycle.cmid),
-                host=host,
-                address=str(result.host),
-                status=result.status.value,
-                count=result.count,
                 threshold=client.live.lifecycle.threshold,
                 app=application_name(client.live.template),
-                hresult=result.hresult,
-                detail=result.detail,
-                epid=getattr(response, "epid", None),
-                path="kms",
+                **fields,
             )
+
+    def exchange(self, client: FleetClient, at: float, result: ExchangeResult) -> None:
+        """A KMS exchange."""
+        self._append(
+            client,
+            at,
+            host=self.addresses.get(result.host.host),
+            address=str(result.host),
+            status=result.status.value,
+            count=result.count,
+            hresult=result.hresult,
+            detail=result.detail,
+            epid=getattr(result.kms_response, "epid", None),
+            path="kms",
+        )
 
     def adba(self, client: FleetClient, at: float, where: str | None, result: AdbaResult) -> None:
+        """An ADBA attempt (``where``: the DC asked, None when none was found)."""
         failed = next((c for c in result.checks if not c.ok), None)
-        detail = (
-            f"{failed.name}: {failed.detail}"
-            if failed
-            else f"activated by {result.checks[-2].detail if len(result.checks) > 1 else 'ADBA'}"
+        found = result.checks[-2].detail if len(result.checks) > 1 else "ADBA"
+        self._append(
+            client,
+            at,
+            host=self.addresses.get(where.rsplit(":", 1)[0]) if where else None,
+            address=where,
+            status="activated" if result.activated else "adba-failed",
+            count=None,
+            hresult=result.hresult,
+            detail=f"{failed.name}: {failed.detail}" if failed else f"activated by {found}",
+            path="adba",
         )
-        with self.lock:
-            self.log.exchange(
-                at=round(at, 3),
-                client=client.live.name,
-                group=client.group,
-                cmid=str(client.live.lifecycle.cmid),
-                host=self.addresses.get(where.rsplit(":", 1)[0]) if where else None,
-                address=where,
-                status="activated" if result.activated else "adba-failed",
-                count=None,
-                threshold=client.live.lifecycle.threshold,
-                app=application_name(client.live.template),
-                hresult=result.hresult,
-                detail=detail,
-                path="adba",
-            )
 
     def mak(self, client: FleetClient, at: float, url: str, code: int, detail: str) -> None:
-        service = next((name for name, u in self.services.items() if u == url), None)
-        with self.lock:
-            self.log.exchange(
-                at=round(at, 3),
-                client=client.live.name,
-                group=client.group,
-                cmid=str(client.live.lifecycle.cmid),
-                host=service,
-                address=url,
-                status="activated" if code == 0 else "mak-failed",
-                count=None,
-                threshold=client.live.lifecycle.threshold,
-                app=application_name(client.live.template),
-                hresult=code if code >= 0 else None,
-                detail=detail,
-                path="mak",
-            )
+        """A MAK activation attempt (``code`` -1: the service did not answer)."""
+        self._append(
+            client,
+            at,
+            host=next((name for name, u in self.services.items() if u == url), None),
+            address=url,
+            status="activated" if code == 0 else "mak-failed",
+            count=None,
+            hresult=code if code >= 0 else None,
+            detail=detail,
+            path="mak",
+        )
 
     def lookup(self, client: FleetClient, at: float, domain: str, why: str) -> None:
         with self.lock:
