@@ -491,7 +491,7 @@ class ScenarioRun:
                 options: CaptureOptions = options, stop: threading.Event = stop, ready: threading.Event = ready
             ) -> None:
                 try:
-                    capture(options, stop=stop, started=ready)
+                    capture(options, on_line=lambda line: None, stop=stop, started=ready)
                 except BaseException as exc:
                     log.warning("capture on %s stopped: %s", options.interface, exc)
                     ready.set()
