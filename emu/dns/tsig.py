@@ -177,6 +177,9 @@ _ALGORITHM = re.compile(r"algorithm\s+\"?([A-Za-z0-9.\-]+)\"?\s*;")
 _SECRET = re.compile(r'secret\s+"([^"]*)"\s*;')
 
 
+_COMMENT_OR_STRING = re.compile(r'"[^"\n]*"|(?:#|//)[^\n]*')
+
+
 def parse_key_file(text: str, source: str = "key file") -> list[TsigKey]:
     """The keys of a BIND key file, as ``tsig-keygen`` writes it::
 
@@ -189,7 +192,9 @@ def parse_key_file(text: str, source: str = "key file") -> list[TsigKey]:
         UsageError: no key block, a block without algorithm or secret, bad base64, an
             unsupported algorithm.
     """
-    text = re.sub(r"(#|//)[^\n]*", "", text)
+    # comments (# and //) run to the end of the line, but not inside a quoted string: a base64 secret may
+    # hold "//" (about one key in a hundred)
+    text = _COMMENT_OR_STRING.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", text)
     keys = []
     for match in _KEY_BLOCK.finditer(text):
         name, body = match.group(1), match.group(2)

@@ -115,6 +115,14 @@ def test_key_file_with_several_keys_and_comments():
     assert [k.name for k in parse_key_file(text)] == ["a.", "b."]
 
 
+def test_a_secret_holding_two_slashes_is_not_taken_for_a_comment():
+    secret = bytes.fromhex("fffffc") * 10 + b"ab"  # base64 "///8" repeated: "//" inside the quoted secret
+    text = key_file_text("slashes", secret) + "# a comment after it\n"
+    assert "//" in text.split("secret")[1]
+    (key,) = parse_key_file(text)
+    assert key.secret == secret
+
+
 @pytest.mark.parametrize(
     "text",
     [

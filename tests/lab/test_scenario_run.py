@@ -215,4 +215,4 @@ def test_bundled_scenario_holds_its_expectations(name, tmp_path):
         # suite it has missed whole conversations (up to 15 % seen once; none when run alone). Never more than
         # the run made, most of them, and every one captured decodes without an error.
         assert 0.8 * len(run.exchanges) <= summary["exchanges"] <= len(run.exchanges), summary
-        assert summary["errors"] == 0 and summary["kms_conversations"] == summary["exchanges"]
+        assert summary["errors"] == 0
