@@ -124,16 +124,23 @@ def _say(line: str) -> None:
     print(line, flush=True)  # line by line also into a pipe (tee, a supervising test)
 
 
+#: The flags of the quick lab (without a scenario file); a scenario refuses them.
+_SHORTHAND = ("hosts", "clients", "product", "priorities", "weights", "stop_host", "at_client", "keep_going", "no_ipv6")
+
+
 def _run(args: argparse.Namespace, out: Callable[[str], None] = _say) -> int:
     if args.scenario is not None:
         from emu.cli.lab_scenario import run_scenario
 
-        shorthand = [f for f in ("stop_host", "at_client", "priorities", "weights") if getattr(args, f) is not None]
+        shorthand = [f for f in _SHORTHAND if getattr(args, f) not in (None, False)]
         if shorthand:
             raise UsageError(
-                f"--{shorthand[0].replace('_', '-')} describes a lab without a scenario file; put it in the scenario"
+                f"--{shorthand[0].replace('_', '-')} describes the quick lab, not a scenario; put it in the scenario file"
             )
         return run_scenario(args)
+    args.hosts = 2 if args.hosts is None else args.hosts
+    args.clients = 30 if args.clients is None else args.clients
+    args.product = args.product or "Windows 10/11 Enterprise"
     from emu.lab.network import LAB_DOMAIN, SUBNET4, SUBNET6, Lab, LabRules
 
     priorities, weights = _settings(args)
@@ -245,11 +252,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = run.add_argument
-    a("--hosts", type=positive_int, default=2, metavar="N", help="KMS hosts (default 2)")
-    a("--clients", type=positive_int, default=30, metavar="N", help="clients, run one after another (default 30)")
+    a("--hosts", type=positive_int, metavar="N", help="KMS hosts (default 2)")
+    a("--clients", type=positive_int, metavar="N", help="clients, run one after another (default 30)")
     a(
         "--product",
-        default="Windows 10/11 Enterprise",
         metavar="NAME",
         help="the clients' product (default 'Windows 10/11 Enterprise', threshold 25; see emu client products)",
     )

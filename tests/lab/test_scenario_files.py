@@ -251,3 +251,8 @@ def test_emu_lab_list_and_show(capsys):
     assert "failover" in out and "year-500" in out
     assert main(["lab", "show", "counting"]) == 0
     assert 'name = "counting"' in capsys.readouterr().out
+
+
+def test_the_quick_labs_flags_are_refused_with_a_scenario(capsys):
+    assert main(["lab", "run", "failover", "--hosts", "3"]) == 2
+    assert "--hosts describes the quick lab" in capsys.readouterr().err
