@@ -280,9 +280,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete labs left behind by a killed emu lab run (namespaces emu-lab-*)",
         description="A lab is always torn down, except when emu lab run itself is killed with SIGKILL. "
         "This deletes every network namespace whose name starts with emu-lab- and stops the processes "
-        "inside them. Only emu's own lab namespaces are touched.",
+        "inside them, except those of a lab whose emu lab run is still alive (its PID is in /run/emu-lab/). "
+        "Only emu's own lab namespaces are touched.",
     )
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    clean.add_argument(
+        "--force", action="store_true", help="also delete labs whose emu lab run is still running (it will fail)"
+    )
     clean.set_defaults(func=_clean)
 
 
@@ -302,7 +306,13 @@ def _clean(args: argparse.Namespace) -> int:
     if not names:
         print("no lab namespaces (emu-lab-*) found")
         return 0
+    from emu.lab.owner import lab_of, owner
+
     for name in names:
+        running = None if args.force else owner(lab_of(name))
+        if running is not None:
+            print(f"keeping {name}: its emu lab run (pid {running}) is still running (--force deletes it anyway)")
+            continue
         print(("would delete " if args.dry_run else "deleting ") + name)
         if not args.dry_run:
             netns.delete(name)

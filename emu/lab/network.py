@@ -1,8 +1,7 @@
 """A whole emulated activation network in Linux network namespaces: DNS server, KMS hosts, clients.
 
-Where the demo (:mod:`emu.sim.demo`) runs everything in one process on loopback, a :class:`Lab`
-gives every party its own network namespace and runs the real ``emu`` commands inside them with
-``ip netns exec``, so what crosses the wire is exactly what separate machines would exchange:
+A :class:`Lab` (the quick lab; scenarios are :mod:`emu.lab.scenario_run`) gives every party its own network
+namespace and runs the real ``emu`` commands there, so the wire carries what separate machines exchange:
 
 * a "switch" namespace holding the bridge ``br0`` (nothing is added to the root namespace);
 * ``dns``: ``emu dns serve`` authoritative for ``kms.test``, updates signed with a TSIG key the lab
@@ -46,6 +45,7 @@ from typing import IO
 
 from emu.errors import EmuError, ScenarioError, UsageError
 from emu.kms import products
+from emu.lab import owner
 from emu.lab.rules import (
     ClientOutcome,
     HostTable,
@@ -192,6 +192,7 @@ class Lab:
 
     def __enter__(self) -> Lab:
         netns.require_netns_support()
+        owner.claim(self.id)
         try:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.id}-"))
             self._new_namespace(self.switch)
@@ -585,6 +586,7 @@ class Lab:
             problems.append(f"namespaces still present: {', '.join(left)} (ip netns del NAME)")
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        owner.release(self.id)
         if problems:
             log.warning("lab teardown: %s", "; ".join(problems))
             if not quiet:

@@ -31,6 +31,7 @@ from emu.durations import parse_duration
 from emu.errors import EmuError, ScenarioError
 from emu.kms.client import HostAddress
 from emu.kms.count_cache import CAPACITY_FACTOR
+from emu.lab import owner
 from emu.lab.expect import evaluate
 from emu.lab.fleet import Fleet
 from emu.lab.parties import Party, Processes, srv_targets
@@ -124,6 +125,7 @@ class ScenarioRun:
             client_keys[group.name] = keys
             parties += [(k, group.segment) for k in keys]
         plan = plan_topology(netns.random_name("lab"), {seg.name: seg.subnet for seg in s.segments}, parties)
+        owner.claim(plan.lab_id)
         self.topology = Topology(plan)
         self.topology.build(offloads_off=self.capture is not None)
         for spec in s.dns:  # a stopped DNS server's "port unreachable" reaches every client at once
@@ -518,6 +520,7 @@ class ScenarioRun:
             if left:
                 log.warning("namespaces left behind: %s (emu lab clean)", ", ".join(left))
             self.log.summary["teardown_seconds"] = round(self.topology.remove_seconds, 2)
+            owner.release(self.topology.plan.lab_id)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

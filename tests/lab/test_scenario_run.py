@@ -216,3 +216,24 @@ def test_bundled_scenario_holds_its_expectations(name, tmp_path):
         # the run made, most of them, and every one captured decodes without an error.
         assert 0.8 * len(run.exchanges) <= summary["exchanges"] <= len(run.exchanges), summary
         assert summary["errors"] == 0
+
+
+@needs_netns
+def test_lab_clean_keeps_the_namespaces_of_a_run_that_is_still_alive(capsys):
+    from emu.cli import main
+    from emu.lab import owner
+    from emu.net import netns
+
+    lab_id = netns.random_name("lab")
+    name = f"{lab_id}-x"
+    netns.create(name)
+    owner.claim(lab_id)  # this test process plays the running emu lab run
+    try:
+        assert main(["lab", "clean"]) == 0
+        assert netns.exists(name) and f"keeping {name}" in capsys.readouterr().out
+        owner.release(lab_id)
+        assert main(["lab", "clean"]) == 0
+        assert not netns.exists(name)
+    finally:
+        owner.release(lab_id)
+        netns.delete(name)
