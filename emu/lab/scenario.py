@@ -377,10 +377,11 @@ def _groups(
             raise UsageError(f"{table.where}: count must be 1..{MAX_CLIENTS}")
         domain = table.get("domain", None, kind=str)
         host = table.get("host", None, kind=str)
-        if "mak" in table.data:
+        if "mak" in table.data and table.data.get("mak_mode") != "fallback":
             if domain is not None or host is not None:
                 raise UsageError(
-                    f"{table.where}: a MAK group activates with its key, not through KMS: no domain or host"
+                    f"{table.where}: a MAK group activates with its key, not through KMS: no domain or host "
+                    '(mak_mode = "fallback" tries KMS first)'
                 )
         elif (domain is None) == (host is None):
             raise UsageError(f"{table.where}: give domain = ZONE (SRV discovery) or host = NAME (a static KMS host)")

@@ -12,8 +12,9 @@ from emu.lab.toml_table import Table, tables
 
 __all__ = ["MAK_MODES", "ActsvcSpec", "LabKey", "check_mak_references", "parse_actsvcs"]
 
-#: How a MAK group activates: each client online by itself, or all through VAMT (proxy activation).
-MAK_MODES = ("online", "vamt")
+#: How a MAK group activates: each client online by itself, all through VAMT (proxy activation), or online as
+#: the last path after ADBA and KMS failed (the group then also has a KMS domain or host).
+MAK_MODES = ("online", "vamt", "fallback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,10 @@ def check_mak_references(source: str, actsvcs: tuple[ActsvcSpec, ...], hosts: An
     for group in groups:
         if group.mak is not None:
             key_of(f"group {group.name}", group.actsvc, group.mak, "mak")
-            if group.domain_member:
-                raise UsageError(f"{source}: group {group.name}: a MAK client is not also a domain member here")
+            if group.domain_member and group.mak_mode != "fallback":
+                raise UsageError(
+                    f'{source}: group {group.name}: a domain member uses its MAK only with mak_mode = "fallback"'
+                )
 
 
 def group_mak_fields(table: Table) -> dict[str, Any]:

@@ -160,7 +160,7 @@ class ScenarioRun:
         for group in s.groups:
             dns_address = plan.nodes[group.dns].address if group.dns else None
             static = HostAddress(plan.nodes[group.host].address, 1688) if group.host else None
-            if group.mak is not None:
+            if group.mak is not None and group.mak_mode != "fallback":
                 static = HostAddress("0.0.0.0", 1688)  # never dialled: a MAK client does not use KMS
             self.fleet.add_group(
                 group,

@@ -23,7 +23,7 @@ from typing import Any
 from emu.adba.client import AdbaResult, AdbaState
 from emu.clock import ScaledClock, unix_to_filetime
 from emu.errors import EmuError
-from emu.kms.client import Discover, Exchange, HostAddress
+from emu.kms.client import ClientState, Discover, Exchange, HostAddress
 from emu.mak.client import ClientLicense
 from emu.net.kms_client import ExchangeResult, RpcOptions, exchange
 from emu.net.kms_lifecycle import LiveClient, Resolver
@@ -78,15 +78,18 @@ class AdbaPath:
 
 @dataclass
 class MakPath:
-    """A MAK client (its product key is a MAK, so it never uses KMS): ``online`` activates itself against the
+    """A MAK client: ``online`` (its product key is a MAK, so it never uses KMS) activates itself against the
     activation service at ``url`` and retries every ``retry`` seconds until it is activated; ``vamt`` waits
-    for VAMT to deposit a CID (proxy activation, driven by the scenario's events)."""
+    for VAMT to deposit a CID (proxy activation, driven by the scenario's events); ``fallback`` is the
+    documented last path: after ADBA and KMS failed to activate it, the client installs the MAK ``key``
+    and activates online (then for good: MAK activation is permanent)."""
 
     url: str
     state: ClientLicense
     mode: str = "online"
     next_attempt: float = 0.0
     retry: float = 2 * 3600.0
+    key: str | None = None
 
     def due(self, now: float) -> bool:
         return self.mode == "online" and not self.state.activated and now >= self.next_attempt
@@ -106,7 +109,7 @@ class FleetClient:
 
     def deadline(self, now: float) -> float | None:
         """When this client next has something to do (None: it waits on nothing)."""
-        if self.mak is not None:
+        if self.mak is not None and (self.mak.mode != "fallback" or self.mak.state.activated):
             online = self.mak.mode == "online" and not self.mak.state.activated
             return self.mak.next_attempt if online else None
         times: list[float] = []
@@ -134,6 +137,13 @@ AdbaRecorder = Callable[[FleetClient, float, str | None, AdbaResult], None]
 MakRecorder = Callable[[FleetClient, float, str, int, str], None]
 
 
+def path_rng(path: MakPath) -> Rng:
+    """The randomness of a MAK installation (its serial): seeded from the machine's hardware ID."""
+    from emu.rng import seeded
+
+    return seeded(int.from_bytes(path.state.hardware_id.encode()[-8:], "big"))
+
+
 async def _mak_attempt(path: MakPath) -> tuple[int, str]:
     """Online MAK activation (``slmgr /ato``): IID to the service, CID deposited; (HRESULT, detail)."""
     from emu.mak import client as mak
@@ -141,6 +151,8 @@ async def _mak_attempt(path: MakPath) -> tuple[int, str]:
     from emu.net.actsvc_client import online_activate
 
     try:
+        if path.state.key is None and path.key is not None:
+            path.state = mak.install_key(path.state, path.key, path_rng(path))
         iid = mak.current_iid(path.state)
         cid = await asyncio.to_thread(online_activate, path.url, path.state.key or "", iid, timeout=2.0)
         path.state = mak.apply_cid(path.state, cid)
@@ -197,7 +209,7 @@ async def _drive(
 ) -> None:
     lifecycle = client.live.lifecycle
     now = clock.now()
-    if client.mak is not None:
+    if client.mak is not None and (client.mak.mode != "fallback" or client.mak.state.activated):
         if client.mak.due(now):
             code, detail = await _mak_attempt(client.mak)
             client.mak.next_attempt = clock.now() + client.mak.retry
@@ -215,9 +227,11 @@ async def _drive(
     if adba is not None and not adba.allows_kms(now):
         return
     action = lifecycle.poll(now)
+    tried_kms = False
     for _ in range(_MAX_ACTIONS):
         if action is None:
-            return
+            break
+        tried_kms = True
         if isinstance(action, Discover):
             hosts: list[HostAddress] = []
             why = "no resolver"
@@ -240,11 +254,17 @@ async def _drive(
             result = await exchange(action.host, base, rng=client.live.rng, options=options)
             record(client, at, result)
             action = lifecycle.exchange_done(action.host, result.outcome, clock.now())
-    log.warning(
-        "%s asked for more than %d actions at one instant; it waits for its next deadline",
-        client.live.name,
-        _MAX_ACTIONS,
-    )
+    else:
+        log.warning(
+            "%s asked for more than %d actions at one instant; it waits for its next deadline",
+            client.live.name,
+            _MAX_ACTIONS,
+        )
+    fallback = client.mak
+    if tried_kms and fallback is not None and lifecycle.state is not ClientState.ACTIVATED:
+        code, detail = await _mak_attempt(fallback)  # the last path: ADBA and KMS did not activate
+        if record_mak is not None:
+            record_mak(client, clock.now(), fallback.url, code, detail)
 
 
 async def run_fleet(

@@ -256,3 +256,14 @@ def test_emu_lab_list_and_show(capsys):
 def test_the_quick_labs_flags_are_refused_with_a_scenario(capsys):
     assert main(["lab", "run", "failover", "--hosts", "3"]) == 2
     assert "--hosts describes the quick lab" in capsys.readouterr().err
+
+
+def test_a_mak_group_uses_kms_only_as_the_fallback_order_says():
+    base = MINIMAL + '[[actsvc]]\nname = "svc"\nkeys = [{ name = "m", kind = "mak", limit = 5 }]\n'
+    mixed = base.replace('domain = "kms.test"\n', 'domain = "kms.test"\nmak = "m"\n', 1)
+    with pytest.raises(UsageError, match='mak_mode = "fallback" tries KMS first'):
+        parse_scenario(mixed)
+    group = parse_scenario(mixed.replace('mak = "m"\n', 'mak = "m"\nmak_mode = "fallback"\n')).groups[0]
+    assert (group.mak, group.mak_mode, group.domain) == ("m", "fallback", "kms.test")
+    with pytest.raises(UsageError, match="has no mak key named 'x'"):
+        parse_scenario(mixed.replace('mak = "m"', 'mak = "x"\nmak_mode = "fallback"'))

@@ -191,7 +191,14 @@ def test_sigterm_mid_run_tears_everything_down_and_exits_130(tmp_path):
 #: rest (failover: the two-segment test above kills a host too; lossy-branch: timeouts are real time; dns-down: a
 #: restarted server takes half a real second to serve; year-500, host-outage: a minute or more) are run by hand
 #: (docs/scenarios.md gives their times).
-FAST_SCALES = {"counting": 86400, "adba": 86400, "mak-runs-out": 86400, "seventh-host": 43200, "vamt-branch": 3600}
+FAST_SCALES = {
+    "counting": 86400,
+    "adba": 86400,
+    "order": 86400,
+    "mak-runs-out": 86400,
+    "seventh-host": 43200,
+    "vamt-branch": 3600,
+}
 
 
 @needs_netns
@@ -205,6 +212,10 @@ def test_bundled_scenario_holds_its_expectations(name, tmp_path):
     failed = [f"{e['name']}: {e['message']}" for e in run.expectations if not e["passed"]]
     assert not failed
     assert not _lab_namespaces(run.scenario["lab"])
+    if name == "order":  # each client's paths in the documented order: adba, a failed KMS lookup, then mak
+        first = [r for r in run.records if r.get("client") == "members-001" and r["type"] in ("exchange", "lookup")]
+        first.sort(key=lambda r: r["at"])
+        assert [r.get("path", "lookup") for r in first][:4] == ["adba", "adba", "lookup", "mak"]
     if capture is not None:  # the segment's pcap holds exactly the exchanges the run recorded
         done = subprocess.run(
             [*EMU, "decode", "--json", str(capture / "lan.pcap")], capture_output=True, text=True, timeout=120
