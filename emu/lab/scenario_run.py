@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Real seconds allowed per server process for setup before the clock's zero.
 SETUP_ALLOWANCE = 0.8
+#: Real seconds a capture process gets to start, and to finish at the end.
+CAPTURE_START = 15.0
 #: Real seconds between two progress lines.
 PROGRESS_EVERY = 1.0
 _STATUS_TIMEOUT = 20.0
@@ -87,7 +90,7 @@ class ScenarioRun:
         self.fleet: Fleet | None = None
         self.clock: ScaledClock | None = None
         self._addresses: dict[str, str] = {}
-        self._captures: list[tuple[threading.Thread, threading.Event]] = []
+        self._captures: list[subprocess.Popen[str]] = []
         self.setup_seconds = 0.0
         self.mak: MakSetup | None = None
 
@@ -131,13 +134,13 @@ class ScenarioRun:
         for spec in s.dns:  # a stopped DNS server's "port unreachable" reaches every client at once
             self.topology.sysctl(plan.nodes[spec.name].namespace, "net.ipv4.icmp_ratelimit=0")
         servers = len(s.dns) + len(s.dcs) + len(s.actsvcs) + sum(1 for h in s.hosts if h.start)
+        if self.capture is not None:  # before the clock starts: a sniffer takes a moment to listen
+            self._start_captures(plan)
         self.clock = ScaledClock(s.scale, time.time() + 1.0 + SETUP_ALLOWANCE * servers, s.epoch)
         processes = Processes(workdir, self.clock.spec())
         self.processes = processes
         processes.write_key(seeded(self.seed + 17).bytes(32))
         self._describe(plan, client_keys)
-        if self.capture is not None:
-            self._start_captures(plan)
         for spec in s.dns:
             party = processes.add_dns(spec, plan.nodes[spec.name])
             self._start_dns(party, spec.zones)
@@ -479,30 +482,36 @@ class ScenarioRun:
         )
 
     def _start_captures(self, plan: Any) -> None:
-        from emu.pcap.live import CaptureOptions, capture
-
+        """One ``emu capture`` process per segment, on its bridge in the switch namespace: a process of its own,
+        so the sniffer never waits for the clients' threads (in this process it missed packets under load)."""
         assert self.capture is not None
         self.capture.mkdir(parents=True, exist_ok=True)
         for segment in plan.segments:
-            stop, ready = threading.Event(), threading.Event()
-            options = CaptureOptions(
-                interface=plan.bridge(segment), output=self.capture / f"{segment}.pcap", dns=True, netns=plan.switch
+            output = self.capture / f"{segment}.pcap"
+            argv = [*_EMU, "capture", "--netns", plan.switch, "-i", plan.bridge(segment), "-w", str(output), "--dns"]
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
             )
+            self._captures.append(proc)
+            assert proc.stderr is not None
+            ready, _, _ = select.select([proc.stderr], [], [], CAPTURE_START)
+            line = proc.stderr.readline() if ready else ""
+            if not line.startswith("capturing on"):
+                raise ScenarioError(f"the capture on segment {segment} did not start: {line.strip() or 'no answer'}")
 
-            def record(
-                options: CaptureOptions = options, stop: threading.Event = stop, ready: threading.Event = ready
-            ) -> None:
-                try:
-                    capture(options, on_line=lambda line: None, stop=stop, started=ready)
-                except BaseException as exc:
-                    log.warning("capture on %s stopped: %s", options.interface, exc)
-                    ready.set()
-
-            thread = threading.Thread(target=record, daemon=True, name=f"capture-{segment}")
-            thread.start()
-            if not ready.wait(10):
-                raise ScenarioError(f"the capture on segment {segment} did not start")
-            self._captures.append((thread, stop))
+    def _stop_captures(self) -> None:
+        for proc in self._captures:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # it drains what the kernel still holds, then exits
+        for proc in self._captures:
+            try:
+                proc.wait(CAPTURE_START)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self._captures = []
 
     def _teardown(self, workdir: Path) -> None:
         if self.fleet is not None:
@@ -511,10 +520,7 @@ class ScenarioRun:
         if self.processes is not None:
             with contextlib.suppress(Exception):
                 self.processes.close()
-        time.sleep(0.2 if self._captures else 0)
-        for thread, stop in self._captures:
-            stop.set()
-            thread.join(10)
+        self._stop_captures()
         if self.topology is not None:
             left = self.topology.remove()
             if left:

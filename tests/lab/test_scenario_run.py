@@ -222,10 +222,9 @@ def test_bundled_scenario_holds_its_expectations(name, tmp_path):
         )
         records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         summary = records[-1]
-        # The sniffer (libpcap through Scapy) shares the run's process with the clients' threads: in a loaded
-        # suite it has missed whole conversations (up to 15 % seen once; none when run alone). Never more than
-        # the run made, most of them, and every one captured decodes without an error.
-        assert 0.8 * len(run.exchanges) <= summary["exchanges"] <= len(run.exchanges), summary
+        # One emu capture process per segment records the bridge; a sniffer on a saturated 2-core machine may
+        # still miss a little, never invent: at most 5 % fewer exchanges than the run made, none damaged.
+        assert 0.95 * len(run.exchanges) <= summary["exchanges"] <= len(run.exchanges), summary
         assert summary["errors"] == 0
 
 
