@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -124,17 +123,33 @@ def _exchange() -> list[tuple[str, bytes]]:
     return out
 
 
+#: Runs argv[1:] and prints "seconds maxrss_kb" of it on stderr. A small process of its own starts the
+#: command: a child forked straight from this (large) benchmark would report this process's memory as
+#: its peak RSS, since Linux keeps the pre-exec high-water mark in ru_maxrss.
+_MEASURE = (
+    "import os, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "proc = subprocess.Popen(sys.argv[1:], stderr=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(proc.pid, 0)\n"
+    "print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status), file=sys.stderr)\n"
+)
+
+
 def _timed(argv: list[str], out_path: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of a child process writing to ``out_path``."""
     with out_path.open("wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{argv[0]} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+        done = subprocess.run([sys.executable, "-c", _MEASURE, *argv], stdout=out, stderr=subprocess.PIPE, check=True)
+    elapsed, maxrss, code = done.stderr.split()[-3:]
+    if int(code) not in (0, 1):
+        raise SystemExit(f"{argv[0]} exited {int(code)}")
+    return float(elapsed), int(maxrss) / 1024
+
+
+def _last_line(path: Path) -> str:
+    """The last line of a (large) text file, without reading all of it."""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 65536))
+        return fh.read().decode().rstrip("\n").rsplit("\n", 1)[-1]
 
 
 def _tshark_streams(tshark: str, path: Path) -> int:
@@ -160,8 +175,7 @@ def capture_main(argv: list[str]) -> int:
         for jobs in args.jobs:
             out = Path(tmp) / f"emu{jobs}.jsonl"
             secs, rss = _timed([*emu, "--jobs", str(jobs)], out)
-            last = out.read_text().rstrip("\n").rsplit("\n", 1)[-1]
-            convs = json.loads(last)["tcp_conversations"]
+            convs = json.loads(_last_line(out))["tcp_conversations"]
             rows.append((f"emu decode --json --jobs {jobs}", convs, secs, rss))
         tshark = shutil.which("tshark")
         if tshark is not None:

@@ -182,28 +182,39 @@ def _records(path: Path, args: argparse.Namespace) -> Iterator[Any]:
     return iter_records(path, port=args.port, jobs=args.jobs, keep_ids=False)
 
 
+#: One encoder for every line (``json.dumps(..., ensure_ascii=False)`` builds a new one per call).
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class _Render:
+    """A record as the lines ``emu decode`` prints for it (picklable: the workers of --jobs call it)."""
+
+    def __init__(self, as_json: bool, glyphs: _Glyphs, verbose: bool) -> None:
+        self.as_json, self.glyphs, self.verbose = as_json, glyphs, verbose
+
+    def __call__(self, record: Any) -> str:
+        if self.as_json:
+            return _ENCODE(record.to_json()) + "\n"
+        if isinstance(record, DecodedPdu):
+            return format_pdu(record, self.glyphs, self.verbose) + "\n"
+        if isinstance(record, StreamNote):
+            return format_note(record) + "\n"
+        if hasattr(record, "line"):  # another protocol's decoder with a text form (LDAP)
+            return f"{record.line()}\n"
+        return _ENCODE(record.to_json()) + "\n"  # a record of another protocol's decoder
+
+
 def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
     """Print one capture's records as they come; whether it decoded without error."""
-    from emu.pcap.decode import DecodeSummary
+    from emu.pcap.decode import DecodeSummary, iter_text
 
-    glyphs = _Glyphs(out)
-    ok = True
-    for record in _records(path, args):
-        if isinstance(record, DecodeSummary):
-            ok = record.ok
-        if args.json:
-            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-        elif isinstance(record, DecodedPdu):
-            out.write(format_pdu(record, glyphs, args.verbose) + "\n")
-        elif isinstance(record, StreamNote):
-            out.write(format_note(record) + "\n")
-        elif isinstance(record, DecodeSummary):
-            out.write("\n".join(record.lines()) + "\n")
-        elif hasattr(record, "line"):  # another protocol's decoder with a text form (LDAP)
-            out.write(record.line() + "\n")
-        else:  # a record of another protocol's decoder
-            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-    return ok
+    render = _Render(args.json, _Glyphs(out), args.verbose)
+    for piece in iter_text(path, render, port=args.port, jobs=args.jobs):
+        if isinstance(piece, DecodeSummary):
+            out.write(_ENCODE(piece.to_json()) + "\n" if args.json else "\n".join(piece.lines()) + "\n")
+            return piece.ok
+        out.write(piece)
+    raise AssertionError("iter_text ends with its summary")
 
 
 def _summarise(path: Path, args: argparse.Namespace, out: TextIO) -> bool:

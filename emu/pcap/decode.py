@@ -22,19 +22,20 @@ problems become notes; segments arriving after their conversation ended are coun
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from emu.pcap.kms_decode import KmsDecoder
 from emu.pcap.kms_records import SERVER_TO_CLIENT, DecodedPdu, StreamNote
 from emu.pcap.ldap_decode import LdapDecoder
 from emu.pcap.reader import CaptureStats, Conversation, iter_conversations
 
-__all__ = ["DECODERS", "ConversationDecoder", "DecodeSummary", "iter_records"]
+__all__ = ["DECODERS", "ConversationDecoder", "DecodeSummary", "iter_records", "iter_text"]
 
 
 class ConversationDecoder(Protocol):
@@ -102,6 +103,17 @@ class DecodeSummary:
         else:
             kind = record.to_json().get("record", type(record).__name__)
             self.records[str(kind)] += 1
+
+    def merge(self, other: DecodeSummary) -> None:
+        """Add the record and conversation counts of ``other`` (a worker's part of the run)."""
+        self.kms_conversations += other.kms_conversations
+        self.other_conversations += other.other_conversations
+        self.not_decoded_rpc += other.not_decoded_rpc
+        self.pdus.update(other.pdus)
+        self.records.update(other.records)
+        self.exchanges += other.exchanges
+        self.errors += other.errors
+        self.bytes_not_decoded += other.bytes_not_decoded
 
     @property
     def ok(self) -> bool:
@@ -172,21 +184,71 @@ def _decode_one(conv: Conversation, capture: str, port: int | None) -> tuple[str
     return "other", []
 
 
-def _worker(batch: list[Conversation], capture: str, port: int | None) -> list[tuple[str, list[Any]]]:
-    return [_decode_one(conv, capture, port) for conv in batch]
+def _count_outcome(summary: DecodeSummary, outcome: str) -> None:
+    if outcome == "other":
+        summary.other_conversations += 1
+    elif outcome == "rpc":
+        summary.other_conversations += 1
+        summary.not_decoded_rpc += 1
+    else:
+        summary.kms_conversations += 1
+
+
+def _worker(batch: list[Conversation], capture: str, port: int | None) -> list[tuple[str, int, list[Any]]]:
+    """(outcome, conversation index, records) of each conversation of a batch."""
+    out = []
+    for conv in batch:
+        outcome, records = _decode_one(conv, capture, port)
+        out.append((outcome, conv.index, records))
+    return out
+
+
+#: What :func:`iter_text` gets back for a batch of conversations: their records rendered as one
+#: string, the batch's counts (a partial summary) and the indexes of its KMS conversations.
+_TextBatch = tuple[str, DecodeSummary, list[int]]
+
+
+def _text_worker(batch: list[Conversation], capture: str, port: int | None, render: Callable[[Any], str]) -> _TextBatch:
+    """Decode and render a batch where it is decoded: a worker sends back one string, not record objects."""
+    tally = DecodeSummary(capture)
+    kms: list[int] = []
+    parts: list[str] = []
+    for conv in batch:
+        outcome, records = _decode_one(conv, capture, port)
+        _count_outcome(tally, outcome)
+        if outcome not in ("other", "rpc"):
+            kms.append(conv.index)
+        for record in records:
+            tally.count(record)
+            parts.append(render(record))
+    return "".join(parts), tally, kms
 
 
 #: Conversations per task sent to a worker, and tasks in flight per worker (bounds memory).
 _BATCH = 64
 _IN_FLIGHT = 3
 
+_T = TypeVar("_T")
 
-def _outcomes(
-    conversations: Iterable[Conversation], capture: str, port: int | None, jobs: int
-) -> Iterator[tuple[Conversation | None, tuple[str, list[Any]]]]:
+
+def _batches(
+    conversations: Iterable[Conversation], jobs: int, work: Callable[[list[Conversation]], _T], size: int = _BATCH
+) -> Iterator[_T]:
+    """``work`` of each batch of ``size`` conversations, in order: here (``jobs`` 1) or in ``jobs`` workers.
+
+    Workers are fed at most ``jobs * _IN_FLIGHT`` batches ahead of the results being consumed, so
+    memory stays bounded by the open conversations and the batches in flight. ``work`` must pickle
+    (a module-level function or a :func:`functools.partial` of one).
+    """
     if jobs <= 1:
+        batch: list[Conversation] = []
         for conv in conversations:
-            yield conv, _decode_one(conv, capture, port)
+            batch.append(conv)
+            if len(batch) >= size:
+                yield work(batch)
+                batch = []
+        if batch:
+            yield work(batch)
         return
     import multiprocessing
     from collections import deque
@@ -194,22 +256,44 @@ def _outcomes(
 
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with ctx.Pool(jobs) as pool:
-        pending: deque[AsyncResult[list[tuple[str, list[Any]]]]] = deque()
-        batch: list[Conversation] = []
+        pending: deque[AsyncResult[_T]] = deque()
+        batch = []
         for conv in conversations:
             batch.append(conv)
-            if len(batch) < _BATCH:
+            if len(batch) < size:
                 continue
-            pending.append(pool.apply_async(_worker, (batch, capture, port)))
+            pending.append(pool.apply_async(work, (batch,)))
             batch = []
             while len(pending) >= jobs * _IN_FLIGHT:  # never read far ahead of the decoding
-                for result in pending.popleft().get():
-                    yield None, result
+                yield pending.popleft().get()
         if batch:
-            pending.append(pool.apply_async(_worker, (batch, capture, port)))
+            pending.append(pool.apply_async(work, (batch,)))
         while pending:
-            for result in pending.popleft().get():
-                yield None, result
+            yield pending.popleft().get()
+
+
+def _start(path: Path, stats: CaptureStats) -> Iterator[Conversation]:
+    """The conversations of ``path``; raises UsageError now, not at the consumer's first record."""
+    conversations = iter_conversations(path, stats)
+    first = next(conversations, None)
+
+    def all_conversations() -> Iterator[Conversation]:
+        if first is not None:
+            yield first
+            yield from conversations
+
+    return all_conversations()
+
+
+def _finish(summary: DecodeSummary, stats: CaptureStats) -> None:
+    """Fill in the reader's and the tracker's counts once the capture is read."""
+    read = stats.read
+    summary.packets, summary.tcp_packets = read.packets, read.tcp_packets
+    summary.other_packets, summary.unparsed_packets = read.other_packets, read.unparsed_packets
+    summary.tcp_conversations = stats.conversations
+    summary.late_bytes = stats.late_bytes
+    summary.bytes_not_decoded += stats.late_bytes
+    summary.damaged = read.damaged
 
 
 def iter_records(path: str | Path, *, port: int | None = None, jobs: int = 1, keep_ids: bool = True) -> Iterator[Any]:
@@ -227,44 +311,47 @@ def iter_records(path: str | Path, *, port: int | None = None, jobs: int = 1, ke
     path = Path(path)
     stats = CaptureStats()
     summary = DecodeSummary(path.name)
-    conversations = iter_conversations(path, stats)
-    first = next(conversations, None)  # raises UsageError now, not at the consumer's first record
-
-    def all_conversations() -> Iterator[Conversation]:
-        if first is not None:
-            yield first
-            yield from conversations
-
+    conversations = _start(path, stats)
     index_of: list[int] = []
-    for conv, (outcome, records) in _outcomes(all_conversations(), path.name, port, jobs):
-        if outcome == "other":
-            summary.other_conversations += 1
-        elif outcome == "rpc":
-            summary.other_conversations += 1
-            summary.not_decoded_rpc += 1
-        else:
-            summary.kms_conversations += 1
-            if keep_ids:
-                index = conv.index if conv is not None else _index(records)
-                if index is not None:
-                    index_of.append(index)
-        for record in records:
-            summary.count(record)
-            yield record
-    read = stats.read
-    summary.packets, summary.tcp_packets = read.packets, read.tcp_packets
-    summary.other_packets, summary.unparsed_packets = read.other_packets, read.unparsed_packets
-    summary.tcp_conversations = stats.conversations
-    summary.late_bytes = stats.late_bytes
-    summary.bytes_not_decoded += stats.late_bytes
-    summary.damaged = read.damaged
+    work = functools.partial(_worker, capture=path.name, port=port)
+    for results in _batches(conversations, jobs, work, 1 if jobs <= 1 else _BATCH):
+        for outcome, index, records in results:
+            _count_outcome(summary, outcome)
+            if keep_ids and outcome not in ("other", "rpc"):
+                index_of.append(index)
+            for record in records:
+                summary.count(record)
+                yield record
+    _finish(summary, stats)
     summary.kms_conversation_ids = sorted(index_of)
     yield summary
 
 
-def _index(records: list[Any]) -> int | None:
-    for record in records:
-        conversation = getattr(record, "conversation", None)
-        if isinstance(conversation, int):
-            return conversation
-    return None
+def iter_text(
+    path: str | Path, render: Callable[[Any], str], *, port: int | None = None, jobs: int = 1
+) -> Iterator[str | DecodeSummary]:
+    """:func:`iter_records` rendered: pieces of text (each the ``render`` of the records of a batch of
+    conversations, in the same order as :func:`iter_records`), then the :class:`DecodeSummary`.
+
+    Rendering happens where the decoding does, so with ``jobs > 1`` the workers send back strings
+    instead of record objects (cheaper to pass between processes) and this process only reads the
+    capture, tracks conversations and writes. ``render`` must pickle (a module-level function or
+    class instance) and include its own line ends. The output does not depend on ``jobs``.
+
+    Raises:
+        UsageError: the file does not exist or is not a capture (before the first piece).
+    """
+    path = Path(path)
+    stats = CaptureStats()
+    summary = DecodeSummary(path.name)
+    conversations = _start(path, stats)
+    index_of: list[int] = []
+    work = functools.partial(_text_worker, capture=path.name, port=port, render=render)
+    for text, tally, kms in _batches(conversations, jobs, work):
+        summary.merge(tally)
+        index_of += kms
+        if text:
+            yield text
+    _finish(summary, stats)
+    summary.kms_conversation_ids = sorted(index_of)
+    yield summary

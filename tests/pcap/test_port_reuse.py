@@ -1,0 +1,153 @@
+"""Port reuse on a real capture: emu's client against emu's host on loopback, client ports coming round again.
+
+The decode-at-scale issue: a busy host sees ephemeral ports reused, and every exchange must be its
+own conversation. Here the clients are bound to three local ports in turn (a tiny
+``ip_local_port_range``, without changing the machine's), twelve exchanges, each port reused four
+times, captured by dumpcap on ``lo`` (it comes with tshark, which the project's scripts install). tshark's
+count of SYNs is the reference for the conversations, and every exchange must appear once, whatever
+``--jobs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from emu_testing import TSHARK_ENV, require_tool
+
+from emu.cli import main
+
+EXCHANGES, PORTS = 12, 3
+
+
+def _base(rng: Any) -> Any:
+    import uuid
+
+    from emu.kms import products
+    from emu.wire.kms import LicenseStatus, RequestBase, Version
+
+    sku = products.lookup("Windows 10 Enterprise")
+    return RequestBase(
+        version=Version(6),
+        vm_info=0,
+        license_status=LicenseStatus.OOB_GRACE,
+        binding_expiration=43200,
+        app_id=sku.app_id,
+        sku_id=sku.id,
+        kms_id=sku.kms_id,
+        cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
+        required_client_count=sku.threshold,
+        client_time=116444736000000000 + int(time.time() * 10_000_000),
+        previous_cmid=uuid.UUID(int=0),
+        workstation_name="port-reuse-test",
+    )
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _tshark_syns(path: Path) -> tuple[int, int]:
+    """(SYNs without ACK, distinct tcp.stream values) as tshark counts them."""
+    tshark = require_tool("tshark")
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags"],
+        capture_output=True,
+        env=TSHARK_ENV,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split("\n")
+    rows = [line.split("\t") for line in out if line.strip()]
+    return sum(1 for _, flags in rows if int(flags, 16) & 0x12 == 0x02), len({s for s, _ in rows})
+
+
+@pytest.fixture(scope="module")
+def reused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, int]]]:
+    """The capture and the client address of each exchange, in order."""
+    from emu.kms.client import HostAddress
+    from emu.kms.host import HostConfig, KmsHost
+    from emu.net import kms_client
+    from emu.net.kms_server import KmsServer, ServerConfig
+    from emu.rng import seeded
+
+    out = tmp_path_factory.mktemp("reuse") / "reuse.pcap"
+    ports = itertools.cycle(_free_ports(PORTS))
+    original = asyncio.open_connection
+
+    async def bound(host: str, port: int, **_: Any) -> Any:
+        """The client's connection from the next of the few local ports (SO_REUSEADDR: TIME_WAIT allowed)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", next(ports)))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        return await original(sock=sock)
+
+    dumpcap = require_tool("dumpcap")
+    clients: list[tuple[str, int]] = []
+
+    async def serve_and_ask() -> None:
+        async with KmsServer(
+            KmsHost(HostConfig(), seeded(2), time.time()), ServerConfig(listen=(("127.0.0.1", 0),))
+        ) as srv:
+            port = srv.addresses[0][1]
+            argv = [dumpcap, "-q", "-P", "-i", "lo", "-f", f"tcp port {port}", "-w", str(out)]
+            sniffer = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+            try:
+                assert sniffer.stderr is not None
+                line = await asyncio.to_thread(sniffer.stderr.readline)  # "Capturing on 'Loopback: lo'"
+                assert "Capturing on" in line, line
+                await asyncio.sleep(1.0)  # the message comes a moment before the capture is live
+                rng = seeded(3)
+                for _ in range(EXCHANGES):
+                    result = await kms_client.exchange(HostAddress("127.0.0.1", port), _base(rng), rng=rng)
+                    assert result.local is not None
+                    clients.append(result.local)
+                await asyncio.sleep(1.0)  # the last FIN/ACKs reach the capture
+            finally:
+                sniffer.send_signal(signal.SIGINT)
+                sniffer.communicate(timeout=10)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kms_client.asyncio, "open_connection", bound)
+        asyncio.run(serve_and_ask())
+    return out, clients
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sniffing needs root (CI runs as root)")
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_reused_client_ports_give_one_conversation_per_syn_and_every_exchange_once(
+    reused: tuple[Path, list[tuple[str, int]]], jobs: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, clients = reused
+    assert len(set(clients)) == PORTS  # the ports really came round again
+    syns, streams = _tshark_syns(path)
+    assert syns == streams == EXCHANGES
+    main(["decode", "--json", "--jobs", str(jobs), str(path)])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = records[-1]
+    assert summary["record"] == "summary"
+    assert summary["tcp_conversations"] == summary["kms_conversations"] == syns
+    assert summary["exchanges"] == EXCHANGES and summary["pdus"]["response"] == EXCHANGES
+    responses = [r for r in records if r["record"] == "pdu" and r["ptype"] == "response"]
+    assert sorted(r["conversation"] for r in responses) == list(range(EXCHANGES))  # each exchange once
+    assert [r["dst"] for r in sorted(responses, key=lambda r: r["conversation"])] == [
+        f"{host}:{port}" for host, port in clients
+    ]
+    assert all(r["response"]["verified"] for r in responses)
