@@ -22,7 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from emu.cli import positive_int, positive_seconds, show_help
-from emu.cli.client_output import json_result, request_table, response_table, summary_line
+from emu.cli.client_output import (
+    EXIT_ACTIVATED,
+    EXIT_BELOW_THRESHOLD,
+    EXIT_CODES,
+    EXIT_HOST_ERROR,
+    EXIT_PROTOCOL_ERROR,
+    EXIT_UNREACHABLE,
+    EXIT_VERIFICATION_FAILED,
+    KmsAttempt,
+    request_table,
+    response_table,
+    summary_line,
+)
 from emu.cli.resolv_conf import RESOLV_CONF, search_domains, system_dns_server
 from emu.clock import WallClock, unix_to_filetime
 from emu.errors import ScenarioError, UsageError
@@ -49,6 +61,8 @@ __all__ = [
     "EXIT_PROTOCOL_ERROR",
     "EXIT_UNREACHABLE",
     "EXIT_VERIFICATION_FAILED",
+    "KmsAttempt",
+    "kms_attempt",
     "parse_target",
     "register",
     "search_domains",
@@ -59,25 +73,6 @@ DEFAULT_PRODUCT = "Windows 10/11 Enterprise"
 #: Where the system resolver's nameservers and search list live (resolv.conf(5)).
 #: The target that means "search the resolver's domains" (vlmcs ``-``, docs/kms-wire-protocol.md).
 SEARCH_TARGET = "-"
-
-EXIT_ACTIVATED = 0
-#: 2 is taken by the command line for usage errors (bad option, unknown product).
-EXIT_BELOW_THRESHOLD = 3
-EXIT_HOST_ERROR = 4
-EXIT_VERIFICATION_FAILED = 5
-EXIT_PROTOCOL_ERROR = 6
-EXIT_UNREACHABLE = 7
-
-#: Exit code of the last request's status.
-EXIT_CODES = {
-    ExchangeStatus.ACTIVATED: EXIT_ACTIVATED,
-    ExchangeStatus.BELOW_THRESHOLD: EXIT_BELOW_THRESHOLD,
-    ExchangeStatus.HOST_ERROR: EXIT_HOST_ERROR,
-    ExchangeStatus.FAULT: EXIT_HOST_ERROR,
-    ExchangeStatus.VERIFICATION_FAILED: EXIT_VERIFICATION_FAILED,
-    ExchangeStatus.PROTOCOL_ERROR: EXIT_PROTOCOL_ERROR,
-    ExchangeStatus.UNREACHABLE: EXIT_UNREACHABLE,
-}
 
 _EPILOG = """\
 exit status:
@@ -261,7 +256,7 @@ def register(subparsers: Any) -> None:
         help="this machine is in a domain: ask a DC for an activation object first, then KMS (the target), then MAK",
     )
     g.add_argument("--forest", metavar="FOREST", help="its forest (default: the .DOMAIN target)")
-    g.add_argument("--act-type", default="any", metavar="any|ad|kms", help="slmgr /act-type policy (default any)")
+    g.add_argument("--act-type", metavar="any|ad|kms", help="slmgr /act-type policy: any (default), ad, kms or 0/1/2")
     g.add_argument("--mak-state", metavar="FILE", help="a MAK client state (emu client mak install): the last path")
     g.add_argument("--actsvc", metavar="URL", help="the activation service for --mak-state")
     p.set_defaults(func=_activate)
@@ -485,17 +480,28 @@ def _activate(args: argparse.Namespace) -> int:
             raise UsageError("--adba is one ADBA attempt alone; --domain-member runs ADBA, KMS and MAK in order")
         from emu.cli.client_order import run_in_order
 
-        args.domain_member = False  # the KMS step below is the plain attempt
-        return run_in_order(args, _activate)
+        return run_in_order(args)
+    if args.act_type or args.forest or args.mak_state or args.actsvc:
+        raise UsageError("--act-type, --forest, --mak-state and --actsvc are for a domain member: add --domain-member")
     if args.adba:
         from emu.cli.client_adba import run_adba_attempt
 
         return run_adba_attempt(args)
     if args.json and args.verbose:
         raise UsageError("--json already carries every field; drop -v")
+    kms = kms_attempt(args, args.target or ("[::1]:1688" if args.ip == 6 else "127.0.0.1:1688"))
+    if args.json:
+        print(json.dumps(kms.document(), indent=2))
+    else:
+        kms.report()
+    return kms.exit_code
+
+
+def kms_attempt(args: argparse.Namespace, target_text: str) -> KmsAttempt:
+    """The KMS path: find the hosts of ``target_text``, make the requests (a line per request unless
+    ``--json``; ``--capture``) and return what happened, unprinted."""
     rng = seeded(args.seed) if args.seed is not None else system_rng()
     plan = _plan(args, rng)
-    target_text = args.target or ("[::1]:1688" if args.ip == 6 else "127.0.0.1:1688")
     target: HostAddress | str
     if target_text.strip() == SEARCH_TARGET:
         domains = search_domains(args.resolv_conf)
@@ -542,46 +548,11 @@ def _activate(args: argparse.Namespace) -> int:
         written = capture.write(args.capture, {r.local[1] for r in run.results if r.local is not None})
         if not args.json:
             print(f"wrote {written} frames to {args.capture}")
+    message = ""
     if not hosts:
         message = (
             f"no KMS host found: {discovery_error[0]}"
             if discovery_error
             else f"no KMS host found: no _vlmcs._tcp SRV records for {target}"
         )
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "target": target_text,
-                        "hosts": [],
-                        "results": [],
-                        "status": "unreachable",
-                        "detail": message,
-                        "exit_code": EXIT_UNREACHABLE,
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            print(message, file=sys.stderr)
-        return EXIT_UNREACHABLE
-    last = run.results[-1]
-    code = EXIT_CODES[last.status]
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "target": target_text,
-                    "product": plan.product,
-                    "hosts": [str(h) for h in hosts],
-                    "results": [json_result(r) for r in run.results],
-                    "status": last.status.value,
-                    "detail": last.detail,
-                    "exit_code": code,
-                },
-                indent=2,
-            )
-        )
-    elif code == EXIT_UNREACHABLE and len(hosts) > 1:
-        print(f"no KMS host reachable: tried {', '.join(str(h) for h in hosts)}", file=sys.stderr)
-    return code
+    return KmsAttempt(target_text, plan.product, hosts, run.results, message, not hosts and not discovery_error)

@@ -1,6 +1,6 @@
 """``emu client activate --domain-member``: the documented order in one run. A domain member asks a domain
 controller for an activation object first (ADBA); failing that it activates through KMS (the target: a
-host or ``.DOMAIN`` for SRV discovery); failing that, with ``--mak-state``, through its MAK (online
+host or ``.DOMAIN`` for SRV discovery; without a target, SRV ``_vlmcs._tcp.FOREST``); failing that, with ``--mak-state``, through its MAK (online
 against ``--actsvc``). ``--act-type`` is slmgr's policy: ``any`` (all paths in order), ``ad`` (ADBA only),
 ``kms`` (KMS only). The report lists every path tried, in order, and which one activated
 (docs/adba.md "Order of the paths").
@@ -9,8 +9,6 @@ against ``--actsvc``). ``--act-type`` is slmgr's policy: ``any`` (all paths in o
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -33,12 +31,16 @@ def _forest(args: argparse.Namespace) -> str:
     raise UsageError("--domain-member needs --forest FOREST, or a .DOMAIN target whose forest it is")
 
 
-def run_in_order(args: argparse.Namespace, kms_activate: Any) -> int:
-    """Run the paths; ``kms_activate(args) -> exit code`` is the plain KMS attempt (it prints its own report)."""
+def run_in_order(args: argparse.Namespace) -> int:
+    """Run the paths the policy allows, report them (text or ``--json``), return the exit code."""
     try:
-        policy = parse_activation_type(args.act_type)
+        policy = parse_activation_type(args.act_type or "any")
     except ValueError as exc:
         raise UsageError(f"--act-type: {exc}") from None
+    if args.capture:
+        raise UsageError("--capture records one path: use it with --adba or a plain KMS run, not --domain-member")
+    if args.json and args.verbose:
+        raise UsageError("--json already carries every field; drop -v")
     if args.mak_state and not args.actsvc:
         raise UsageError("--mak-state needs --actsvc URL (the activation service to activate the MAK at)")
     forest = _forest(args)
@@ -60,18 +62,19 @@ def run_in_order(args: argparse.Namespace, kms_activate: Any) -> int:
         return PathOutcome("adba", result.activated, result.hresult, detail)
 
     def kms() -> PathOutcome:
+        from emu.cli.client import kms_attempt
+
+        target = args.target or f".{forest}"  # a member without a named KMS host looks in its own domain
         if not quiet:
-            print("KMS:")
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-            code = kms_activate(args)
-        kms_code.append(code)
+            print(f"KMS ({target}):")
+        run = kms_attempt(args, target)
+        kms_code.append(run.exit_code)
         if quiet:
-            try:
-                documents["kms"] = json.loads(out.getvalue())
-            except ValueError:
-                documents["kms"] = {"output": out.getvalue()}
-        return PathOutcome("kms", code == 0, 0, f"emu client activate exit status {code}")
+            documents["kms"] = run.document()
+        else:
+            run.report()
+        detail = str(run.document()["detail"])
+        return PathOutcome("kms", run.exit_code == 0, run.hresult, detail)
 
     def mak_path() -> PathOutcome:
         from emu.activation.mak_step import MakStep
@@ -102,24 +105,20 @@ def run_in_order(args: argparse.Namespace, kms_activate: Any) -> int:
         {"path": a.path, "activated": a.activated, "hresult": f"0x{a.hresult:08X}", "detail": a.detail}
         for a in outcome.attempts
     ]
-    if quiet:
-        print(
-            json.dumps(
-                {
-                    "policy": policy.name.lower(),
-                    "forest": forest,
-                    "paths": attempts,
-                    "activated_by": outcome.activated_by,
-                    **documents,
-                },
-                indent=2,
-            )
-        )
+    if outcome.activated_by is not None:
+        code = 0
     else:
-        tried = " -> ".join(f"{a.path} ({'activated' if a.activated else 'not activated'})" for a in outcome.attempts)
+        last = outcome.attempts[-1].path if outcome.attempts else None
+        code = kms_code[-1] if last == "kms" and kms_code else EXIT_NOT_ACTIVATED
+    if quiet:
+        doc: dict[str, Any] = {"policy": policy.name.lower(), "forest": forest, "paths": attempts}
+        doc |= {"activated_by": outcome.activated_by, "hresult": f"0x{outcome.hresult:08X}", "exit_code": code}
+        print(json.dumps({**doc, **documents}, indent=2))
+    else:
+        tried = " -> ".join(
+            f"{a.path} ({'activated' if a.activated else f'not activated, 0x{a.hresult:08X}'})"
+            for a in outcome.attempts
+        )
         print(f"order ({policy.name.lower()}): {tried or 'no path allowed'}")
         print(f"activated by {outcome.activated_by}" if outcome.activated_by else "not activated by any path")
-    if outcome.activated_by is not None:
-        return 0
-    last = outcome.attempts[-1].path if outcome.attempts else None
-    return kms_code[-1] if last == "kms" and kms_code else EXIT_NOT_ACTIVATED
+    return code

@@ -1,19 +1,58 @@
 """What ``emu client activate`` prints: the one-line summary per request, the verbose request and
-response tables (vlmcs ``-v`` style) and the JSON record of an exchange."""
+response tables (vlmcs ``-v`` style), the JSON record of an exchange; the exit codes; and the result of
+the KMS path (:class:`KmsAttempt`: its exit code, HRESULT, JSON document and closing message)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from emu.clock import filetime_to_unix
-from emu.hresults import describe
+from emu.hresults import E_KMS_NOT_REACHABLE, E_NOT_ENOUGH_COUNT, describe
 from emu.kms import products
+from emu.kms.client import HostAddress
 from emu.net.kms_client import ExchangeResult, ExchangeStatus
 from emu.wire.kms import LicenseStatus
 
-__all__ = ["json_result", "request_table", "response_table", "summary_line"]
+__all__ = [
+    "EXIT_ACTIVATED",
+    "EXIT_BELOW_THRESHOLD",
+    "EXIT_CODES",
+    "EXIT_HOST_ERROR",
+    "EXIT_PROTOCOL_ERROR",
+    "EXIT_UNREACHABLE",
+    "EXIT_VERIFICATION_FAILED",
+    "KmsAttempt",
+    "json_result",
+    "request_table",
+    "response_table",
+    "summary_line",
+]
+
+EXIT_ACTIVATED = 0
+#: 2 is taken by the command line for usage errors (bad option, unknown product).
+EXIT_BELOW_THRESHOLD = 3
+EXIT_HOST_ERROR = 4
+EXIT_VERIFICATION_FAILED = 5
+EXIT_PROTOCOL_ERROR = 6
+EXIT_UNREACHABLE = 7
+
+#: Exit code of the last request's status.
+EXIT_CODES = {
+    ExchangeStatus.ACTIVATED: EXIT_ACTIVATED,
+    ExchangeStatus.BELOW_THRESHOLD: EXIT_BELOW_THRESHOLD,
+    ExchangeStatus.HOST_ERROR: EXIT_HOST_ERROR,
+    ExchangeStatus.FAULT: EXIT_HOST_ERROR,
+    ExchangeStatus.VERIFICATION_FAILED: EXIT_VERIFICATION_FAILED,
+    ExchangeStatus.PROTOCOL_ERROR: EXIT_PROTOCOL_ERROR,
+    ExchangeStatus.UNREACHABLE: EXIT_UNREACHABLE,
+}
+
+#: DNS_ERROR_RCODE_NAME_ERROR: no _vlmcs._tcp SRV record (the code a client reports for it).
+DNS_NAME_ERROR = 0x8007232B
 
 
 def summary_line(result: ExchangeResult, index: int, of: str) -> str:
@@ -148,3 +187,62 @@ def json_result(result: ExchangeResult) -> dict[str, Any]:
                 "renewal_interval": v.renewal_interval,
             }
     return out
+
+
+@dataclass
+class KmsAttempt:
+    """The KMS path of one run: the hosts found and every exchange made (``message`` when none was found;
+    ``no_records``: the DNS server answered, without SRV records)."""
+
+    target_text: str
+    product: str
+    hosts: list[HostAddress]
+    results: list[ExchangeResult]
+    message: str = ""
+    no_records: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.results[-1].status] if self.hosts and self.results else EXIT_UNREACHABLE
+
+    @property
+    def hresult(self) -> int:
+        """0 activated; else the host's HRESULT (or fault status), 0xC004F038 below threshold, 0x8007232B no
+        SRV records, 0xC004F074 for no host reached or no valid answer (emu-defined mapping)."""
+        if not self.hosts or not self.results:
+            return DNS_NAME_ERROR if self.no_records else E_KMS_NOT_REACHABLE
+        last = self.results[-1]
+        if last.status == ExchangeStatus.ACTIVATED:
+            return 0
+        if last.status == ExchangeStatus.BELOW_THRESHOLD:
+            return E_NOT_ENOUGH_COUNT
+        return last.hresult or last.fault_status or E_KMS_NOT_REACHABLE
+
+    def document(self) -> dict[str, Any]:
+        """The ``--json`` document of a KMS run."""
+        if not self.hosts:
+            return {
+                "target": self.target_text,
+                "hosts": [],
+                "results": [],
+                "status": "unreachable",
+                "detail": self.message,
+                "exit_code": EXIT_UNREACHABLE,
+            }
+        last = self.results[-1]
+        return {
+            "target": self.target_text,
+            "product": self.product,
+            "hosts": [str(h) for h in self.hosts],
+            "results": [json_result(r) for r in self.results],
+            "status": last.status.value,
+            "detail": last.detail,
+            "exit_code": self.exit_code,
+        }
+
+    def report(self) -> None:
+        """What the text output says after the request lines: why no host answered."""
+        if not self.hosts:
+            print(self.message, file=sys.stderr)
+        elif self.exit_code == EXIT_UNREACHABLE and len(self.hosts) > 1:
+            print(f"no KMS host reachable: tried {', '.join(str(h) for h in self.hosts)}", file=sys.stderr)
