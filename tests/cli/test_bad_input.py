@@ -112,3 +112,18 @@ def test_bad_input_is_one_line_and_exit_2(command, tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "error" in lines[0]
+
+
+#: Flags of an existing subcommand whose bad values need their own case (the row above covers one per leaf).
+BAD_FLAGS = {
+    "client activate --act-type": ["client", "activate", "--domain-member", "--forest", "kms.test", "--act-type", "9"],
+    "client activate --act-type alone": ["client", "activate", "--act-type", "ad"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_bad_flag_values_are_one_line_and_exit_2(case, capsys):
+    code, err = _run(BAD_FLAGS[case], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], err
