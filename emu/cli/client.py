@@ -76,7 +76,8 @@ SEARCH_TARGET = "-"
 
 _EPILOG = """\
 exit status:
-  0  activated: count >= the required count and every check passed
+  0  activated: count >= the required count and every check passed (or, with --adba/--domain-member, by ADBA)
+  1  not activated by ADBA, and no KMS path ran (--adba; --domain-member with --act-type ad)
   2  bad command line (unknown product, malformed GUID or address, ...)
   3  below threshold: the host answered, but its count is below the required count
   4  host error: the host answered with an HRESULT (e.g. 0xC004F042) or a DCE/RPC fault
@@ -89,6 +90,7 @@ examples:
   emu client activate .kms.test --dns-server 127.0.0.1:5353 --product "srv2022 dc" -v
   emu client activate - --dns-server 127.0.0.1:5353 -n 1     # _vlmcs._tcp.<each resolv.conf search domain>
   emu client activate [::1]:1688 --protocol 4 --no-ndr64 --count 3 --new-connection --json
+  emu client activate --domain-member --forest kms.test --dns-server 127.0.0.1:5353   # ADBA, then KMS by SRV
 """
 
 
@@ -253,7 +255,8 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--domain-member",
         action="store_true",
-        help="this machine is in a domain: ask a DC for an activation object first, then KMS (the target), then MAK",
+        help="this machine is in a domain: ask a DC for an activation object first, then KMS (the target, else "
+        "SRV _vlmcs._tcp.FOREST), then MAK",
     )
     g.add_argument("--forest", metavar="FOREST", help="its forest (default: the .DOMAIN target)")
     g.add_argument("--act-type", metavar="any|ad|kms", help="slmgr /act-type policy: any (default), ad, kms or 0/1/2")
