@@ -116,13 +116,13 @@ async def run_demo(settings: DemoSettings, out: Callable[[str], None] = print) -
     started = time.perf_counter()
     report = DemoReport(clients=settings.clients)
     rng = seeded(settings.seed)
-    clock = SharedVirtualClock()
-    sku = products.lookup(settings.product)
+    sku = products.lookup(settings.product)  # before the clock's file exists: a bad product leaves nothing behind
     report.threshold = sku.threshold
     secret = seeded(settings.seed + 1).bytes(32)
     key = TsigKey.make(DEMO_KEY_NAME, secret)
     zone = load_master_file(_ZONE_TEXT, DEMO_ZONE)
 
+    clock = SharedVirtualClock()
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(clock.close)
         dns = await stack.enter_async_context(DnsServer([zone], listen=(("127.0.0.1", 0),), keys=[key], clock=clock))
