@@ -92,6 +92,18 @@ _FAULT_FLAGS = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG | PfcFlag.DID_NOT_EXECUTE 
 _FIRST_LAST = PfcFlag.FIRST_FRAG | PfcFlag.LAST_FRAG
 _CLIENT_PTYPES = frozenset((int(PType.REQUEST), int(PType.BIND), int(PType.ALTER_CONTEXT)))
 _ZERO_SYNTAX = SyntaxId(uuid.UUID(int=0), 0)
+_BIND_PTYPES = frozenset((int(PType.BIND), int(PType.ALTER_CONTEXT)))
+#: Where a bind_ack/alter_context_resp carries assoc_group_id: after the 16-byte header, max_xmit and max_recv.
+_ASSOC_GROUP_AT = slice(20, 24)
+#: Most distinct binds remembered (see :data:`_bind_memo`); a full memo is emptied and starts again.
+BIND_MEMO_SIZE = 64
+
+#: The answers to binds already negotiated, by (negotiation settings, bind bytes): the answer with its
+#: assoc_group_id zeroed and the contexts it accepted. A client sends the same bind on every connection,
+#: and decoding, negotiating and encoding it costs more than the rest of a KMS exchange; the answer
+#: depends only on those bytes and settings, so it is computed once and patched with each association's
+#: group id. Filled only from binds that decoded and were answered.
+_bind_memo: dict[tuple[bool, bool, bytes, int, bytes], tuple[bytes, tuple[tuple[int, TransferSyntax], ...]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +277,34 @@ class ServerAssociation:
         return None
 
     def _handle(self, data: bytes) -> Action | None:
+        memo_key = None
+        if data[2] in _BIND_PTYPES:
+            config = self.config
+            memo_key = (config.ndr64, config.btfn, self._address, config.max_contexts, data)
+            known = _bind_memo.get(memo_key)
+            if known is not None:
+                answer, accepted = known
+                self.contexts.update(accepted)
+                if self.contexts:
+                    self.state = AssociationState.BOUND
+                out = bytearray(answer)
+                out[_ASSOC_GROUP_AT] = config.assoc_group_id.to_bytes(4, "little")
+                return Send(bytes(out))
         try:
             pdu = decode_pdu(data)
         except DecodeError as exc:
             return self._close(f"malformed PDU: {exc}")
         if isinstance(pdu, (Bind, AlterContext)):
-            return self._bind(pdu)
+            before = dict(self.contexts)
+            action = self._bind(pdu)
+            if memo_key is not None and isinstance(action, Send):
+                accepted = tuple((k, v) for k, v in self.contexts.items() if before.get(k) is not v)
+                template = bytearray(action.data)
+                template[_ASSOC_GROUP_AT] = bytes(4)
+                if len(_bind_memo) >= BIND_MEMO_SIZE:
+                    _bind_memo.clear()
+                _bind_memo[memo_key] = (bytes(template), accepted)
+            return action
         assert isinstance(pdu, Request)  # _check_header let only 0, 11, 14 through
         return self._request(pdu)
 

@@ -21,6 +21,7 @@ __all__ = [
     "IndexedArray",
     "decode_guard",
     "guid_bytes",
+    "guid_from_bytes_le",
     "join_fixed_utf16",
     "split_fixed_utf16",
 ]
@@ -57,7 +58,7 @@ class _GuidAdapter(cs.Adapter):  # type: ignore[misc]  # construct has no type h
     @staticmethod
     def decode_value(obj: bytes) -> uuid.UUID:
         """The GUID of 16 wire bytes (no context needed; :class:`emu.wire.layout.FixedLayout` calls it)."""
-        return uuid.UUID(bytes_le=bytes(obj))
+        return guid_from_bytes_le(obj)
 
     @staticmethod
     def encode_value(obj: uuid.UUID | str) -> bytes:
@@ -90,6 +91,30 @@ class IndexedArray(cs.Array):  # type: ignore[misc]  # construct has no type hin
         return obj
 
 
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def guid_from_bytes_le(raw: bytes | bytearray) -> uuid.UUID:
+    """The :class:`uuid.UUID` of 16 mixed-endian wire bytes, as ``uuid.UUID(bytes_le=raw)`` makes it.
+
+    A KMS request carries five GUIDs, and ``UUID.__init__`` checks and converts its arguments in
+    Python; this fills the same two slots (``int`` and ``is_safe``) directly, which is several times
+    quicker on a host's and the decoder's hot paths. The result is an ordinary, equal and hashable UUID.
+
+    Raises:
+        ValueError: ``raw`` is not 16 bytes.
+    """
+    if len(raw) != 16:
+        raise ValueError(f"a GUID is 16 bytes, got {len(raw)}")
+    b = bytes(raw)
+    value = _new_object(uuid.UUID)
+    _set_slot(value, "int", int.from_bytes(b[3::-1] + b[5:3:-1] + b[7:5:-1] + b[8:], "big"))
+    _set_slot(value, "is_safe", _SAFE_UNKNOWN)
+    return value
+
+
 def guid_bytes(value: uuid.UUID | str) -> bytes:
     """The 16 wire bytes of a GUID (mixed-endian)."""
     if isinstance(value, str):
@@ -106,11 +131,9 @@ def split_fixed_utf16(raw: bytes) -> tuple[str, bytes]:
     without NUL is all text.
     """
     end = len(raw) - (len(raw) % 2)
-    nul = -1
-    for i in range(0, end, 2):
-        if raw[i] == 0 and raw[i + 1] == 0:
-            nul = i
-            break
+    nul = raw.find(b"\0\0", 0, end)
+    while nul >= 0 and nul % 2:  # a NUL pair straddling two characters is not a NUL character
+        nul = raw.find(b"\0\0", nul + 1, end)
     if nul < 0:
         return raw[:end].decode("utf-16-le", "surrogatepass"), raw[end:]
     text = raw[:nul].decode("utf-16-le", "surrogatepass")

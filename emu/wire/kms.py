@@ -340,14 +340,14 @@ _RESPONSE_V5_PLAIN = Compiled(KmsResponseV5Plain, "KMS v5 response plaintext")
 _RESPONSE_V6_PLAIN = Compiled(KmsResponseV6Plain, "KMS v6 response plaintext")
 _RESPONSE_HEAD = FixedLayout(KmsResponseBase)  # version and pid_size; kms_pid follows
 _RESPONSE_TAIL = FixedLayout(KmsResponseBase, start="cmid")  # the fields after kms_pid
+_LICENSE_STATUS = {int(status): status for status in LicenseStatus}  # a dict lookup, not an enum call per request
 
 
 def _request_base(data: bytes) -> RequestBase:
     v = _REQUEST_BASE.unpack_from(data)  # the fields of table 4.2 in order, version split in two
-    try:
-        license_status = LicenseStatus(v[3])
-    except ValueError:
-        raise DecodeError(f"license status {v[3]} is not one of 0..6", offset=8, path="license_status") from None
+    license_status = _LICENSE_STATUS.get(v[3])
+    if license_status is None:
+        raise DecodeError(f"license status {v[3]} is not one of 0..6", offset=8, path="license_status")
     name, tail = split_fixed_utf16(v[12])
     return RequestBase(
         Version(major=v[1], minor=v[0]),

@@ -9,6 +9,7 @@ from emu_testing import requires_vectors, vector_files, whole_pdus
 
 from emu.errors import UsageError
 from emu.pcap.reader import read_conversations
+from emu.rpc import association as association_module
 from emu.rpc.association import (
     MAX_STUB_LENGTH,
     AssociationState,
@@ -324,3 +325,50 @@ def test_bind_with_too_many_contexts_closes():
 def test_actions_before_a_violation_in_the_same_chunk_are_kept():
     actions = ServerAssociation().receive_data(vlmcs_bind() + b"\x04" * 16)
     assert [type(a) for a in actions] == [Send, Close]
+
+
+def _answer_without_memo(config: ServerRpcConfig, *pdus: bytes) -> tuple[list[bytes], dict[int, TransferSyntax]]:
+    association_module._bind_memo.clear()
+    assoc = ServerAssociation(config)
+    out = [assoc.receive_data(pdu)[0].data for pdu in pdus]
+    association_module._bind_memo.clear()
+    return out, dict(assoc.contexts)
+
+
+@pytest.mark.parametrize("ndr64", [True, False])
+def test_a_remembered_bind_is_answered_as_a_fresh_one_with_its_own_group_id(ndr64):
+    alter = encode_pdu(
+        AlterContext(call_id=3, pfc_flags=0x13, context_elements=(ContextElement(0, KMS_INTERFACE, (NDR32_SYNTAX,)),))
+    )
+    for group in (0x11111111, 0x2222, 0):
+        config = ServerRpcConfig(ndr64=ndr64, assoc_group_id=group)
+        fresh, contexts = _answer_without_memo(config, vlmcs_bind(), alter)
+        ServerAssociation(ServerRpcConfig(ndr64=ndr64, assoc_group_id=group ^ 0x5A5A)).receive_data(vlmcs_bind())
+        assoc = ServerAssociation(config)
+        first = assoc.receive_data(vlmcs_bind())[0].data
+        assert first == fresh[0] and decode_pdu(first).assoc_group_id == group
+        assert assoc.receive_data(alter)[0].data == fresh[1]
+        assert assoc.contexts == contexts and assoc.state is AssociationState.BOUND
+
+
+def test_the_bind_memo_keeps_settings_apart_and_stays_bounded():
+    association_module._bind_memo.clear()
+    with_ndr64 = ServerAssociation(ServerRpcConfig(ndr64=True))
+    with_ndr64.receive_data(vlmcs_bind())
+    without = ServerAssociation(ServerRpcConfig(ndr64=False))
+    without.receive_data(vlmcs_bind())
+    assert with_ndr64.contexts == {1: TransferSyntax.NDR64}
+    assert without.contexts == {0: TransferSyntax.NDR32}
+    for call_id in range(association_module.BIND_MEMO_SIZE * 2):
+        ServerAssociation().receive_data(vlmcs_bind(call_id=call_id))
+    assert len(association_module._bind_memo) <= association_module.BIND_MEMO_SIZE
+
+
+def test_a_bad_bind_is_not_remembered():
+    association_module._bind_memo.clear()
+    too_many = encode_pdu(
+        Bind(call_id=2, context_elements=tuple(ContextElement(i, KMS_INTERFACE, (NDR32_SYNTAX,)) for i in range(7)))
+    )
+    assert isinstance(ServerAssociation().receive_data(too_many)[0], Close)
+    assert isinstance(ServerAssociation().receive_data(too_many)[0], Close)
+    assert association_module._bind_memo == {}
