@@ -1,10 +1,11 @@
 """An optional accelerator for the KMS Rijndael variants: the system OpenSSL's table AES with our round keys.
 
-emu's own implementation of the v6 cipher (``emu.kms.crypto``) is the reference; this module only
+emu's own implementation of the v5 and v6 ciphers (``emu.kms.crypto``) is the reference; this module only
 runs the *same* round keys through OpenSSL's low-level ``AES_encrypt``/``AES_decrypt``/
 ``AES_cbc_encrypt``, which read whatever 10-round key schedule they are handed in their public
 ``AES_KEY`` structure. That makes the v6 cipher (AES-128 with three round-key bytes changed, docs/kms-wire-protocol.md) about 30 times faster, which is what a host answering thousands of v6 exchanges a second
-needs. v4 (11 rounds) does not fit OpenSSL's two-rounds-per-loop code and stays pure Python.
+needs. v5 (plain AES-128) goes the same way, so a host never loads the ``cryptography`` package for it.
+v4 (11 rounds) does not fit OpenSSL's two-rounds-per-loop code and stays pure Python.
 
 Nothing here is trusted blindly: :func:`load` builds the schedules, then checks the accelerated
 cipher against the pure implementation on known blocks and returns ``None`` (use pure Python) when

@@ -278,8 +278,8 @@ _BLOCK = struct.Struct(">4I")
 
 
 def _v5_cipher(iv: bytes) -> Cipher[modes.CBC]:
-    """AES-128-CBC with the v5 key from the ``cryptography`` package (imported on first v5 use:
-    it costs several MB of memory that a v6-only host does not need)."""
+    """AES-128-CBC with the v5 key from the ``cryptography`` package, when OpenSSL's low-level AES
+    cannot be used (imported on first such use: it costs several MB of memory)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     return Cipher(algorithms.AES(KEY_V5), modes.CBC(iv))
@@ -292,16 +292,22 @@ def _pure(
     return lambda block: _BLOCK.pack(*fn(*_BLOCK.unpack(block)))
 
 
-#: v6 through the system OpenSSL's table AES with our tweaked schedule, when it is present and
-#: agrees with the pure implementation (see emu.kms.aes_accel); v4 has 11 rounds and stays pure.
+#: v6 (our tweaked schedule) and v5 (plain AES-128) through the system OpenSSL's table AES, when it
+#: is present and agrees with the pure implementation (see emu.kms.aes_accel); v4 has 11 rounds and
+#: stays pure. v5 through OpenSSL also spares a host the several MB the ``cryptography`` package costs.
 _ACCELERATORS: dict[KmsVersion, aes_accel.AcceleratedCipher] = {}
-_V6_ACCELERATOR = aes_accel.load(
-    _ENC_KEYS[KmsVersion.V6],
-    _decryption_key(_ENC_KEYS[KmsVersion.V6]),
-    _pure(_ENCRYPT, KmsVersion.V6),
-    _pure(_DECRYPT, KmsVersion.V6),
-    (KEY_V5, _ENC_KEYS[KmsVersion.V5], _decryption_key(_ENC_KEYS[KmsVersion.V5])),
-)
+_PROBE = (KEY_V5, _ENC_KEYS[KmsVersion.V5], _decryption_key(_ENC_KEYS[KmsVersion.V5]))
+_LOADED = {
+    version: aes_accel.load(
+        _ENC_KEYS[version],
+        _decryption_key(_ENC_KEYS[version]),
+        _pure(_ENCRYPT, version),
+        _pure(_DECRYPT, version),
+        _PROBE,
+    )
+    for version in (KmsVersion.V6, KmsVersion.V5)
+}
+_V6_ACCELERATOR = _LOADED[KmsVersion.V6]
 
 
 def use_accelerator(enabled: bool = True) -> bool:
@@ -311,8 +317,8 @@ def use_accelerator(enabled: bool = True) -> bool:
     accelerator against).
     """
     _ACCELERATORS.clear()
-    if enabled and _V6_ACCELERATOR is not None:
-        _ACCELERATORS[KmsVersion.V6] = _V6_ACCELERATOR
+    if enabled:
+        _ACCELERATORS.update((version, accel) for version, accel in _LOADED.items() if accel is not None)
     return accelerator_active()
 
 
@@ -377,12 +383,12 @@ def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
     """
     version = _check_cbc(version, iv, data)
-    if version is KmsVersion.V5:
-        enc = _v5_cipher(iv).encryptor()
-        return enc.update(data) + enc.finalize()
     accel = _ACCELERATORS.get(version)
     if accel is not None:
         return accel.cbc_encrypt(bytes(iv), bytes(data))
+    if version is KmsVersion.V5:
+        enc = _v5_cipher(iv).encryptor()
+        return enc.update(data) + enc.finalize()
     encrypt = _ENCRYPT[version]
     unpack_from = _BLOCK.unpack_from
     pack_into = _BLOCK.pack_into
@@ -402,12 +408,12 @@ def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
         ValueError: bad version, IV not 16 bytes, or data not a multiple of 16 bytes.
     """
     version = _check_cbc(version, iv, data)
-    if version is KmsVersion.V5:
-        dec = _v5_cipher(iv).decryptor()
-        return dec.update(data) + dec.finalize()
     accel = _ACCELERATORS.get(version)
     if accel is not None:
         return accel.cbc_decrypt(bytes(iv), bytes(data))
+    if version is KmsVersion.V5:
+        dec = _v5_cipher(iv).decryptor()
+        return dec.update(data) + dec.finalize()
     decrypt = _DECRYPT[version]
     unpack_from = _BLOCK.unpack_from
     pack_into = _BLOCK.pack_into

@@ -1,6 +1,9 @@
-"""The OpenSSL-backed v6 cipher is the pure implementation, only faster (spec 5.1, 5.7 vectors)."""
+"""The OpenSSL-backed v6 and v5 ciphers are the pure implementation, only faster (spec 5.1, 5.7 vectors)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -35,18 +38,53 @@ def test_switching_the_accelerator_off_uses_the_pure_cipher():
 
 
 @settings(max_examples=200, deadline=None)
-@given(iv=st.binary(min_size=16, max_size=16), blocks=st.integers(1, 20), seed=st.binary(min_size=16, max_size=16))
-def test_accelerated_cbc_equals_pure_cbc(iv, blocks, seed):
+@given(
+    version=st.sampled_from([5, 6]),
+    iv=st.binary(min_size=16, max_size=16),
+    blocks=st.integers(1, 20),
+    seed=st.binary(min_size=16, max_size=16),
+)
+def test_accelerated_cbc_equals_pure_cbc(version, iv, blocks, seed):
     data = (seed * blocks)[: 16 * blocks]
     if not crypto.use_accelerator(True):
         pytest.skip("accelerator unavailable")
-    fast_enc, fast_dec = crypto.cbc_encrypt(6, iv, data), crypto.cbc_decrypt(6, iv, data)
+    fast = (
+        crypto.cbc_encrypt(version, iv, data),
+        crypto.cbc_decrypt(version, iv, data),
+        crypto.decrypt_block(version, iv),
+    )
     crypto.use_accelerator(False)
     try:
-        assert fast_enc == crypto.cbc_encrypt(6, iv, data)
-        assert fast_dec == crypto.cbc_decrypt(6, iv, data)
+        assert fast == (
+            crypto.cbc_encrypt(version, iv, data),
+            crypto.cbc_decrypt(version, iv, data),
+            crypto.decrypt_block(version, iv),
+        )
     finally:
         crypto.use_accelerator(True)
+
+
+def test_a_host_answering_v5_does_not_load_the_cryptography_package():
+    """v5 is AES-128 through OpenSSL like v6: a host's memory stays free of ``cryptography`` (several MB)."""
+    script = (
+        "import sys, time, uuid\n"
+        "from emu.kms import crypto, products\n"
+        "from emu.kms.host import HostConfig, KmsHost\n"
+        "from emu.kms.messages import build_request\n"
+        "from emu.rng import seeded\n"
+        "from emu.wire.kms import LicenseStatus, RequestBase, Version\n"
+        "assert crypto.accelerator_active()\n"
+        "sku = products.lookup('win10ent')\n"
+        "base = RequestBase(Version(5), 0, LicenseStatus.OOB_GRACE, 43200, sku.app_id, sku.id, sku.kms_id,\n"
+        "    uuid.uuid4(), 25, 133000000000000000, uuid.UUID(int=0), 'pc')\n"
+        "answer = KmsHost(HostConfig(), seeded(1), time.time()).handle_request(build_request(base, seeded(2)), time.time())\n"
+        "assert answer.ok, answer\n"
+        "assert 'cryptography' not in sys.modules, 'cryptography was imported'\n"
+    )
+    if not crypto.use_accelerator(True):
+        pytest.skip("accelerator unavailable: v5 then uses the cryptography package")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_v4_never_uses_the_accelerator():
