@@ -42,6 +42,7 @@ __all__ = [
     "PaddingError",
     "accelerator_active",
     "cbc_decrypt",
+    "cbc_decrypt_with_iv",
     "cbc_encrypt",
     "decrypt_block",
     "encrypt_block",
@@ -341,6 +342,18 @@ def _check_block(block: bytes) -> None:
         raise ValueError(f"a cipher block is {BLOCK_SIZE} bytes, got {len(block)}")
 
 
+_KMS_VERSIONS = {int(v): v for v in KmsVersion}
+_ZERO_BLOCK = bytes(BLOCK_SIZE)
+
+
+def _kms_version(version: int) -> KmsVersion:
+    """``KmsVersion(version)`` by a dict lookup (this runs several times per exchange)."""
+    known = _KMS_VERSIONS.get(version)
+    if known is None:
+        raise ValueError(f"{version!r} is not a valid KmsVersion (4, 5 or 6)")
+    return known
+
+
 def encrypt_block(version: int, block: bytes) -> bytes:
     """E_K(block): one raw (ECB) block encryption with the cipher of ``version`` (docs/kms-wire-protocol.md).
 
@@ -348,7 +361,7 @@ def encrypt_block(version: int, block: bytes) -> bytes:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
     """
     _check_block(block)
-    version = KmsVersion(version)
+    version = _kms_version(version)
     accel = _ACCELERATORS.get(version)
     if accel is not None:
         return accel.encrypt_block(bytes(block))
@@ -362,7 +375,7 @@ def decrypt_block(version: int, block: bytes) -> bytes:
         ValueError: ``version`` is not 4, 5 or 6 or the block is not 16 bytes.
     """
     _check_block(block)
-    version = KmsVersion(version)
+    version = _kms_version(version)
     accel = _ACCELERATORS.get(version)
     if accel is not None:
         return accel.decrypt_block(bytes(block))
@@ -373,7 +386,7 @@ def _check_cbc(version: int, iv: bytes, data: bytes) -> KmsVersion:
     _check_block(iv)
     if len(data) % BLOCK_SIZE:
         raise ValueError(f"CBC data must be a multiple of {BLOCK_SIZE} bytes, got {len(data)}")
-    return KmsVersion(version)
+    return _kms_version(version)
 
 
 def cbc_encrypt(version: int, iv: bytes, data: bytes) -> bytes:
@@ -427,6 +440,21 @@ def cbc_decrypt(version: int, iv: bytes, data: bytes) -> bytes:
     return bytes(out)
 
 
+def cbc_decrypt_with_iv(version: int, iv: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """``(D(iv), cbc_decrypt(version, iv, data))`` in one cipher run.
+
+    CBC with a zero IV over ``iv ‖ data`` yields exactly that: its first block is D(iv) xor 0 and
+    every later block is chained on the block before it, as with ``iv``. A host needs both for each
+    v5/v6 request (the plaintext, and D(IV) to mask its answer), so this halves its cipher calls.
+
+    Raises:
+        ValueError: as :func:`cbc_decrypt`.
+    """
+    _check_cbc(version, iv, data)
+    both = cbc_decrypt(version, _ZERO_BLOCK, bytes(iv) + bytes(data))
+    return both[:BLOCK_SIZE], both[BLOCK_SIZE:]
+
+
 def pkcs7_pad(data: bytes) -> bytes:
     """Append PKCS#7 padding: 1..16 bytes, each equal to the pad length (always present, docs/kms-wire-protocol.md)."""
     n = BLOCK_SIZE - len(data) % BLOCK_SIZE
@@ -461,6 +489,11 @@ def v4_mac(data: bytes) -> bytes:
     return _BLOCK.pack(m0, m1, m2, m3)
 
 
+#: Recent v6 HMAC keys by slot value: clients' clocks agree, so one host or capture meets few slots.
+_HMAC_KEYS: dict[int, bytes] = {}
+_HMAC_KEYS_KEPT = 64
+
+
 def v6_hmac_key(filetime: int, slot_offset: int = 0) -> bytes:
     """The v6 HMAC key for a response whose ClientTime is ``filetime`` (docs/kms-wire-protocol.md step 5).
 
@@ -468,7 +501,13 @@ def v6_hmac_key(filetime: int, slot_offset: int = 0) -> bytes:
     value* (quirk Q5, docs/kms-wire-protocol.md), not to the time.
     """
     slot = ((filetime // TIME_C1) * TIME_C2 + TIME_C3 + slot_offset * TIME_C1) & _MASK64
-    return hashlib.sha256(slot.to_bytes(8, "little")).digest()[16:]
+    key = _HMAC_KEYS.get(slot)
+    if key is None:
+        key = hashlib.sha256(slot.to_bytes(8, "little")).digest()[16:]
+        if len(_HMAC_KEYS) >= _HMAC_KEYS_KEPT:
+            _HMAC_KEYS.clear()
+        _HMAC_KEYS[slot] = key
+    return key
 
 
 def v6_hmac(key: bytes, message: bytes) -> bytes:

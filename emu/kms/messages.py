@@ -21,6 +21,7 @@ from emu.kms.crypto import (
     BLOCK_SIZE,
     PaddingError,
     cbc_decrypt,
+    cbc_decrypt_with_iv,
     cbc_encrypt,
     decrypt_block,
     pkcs7_pad,
@@ -287,7 +288,7 @@ def open_request(data: bytes) -> OpenedRequest:
         if len(data) != REQUEST_V5_SIZE:
             raise _refuse(f"a v{version.major} request is {REQUEST_V5_SIZE} bytes, got {len(data)}")
         env = decode_encrypted_message(data)
-        plain = cbc_decrypt(version.major, env.iv, env.ciphertext)
+        decrypted_iv, plain = cbc_decrypt_with_iv(version.major, env.iv, env.ciphertext)  # D(IV): response_r_mask
         base = decode_request_base(plain[:REQUEST_BASE_SIZE])
     except DecodeError as exc:
         raise _refuse(f"undecodable v{version.major} request: {exc}") from exc
@@ -296,7 +297,7 @@ def open_request(data: bytes) -> OpenedRequest:
         base=base,
         raw=data,
         iv=env.iv,
-        decrypted_iv=response_r_mask(version.major, env.iv),
+        decrypted_iv=decrypted_iv,
         padding=plain[REQUEST_BASE_SIZE:],
     )
 

@@ -173,3 +173,21 @@ def test_cbc_chains_blocks_with_the_iv():
     first = encrypt_block(6, bytes(a ^ b for a, b in zip(data[:16], IV_0F)))
     second = encrypt_block(6, bytes(a ^ b for a, b in zip(data[16:], first)))
     assert ct == first + second
+
+
+@settings(max_examples=60, deadline=None)
+@given(version=st.sampled_from([4, 5, 6]), iv=st.binary(min_size=16, max_size=16), blocks=st.integers(1, 17))
+def test_one_run_gives_the_decrypted_iv_and_the_plaintext(version, iv, blocks):
+    data = bytes((i * 7 + blocks) & 0xFF for i in range(16 * blocks))
+    assert crypto.cbc_decrypt_with_iv(version, iv, data) == (
+        decrypt_block(version, iv),
+        crypto.cbc_decrypt(version, iv, data),
+    )
+
+
+def test_hmac_keys_are_the_same_whether_remembered_or_not():
+    times = [133_000_000_000_000_000 + i * 1_000_000_007 for i in range(200)]
+    first = [crypto.v6_hmac_key(t, offset) for t in times for offset in (-1, 0, 1)]
+    crypto._HMAC_KEYS.clear()
+    assert [crypto.v6_hmac_key(t, offset) for t in times for offset in (-1, 0, 1)] == first
+    assert len(crypto._HMAC_KEYS) <= crypto._HMAC_KEYS_KEPT
