@@ -15,6 +15,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import construct as cs
 
@@ -340,6 +341,8 @@ _RESPONSE_V5_PLAIN = Compiled(KmsResponseV5Plain, "KMS v5 response plaintext")
 _RESPONSE_V6_PLAIN = Compiled(KmsResponseV6Plain, "KMS v6 response plaintext")
 _RESPONSE_HEAD = FixedLayout(KmsResponseBase)  # version and pid_size; kms_pid follows
 _RESPONSE_TAIL = FixedLayout(KmsResponseBase, start="cmid")  # the fields after kms_pid
+_V5_AFTER_BASE = FixedLayout(KmsResponseV5Plain, start="random_xored_ivs", stop="padding")
+_V6_AFTER_BASE = FixedLayout(KmsResponseV6Plain, start="random_xored_ivs", stop="padding")
 _LICENSE_STATUS = {int(status): status for status in LicenseStatus}  # a dict lookup, not an enum call per request
 
 
@@ -542,6 +545,11 @@ def decode_response_v5_plain(data: bytes) -> ResponseV5Plain:
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    data = bytes(data)
+    split = _split_response_plain(data, _V5_AFTER_BASE)
+    if split is not None:
+        base, (random_xored_ivs, digest), padding = split
+        return ResponseV5Plain(base, random_xored_ivs, digest, padding)
     c = _RESPONSE_V5_PLAIN.parse(data)
     with decode_guard("KMS v5 response plaintext"):
         return ResponseV5Plain(
@@ -561,12 +569,34 @@ def encode_response_v5_plain(msg: ResponseV5Plain) -> bytes:
     )
 
 
+def _split_response_plain(data: bytes, after: FixedLayout) -> tuple[ResponseBase, tuple[Any, ...], bytes] | None:
+    """A decrypted v5/v6 response read with the struct layouts generated from its declaration: the
+    base, the fixed fields after it and the padding; None when it is too short for them (the caller
+    then lets the Construct declaration say what is missing)."""
+    if len(data) < _RESPONSE_HEAD.size:
+        return None
+    minor, major, pid_size = _RESPONSE_HEAD.unpack_from(data)
+    tail_at = _RESPONSE_HEAD.size + pid_size
+    end = tail_at + _RESPONSE_TAIL.size + after.size
+    if len(data) < end:
+        return None
+    cmid, client_time, count, activation, renewal = _RESPONSE_TAIL.unpack_from(data, tail_at)
+    epid, raw = _epid_of(data[_RESPONSE_HEAD.size : tail_at])
+    base = ResponseBase(Version(major=major, minor=minor), epid, cmid, client_time, count, activation, renewal, raw)
+    return base, after.unpack_from(data, tail_at + _RESPONSE_TAIL.size), data[end:]
+
+
 def decode_response_v6_plain(data: bytes) -> ResponseV6Plain:
     """A decrypted v6 response, padding included (docs/kms-wire-protocol.md). The padding is kept, not checked.
 
     Raises:
         DecodeError: truncated or PIDSize beyond the data.
     """
+    data = bytes(data)
+    split = _split_response_plain(data, _V6_AFTER_BASE)
+    if split is not None:
+        base, (random_xored_ivs, digest, hwid, xored_ivs, hmac), padding = split
+        return ResponseV6Plain(base, random_xored_ivs, digest, hwid, xored_ivs, hmac, padding)
     c = _RESPONSE_V6_PLAIN.parse(data)
     with decode_guard("KMS v6 response plaintext"):
         return ResponseV6Plain(

@@ -6,6 +6,8 @@ import dataclasses
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from emu_testing import requires_vectors, vector_exchanges
 from kms_stubs import request_kms, response_kms
 from kms_vectors import CMID, EPID, FILETIME, V4_REQUEST, V4_RESPONSE, V6_PLAIN, request_base
@@ -205,3 +207,30 @@ def test_captured_responses_have_clean_epids():
         assert base.epid_raw is None and len(base.epid) in (48, 49)
         assert base.cmid == w.decode_request_v4(req).base.cmid
         assert isinstance(base.cmid, uuid.UUID)
+
+
+def _by_declaration(data: bytes, major: int):
+    """The decrypted response as the Construct declaration alone reads it (the reference)."""
+    c = (w._RESPONSE_V6_PLAIN if major == 6 else w._RESPONSE_V5_PLAIN).parse(data)
+    base = w._response_base(c.base)
+    if major == 6:
+        return w.ResponseV6Plain(base, c.random_xored_ivs, c.hash, c.hwid, c.xored_ivs, c.hmac, c.padding)
+    return w.ResponseV5Plain(base, c.random_xored_ivs, c.hash, c.padding)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    major=st.sampled_from([5, 6]),
+    pid_size=st.integers(0, 140),
+    body=st.binary(min_size=0, max_size=260),
+)
+def test_response_plaintext_reads_as_its_declaration_does(major, pid_size, body):
+    data = b"\x00\x00\x06\x00" + pid_size.to_bytes(4, "little") + body
+    decode = w.decode_response_v6_plain if major == 6 else w.decode_response_v5_plain
+    try:
+        expected = _by_declaration(data, major)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            decode(data)
+        return
+    assert decode(data) == expected
