@@ -6,9 +6,9 @@ import dataclasses
 import uuid
 
 import pytest
+from emu_testing import requires_vectors, vector_exchanges
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from emu_testing import requires_vectors, vector_exchanges
 from kms_stubs import request_kms, response_kms
 from kms_vectors import CMID, EPID, FILETIME, V4_REQUEST, V4_RESPONSE, V6_PLAIN, request_base
 
