@@ -212,7 +212,7 @@ def _serve_workers(
     def serve_one(index: int, ready_fd: int) -> int:
         for sock in reserved:
             sock.close()
-        store = HostStore(path, durable=bool(settings["durable"]))
+        store = HostStore(path, durable=bool(settings["durable"]), shared=True)
         worker_config = dataclasses.replace(config, worker=index)
         try:
             clock = build_clock(settings)

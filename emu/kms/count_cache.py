@@ -281,6 +281,32 @@ class CountCache:
         """Each application's table size."""
         return {app_id: table.capacity for app_id, table in self._tables.items()}
 
+    def merge(
+        self,
+        removed: Iterable[tuple[uuid.UUID, uuid.UUID]],
+        records: Iterable[ClientRecord],
+        capacities: Mapping[uuid.UUID, int],
+    ) -> None:
+        """Take in what another process sharing this table committed since this one last looked.
+
+        ``removed`` are the (application, CMID) pairs it deleted (expired or evicted), ``records`` the
+        rows it wrote that are still present, oldest request first, ``capacities`` every application's
+        capacity. Deletions go first, then the records, so a CMID deleted and recorded again ends up
+        present. The records are newer than every record here (the processes take turns under one
+        lock), so each goes to the young end of its application's table.
+        """
+        for app_id, capacity in capacities.items():
+            table = self._tables.setdefault(app_id, _AppTable())
+            table.capacity = max(table.capacity, int(capacity))
+        for app_id, cmid in removed:
+            holder = self._tables.get(app_id)
+            if holder is not None:
+                holder.clients.pop(cmid, None)
+        for rec in records:
+            table = self._tables.setdefault(rec.app_id, _AppTable())
+            table.clients.pop(rec.cmid, None)
+            table.clients[rec.cmid] = rec.last_request
+
     def load(self, records: Iterable[ClientRecord], capacities: Mapping[uuid.UUID, int]) -> None:
         """Replace the whole table with saved state (from :meth:`records` and :meth:`capacities`).
 

@@ -13,8 +13,14 @@ Several worker processes (``emu host serve --workers N``) share one file. Each k
 memory, as a single host does, and serialises its batches through SQLite's write lock: a batch starts
 with ``BEGIN IMMEDIATE`` (:meth:`HostStore.begin_batch`), which waits for any other worker's batch to
 commit, and reports whether another process committed since this one last did (``PRAGMA
-data_version``); the worker then reloads its table before counting. So every count is computed from
-every answer committed before it, by any worker, exactly as one host would.
+data_version``); the worker then brings its table up to date before counting. So every count is
+computed from every answer committed before it, by any worker, exactly as one host would.
+
+Bringing a table up to date reads only what changed: a store opened with ``shared=True`` (each worker's)
+numbers its batches (``meta.seq``), stamps every row it writes with its batch number and notes every
+row it deletes in ``removed``; another worker then reads the rows and deletions numbered after the last
+batch it saw (:meth:`HostStore.sync`) instead of the whole table, which it reloads only when it has
+fallen further behind than the deletions kept (:data:`REMOVED_KEPT` batches).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from emu.kms.count_cache import AppStatus, ClientRecord, CountCache, CountPolicy
 
 __all__ = ["SCHEMA_VERSION", "ClientSeen", "HostStore", "InventoryRow"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Batches whose deletions stay in ``removed`` for other workers to read; a worker further behind reloads.
+REMOVED_KEPT = 1024
 #: Milliseconds a worker waits for another worker's batch before giving up on its own (then its clients retry).
 BUSY_TIMEOUT_MS = 10_000
 
@@ -44,11 +52,16 @@ CREATE TABLE IF NOT EXISTS clients (
     first_seen REAL,
     last_count INTEGER,
     activated INTEGER,
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (app_id, cmid)
 );
 CREATE TABLE IF NOT EXISTS capacities (app_id TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS epids (csvlk TEXT PRIMARY KEY, epid TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removed (app_id TEXT NOT NULL, cmid TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_seq ON removed (seq);
 """
+#: After any migration (a schema 2 file has no ``seq`` column before it).
+_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS clients_seq ON clients (seq)"
 #: Schema 1 (before the inventory) gains the inventory columns; its rows keep their counts.
 _MIGRATE_1_TO_2 = [
     "ALTER TABLE clients ADD COLUMN workstation TEXT",
@@ -57,15 +70,20 @@ _MIGRATE_1_TO_2 = [
     "ALTER TABLE clients ADD COLUMN last_count INTEGER",
     "ALTER TABLE clients ADD COLUMN activated INTEGER",
 ]
+#: Schema 2 gains the batch numbers workers read each other's changes by (rows written before stay at 0).
+_MIGRATE_2_TO_3 = ["ALTER TABLE clients ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"]
 
 
 _UPSERT = (
-    "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
+    "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(app_id, cmid) DO UPDATE SET "
     "last_request=excluded.last_request, workstation=coalesce(excluded.workstation, workstation), "
     "sku_id=coalesce(excluded.sku_id, sku_id), last_count=coalesce(excluded.last_count, last_count), "
-    "activated=coalesce(excluded.activated, activated)"
+    "activated=coalesce(excluded.activated, activated), seq=excluded.seq"
 )
 _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
+_NOTE_REMOVED = "INSERT INTO removed VALUES (?, ?, ?)"
+_REMOVED_SINCE = "SELECT app_id, cmid FROM removed WHERE seq > ? ORDER BY seq"
+_ROWS_SINCE = "SELECT app_id, cmid, last_request FROM clients WHERE seq > ? ORDER BY last_request, rowid"
 _CAPACITY = (
     "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
@@ -101,8 +119,15 @@ class InventoryRow:
 class HostStore:
     """SQLite persistence of a KMS host (``path=None`` or ``":memory:"``: in memory)."""
 
-    def __init__(self, path: str | Path | None = None, durable: bool = False) -> None:
+    def __init__(self, path: str | Path | None = None, durable: bool = False, shared: bool = False) -> None:
         self.path = str(path) if path else ":memory:"
+        #: Other processes write this file too (``--workers``): number batches and note deletions for :meth:`sync`.
+        self.shared = shared
+        #: The last batch number whose changes this process's table holds (shared stores).
+        self._seq = 0
+        #: The number of the batch begun by :meth:`begin_batch`, and the last one committed before it (shared stores).
+        self._batch_seq = 0
+        self._latest = 0
         if self.path != ":memory:" and not Path(self.path).parent.exists():
             raise UsageError(f"state file {self.path}: folder {Path(self.path).parent} does not exist")
         try:
@@ -115,14 +140,16 @@ class HostStore:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) == 1:
-                self._db.execute("BEGIN")
-                for statement in _MIGRATE_1_TO_2:
+            elif int(row[0]) in (1, 2):
+                self._db.execute("BEGIN IMMEDIATE")
+                steps = (_MIGRATE_1_TO_2 if int(row[0]) == 1 else []) + _MIGRATE_2_TO_3
+                for statement in steps:
                     self._db.execute(statement)
-                self._db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
                 self._db.execute("COMMIT")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise UsageError(f"state file {self.path} has schema {row[0]}; this emu reads schema {SCHEMA_VERSION}")
+            self._db.execute(_SEQ_INDEX)
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"state file {self.path} is not an emu host database: {exc}") from exc
         self._data_version: int | None = None
@@ -156,11 +183,41 @@ class HostStore:
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
+        if self.shared:
+            self._latest = self._meta_int("seq") if changed else self._seq
+            self._batch_seq = self._latest + 1
         return changed
+
+    def sync(self, cache: CountCache) -> bool:
+        """Bring ``cache`` up to date with the batches other workers committed (call after :meth:`begin_batch`
+        reported them); False when this store cannot tell (not shared, or further behind than the deletions
+        kept): then load the whole table with :meth:`load_cache`.
+
+        Only the rows stamped with a later batch number and the deletions noted since are read.
+        """
+        if not self.shared or not self._db.in_transaction or self._seq < self._meta_int("removed_floor"):
+            return False
+        db = self._db
+        after = (self._seq,)
+        removed = [(uuid.UUID(app), uuid.UUID(cmid)) for app, cmid in db.execute(_REMOVED_SINCE, after)]
+        records = [
+            ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
+            for app, cmid, last in db.execute(_ROWS_SINCE, after)
+        ]
+        capacities = {uuid.UUID(app): int(cap) for app, cap in db.execute("SELECT app_id, capacity FROM capacities")}
+        cache.merge(removed, records, capacities)
+        self._seq = self._latest
+        return True
 
     def commit(self) -> None:
         """Commit the batch begun by :meth:`begin_batch`."""
         self._db.execute("COMMIT")
+        if self.shared:
+            self._seq = self._batch_seq
+
+    def _meta_int(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
 
     def rollback(self) -> None:
         """Abandon the batch begun by :meth:`begin_batch` (nothing of it is kept)."""
@@ -174,15 +231,19 @@ class HostStore:
         shows (workstation, product, first request, the count sent, activated), written by one statement.
         """
         about = {(s.app_id, s.cmid): s for s in seen or ()}
+        seq = self._batch_seq if self.shared else 0
         rows: list[tuple[object, ...]] = []
-        deletes: list[list[tuple[str, str]]] = []
+        expired: list[list[tuple[str, str]]] = []
+        evicted: list[list[tuple[str, str]]] = []
         capacities: dict[str, int] = {}
         for change in changes:
             record = change.record
             app = str(record.app_id)
             s = about.get((record.app_id, record.cmid))
             if s is None:
-                rows.append((app, str(record.cmid), record.last_request, None, None, record.last_request, None, None))
+                rows.append(
+                    (app, str(record.cmid), record.last_request, None, None, record.last_request, None, None, seq)
+                )
             else:
                 rows.append(
                     (
@@ -194,23 +255,38 @@ class HostStore:
                         s.at,
                         s.count,
                         int(s.activated),
+                        seq,
                     )
                 )
-            deletes.append([(app, str(cmid)) for cmid in change.removed])
+            expired.append([(app, str(cmid)) for cmid in change.expired])
+            evicted.append([(app, str(cmid)) for cmid in change.evicted])
             if change.capacity_grew or change.is_new:
                 capacities[app] = max(capacities.get(app, 0), change.capacity)
         db = self._db
-        if not any(deletes):
+        if not any(expired) and not any(evicted):
             db.executemany(_UPSERT, rows)
         else:
-            # Rows are written in the order the host made them: a CMID recorded and then evicted
-            # within one batch ends up deleted, one evicted and then recorded again ends up present.
-            for row, removed in zip(rows, deletes):
+            # In the order the host made them: a request first drops its application's expired records
+            # (a returning client's own among them), then is recorded, then evicts the oldest beyond the
+            # capacity. So a CMID recorded and then evicted within one batch ends up deleted, one expired
+            # or evicted and then recorded again ends up present.
+            for row, dropped, pushed_out in zip(rows, expired, evicted):
+                if dropped:
+                    db.executemany(_DELETE, dropped)
                 db.execute(_UPSERT, row)
-                if removed:
-                    db.executemany(_DELETE, removed)
+                if pushed_out:
+                    db.executemany(_DELETE, pushed_out)
         if capacities:
             db.executemany(_CAPACITY, sorted(capacities.items()))
+        if self.shared:  # what the other workers read in sync()
+            gone = [(app, cmid, seq) for removed in (*expired, *evicted) for app, cmid in removed]
+            if gone:
+                db.executemany(_NOTE_REMOVED, gone)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(seq),))
+            if seq % REMOVED_KEPT == 0:
+                floor = seq - REMOVED_KEPT
+                db.execute("DELETE FROM removed WHERE seq <= ?", (floor,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('removed_floor', ?)", (str(floor),))
 
     def save_epids(self, epids: dict[str, str]) -> None:
         """Remember the host's ePIDs so they stay the same across restarts."""
@@ -225,6 +301,7 @@ class HostStore:
         cache = CountCache(policy)
         # The version first: a commit by another process while the rows are read makes the next batch reload.
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        seq = self._meta_int("seq")  # likewise: rows of a later batch read now are read again by sync()
         records = [
             ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
             for app, cmid, last in self._db.execute(
@@ -236,6 +313,7 @@ class HostStore:
         }
         cache.load(records, capacities)
         self._data_version = version
+        self._seq = seq
         return cache
 
     def status(self, now: float) -> dict[uuid.UUID, AppStatus]:

@@ -398,7 +398,7 @@ class KmsServer:
             if store is not None:
                 try:
                     store.rollback()
-                    self._reload_table()  # the table in memory counted what was not committed
+                    self._reload_table(whole=True)  # the table in memory counted what was not committed
                 except Exception:  # pragma: no cover - the store is gone; keep serving from memory
                     log.exception("cannot reload the client table from the store")
             for conn in conns:
@@ -434,9 +434,15 @@ class KmsServer:
         if conn.deferred is None and conn.held is None:  # answered at once (no store): observe now
             self.metrics.latency.observe(time.perf_counter() - conn.arrived)
 
-    def _reload_table(self) -> None:
-        """Load the committed client table into the host (another worker changed it, or a batch failed)."""
-        if isinstance(self.host, KmsHost) and isinstance(self.store, HostStore):
+    def _reload_table(self, whole: bool = False) -> None:
+        """Bring the host's client table to what is committed: another worker's batches (only what they
+        changed, when the store can tell), or after a failed batch (``whole``: the table counted what
+        was not committed)."""
+        if (
+            isinstance(self.host, KmsHost)
+            and isinstance(self.store, HostStore)
+            and (whole or not self.store.sync(self.host.cache))
+        ):
             self.host.cache = self.store.load_cache(self.host.config.count_policy)
 
     def _summarise(self) -> None:
