@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from emu.errors import UsageError
+from emu.pcap.json_lines import json_line
 from emu.pcap.kms_records import DecodedPdu, KmsRequestInfo, KmsResponseInfo, StreamNote
 
 __all__ = ["EPILOG", "format_note", "format_pdu", "register", "run"]
@@ -182,10 +182,6 @@ def _records(path: Path, args: argparse.Namespace) -> Iterator[Any]:
     return iter_records(path, port=args.port, jobs=args.jobs, keep_ids=False)
 
 
-#: One encoder for every line (``json.dumps(..., ensure_ascii=False)`` builds a new one per call).
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-
-
 class _Render:
     """A record as the lines ``emu decode`` prints for it (picklable: the workers of --jobs call it)."""
 
@@ -194,14 +190,14 @@ class _Render:
 
     def __call__(self, record: Any) -> str:
         if self.as_json:
-            return _ENCODE(record.to_json()) + "\n"
+            return json_line(record.to_json())
         if isinstance(record, DecodedPdu):
             return format_pdu(record, self.glyphs, self.verbose) + "\n"
         if isinstance(record, StreamNote):
             return format_note(record) + "\n"
         if hasattr(record, "line"):  # another protocol's decoder with a text form (LDAP)
             return f"{record.line()}\n"
-        return _ENCODE(record.to_json()) + "\n"  # a record of another protocol's decoder
+        return json_line(record.to_json())  # a record of another protocol's decoder
 
 
 def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
@@ -211,7 +207,7 @@ def _decode_one(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
     render = _Render(args.json, _Glyphs(out), args.verbose)
     for piece in iter_text(path, render, port=args.port, jobs=args.jobs):
         if isinstance(piece, DecodeSummary):
-            out.write(_ENCODE(piece.to_json()) + "\n" if args.json else "\n".join(piece.lines()) + "\n")
+            out.write(json_line(piece.to_json()) if args.json else "\n".join(piece.lines()) + "\n")
             return piece.ok
         out.write(piece)
     raise AssertionError("iter_text ends with its summary")
@@ -233,8 +229,8 @@ def _summarise(path: Path, args: argparse.Namespace, out: TextIO) -> bool:
     if args.csv:
         out.write(inventory.csv())
     elif args.json:
-        out.write(json.dumps(inventory.to_json(), ensure_ascii=False) + "\n")
-        out.write(json.dumps(summary.to_json(), ensure_ascii=False) + "\n")
+        out.write(json_line(inventory.to_json()))
+        out.write(json_line(summary.to_json()))
     else:
         out.write(inventory.table() + "\n")
         out.write("\n".join(summary.lines()) + "\n")
