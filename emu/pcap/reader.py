@@ -31,6 +31,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emu.pcap.frames import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ReadStats, TcpPacket, read_tcp_packets
 
@@ -103,9 +104,31 @@ class Conversation:
     def client_addr(self) -> tuple[str, int]:
         return self.client.src
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled as plain tuples (``emu decode --jobs`` sends every conversation to a worker): pickle
+        # handles tuples, bytes and floats in C, where slotted dataclasses cost a Python call per object
+        # each way (about 50 µs a conversation of a busy host's capture against 9 µs).
+        state = (self.index, _stream_state(self.client), _stream_state(self.server), self.start, self.end, self.packets)
+        return _conversation_from, (state,)
+
     @property
     def server_addr(self) -> tuple[str, int]:
         return self.client.dst
+
+
+def _stream_state(stream: TcpStream) -> tuple[Any, ...]:
+    chunks = [(c.offset, c.data, c.time) for c in stream.chunks]
+    return stream.src, stream.dst, stream.data, chunks, stream.problems
+
+
+def _conversation_from(state: tuple[Any, ...]) -> Conversation:
+    """A :class:`Conversation` from what its ``__reduce__`` gave pickle."""
+    index, client, server, start, end, packets = state
+    streams = [
+        TcpStream(src, dst, data, [Segment(*chunk) for chunk in chunks], problems)
+        for src, dst, data, chunks, problems in (client, server)
+    ]
+    return Conversation(index, streams[0], streams[1], start, end, packets)
 
 
 @dataclass(slots=True)

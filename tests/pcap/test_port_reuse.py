@@ -151,3 +151,19 @@ def test_reused_client_ports_give_one_conversation_per_syn_and_every_exchange_on
         f"{host}:{port}" for host, port in clients
     ]
     assert all(r["response"]["verified"] for r in responses)
+
+
+def test_a_conversation_survives_pickling_whole_as_decode_jobs_send_it():
+    import pickle
+
+    from emu.pcap.reader import read_conversations
+
+    samples = Path(__file__).resolve().parents[2] / "pcaps"
+    conversations = [c for path in sorted(samples.glob("*.pcap")) for c in read_conversations(path)]
+    assert len(conversations) > 5 and any(len(c.client.chunks) > 1 for c in conversations)
+    for conv in conversations:
+        back = pickle.loads(pickle.dumps(conv, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == conv
+        assert [type(c) for c in back.client.chunks + back.server.chunks] == [
+            type(c) for c in conv.client.chunks + conv.server.chunks
+        ]
