@@ -308,7 +308,6 @@ _LOADED = {
     )
     for version in (KmsVersion.V6, KmsVersion.V5)
 }
-_V6_ACCELERATOR = _LOADED[KmsVersion.V6]
 
 
 def use_accelerator(enabled: bool = True) -> bool:

@@ -84,6 +84,7 @@ _DELETE = "DELETE FROM clients WHERE app_id=? AND cmid=?"
 _NOTE_REMOVED = "INSERT INTO removed VALUES (?, ?, ?)"
 _REMOVED_SINCE = "SELECT app_id, cmid FROM removed WHERE seq > ? ORDER BY seq"
 _ROWS_SINCE = "SELECT app_id, cmid, last_request FROM clients WHERE seq > ? ORDER BY last_request, rowid"
+_ALL_ROWS = "SELECT app_id, cmid, last_request FROM clients ORDER BY last_request, rowid"
 _CAPACITY = (
     "INSERT INTO capacities VALUES (?, ?) ON CONFLICT(app_id) DO UPDATE SET capacity=max(capacity, excluded.capacity)"
 )
@@ -125,8 +126,8 @@ class HostStore:
         self.shared = shared
         #: The last batch number whose changes this process's table holds (shared stores).
         self._seq = 0
-        #: The number of the batch begun by :meth:`begin_batch`, and the last one committed before it (shared stores).
-        self._batch_seq = 0
+        #: The number of the last batch committed before the one :meth:`begin_batch` began (shared stores);
+        #: that batch's number is one more.
         self._latest = 0
         if self.path != ":memory:" and not Path(self.path).parent.exists():
             raise UsageError(f"state file {self.path}: folder {Path(self.path).parent} does not exist")
@@ -185,7 +186,6 @@ class HostStore:
         self._data_version = version
         if self.shared:
             self._latest = self._meta_int("seq") if changed else self._seq
-            self._batch_seq = self._latest + 1
         return changed
 
     def sync(self, cache: CountCache) -> bool:
@@ -197,15 +197,8 @@ class HostStore:
         """
         if not self.shared or not self._db.in_transaction or self._seq < self._meta_int("removed_floor"):
             return False
-        db = self._db
-        after = (self._seq,)
-        removed = [(uuid.UUID(app), uuid.UUID(cmid)) for app, cmid in db.execute(_REMOVED_SINCE, after)]
-        records = [
-            ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
-            for app, cmid, last in db.execute(_ROWS_SINCE, after)
-        ]
-        capacities = {uuid.UUID(app): int(cap) for app, cap in db.execute("SELECT app_id, capacity FROM capacities")}
-        cache.merge(removed, records, capacities)
+        removed = [(uuid.UUID(app), uuid.UUID(cmid)) for app, cmid in self._db.execute(_REMOVED_SINCE, (self._seq,))]
+        cache.merge(removed, self._records(_ROWS_SINCE, self._seq), self._capacities())
         self._seq = self._latest
         return True
 
@@ -213,7 +206,7 @@ class HostStore:
         """Commit the batch begun by :meth:`begin_batch`."""
         self._db.execute("COMMIT")
         if self.shared:
-            self._seq = self._batch_seq
+            self._seq = self._latest + 1
 
     def _meta_int(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -231,7 +224,7 @@ class HostStore:
         shows (workstation, product, first request, the count sent, activated), written by one statement.
         """
         about = {(s.app_id, s.cmid): s for s in seen or ()}
-        seq = self._batch_seq if self.shared else 0
+        seq = self._latest + 1 if self.shared else 0
         rows: list[tuple[object, ...]] = []
         expired: list[list[tuple[str, str]]] = []
         evicted: list[list[tuple[str, str]]] = []
@@ -302,19 +295,20 @@ class HostStore:
         # The version first: a commit by another process while the rows are read makes the next batch reload.
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         seq = self._meta_int("seq")  # likewise: rows of a later batch read now are read again by sync()
-        records = [
-            ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
-            for app, cmid, last in self._db.execute(
-                "SELECT app_id, cmid, last_request FROM clients ORDER BY last_request, rowid"
-            )
-        ]
-        capacities = {
-            uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")
-        }
-        cache.load(records, capacities)
+        cache.load(self._records(_ALL_ROWS), self._capacities())
         self._data_version = version
         self._seq = seq
         return cache
+
+    def _records(self, query: str, *params: object) -> list[ClientRecord]:
+        """The client records a query over ``clients`` selects (app_id, cmid, last_request)."""
+        return [
+            ClientRecord(uuid.UUID(app), uuid.UUID(cmid), float(last))
+            for app, cmid, last in self._db.execute(query, params)
+        ]
+
+    def _capacities(self) -> dict[uuid.UUID, int]:
+        return {uuid.UUID(app): int(cap) for app, cap in self._db.execute("SELECT app_id, capacity FROM capacities")}
 
     def status(self, now: float) -> dict[uuid.UUID, AppStatus]:
         """Per application at ``now``: live count, capacity, oldest/newest record, next expiry."""

@@ -31,7 +31,7 @@ def json_line(document: Any) -> str:
             return str(_orjson.dumps(document, option=_orjson.OPT_APPEND_NEWLINE), "utf-8")
         except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
             pass
-    return _STANDARD(document) + "\n"
+    return standard_json_line(document)
 
 
 def standard_json_line(document: Any) -> str:
