@@ -46,6 +46,7 @@ from typing import IO
 from emu.errors import EmuError, ScenarioError, UsageError
 from emu.kms import products
 from emu.lab import owner
+from emu.lab.parties import STOP_GRACE, reap
 from emu.lab.rules import (
     ClientOutcome,
     HostTable,
@@ -94,8 +95,6 @@ MAX_CLIENTS = 1000
 SRV_WAIT = 15.0
 #: Seconds one ``emu client activate`` may take.
 CLIENT_TIMEOUT = 30.0
-#: Seconds a process gets after SIGTERM before SIGKILL at teardown.
-STOP_GRACE = 3.0
 #: Seconds ``emu host status`` may take.
 STATUS_TIMEOUT = 15.0
 #: Seconds after the last exchange before the capture stops (the closing FIN/ACKs).
@@ -566,14 +565,7 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
         for key in order:
-            proc = self._procs[key]
-            try:
-                proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(STOP_GRACE)
+            reap(self._procs[key])
         for handle in self._logs.values():
             handle.close()
         for ns in reversed(self._namespaces):

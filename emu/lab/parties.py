@@ -25,7 +25,7 @@ from emu.lab.topology import Node
 from emu.net import netns
 from emu.rng import seeded
 
-__all__ = ["ACTSVC_PORT", "KEY_NAME", "READY_WAIT", "STOP_GRACE", "Party", "Processes", "srv_targets"]
+__all__ = ["ACTSVC_PORT", "KEY_NAME", "READY_WAIT", "STOP_GRACE", "Party", "Processes", "reap", "srv_targets"]
 
 #: Where a scenario's activation service listens (HTTP).
 ACTSVC_PORT = 8080
@@ -37,6 +37,20 @@ READY_WAIT = 20.0
 #: Seconds a process gets after SIGTERM before SIGKILL.
 STOP_GRACE = 3.0
 _EMU = (sys.executable, "-m", "emu")
+
+
+def reap(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """Wait up to ``grace`` seconds for a signalled ``proc`` (one this lab started) to exit, then SIGKILL it
+    and wait once more."""
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+
+
 _ZONE = """$ORIGIN {zone}.
 $TTL 3600
 @    IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )
@@ -209,13 +223,7 @@ class Processes:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
-        try:
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(STOP_GRACE)
+        reap(proc)
 
     def log_tail(self, name: str, lines: int = 4) -> str:
         try:
