@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +100,19 @@ def _private_wireshark_home() -> dict[str, str]:
 
 #: Pass as ``env=`` to every tshark the tests run.
 TSHARK_ENV = _private_wireshark_home()
+
+
+def tshark_streams_and_syns(path: Path, timeout: float = 120) -> tuple[int, int]:
+    """(distinct tcp.stream values, SYNs without ACK) of a capture, as tshark counts them."""
+    tshark = require_tool("tshark")
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags"],
+        capture_output=True,
+        env=TSHARK_ENV,
+        text=True,
+        check=True,
+        timeout=timeout,
+    ).stdout.split("\n")
+    rows = [line.split("\t") for line in out if line.strip()]
+    syns = sum(1 for _, flags in rows if int(flags, 16) & 0x12 == 0x02)
+    return len({stream for stream, _ in rows}), syns

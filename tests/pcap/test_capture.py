@@ -22,24 +22,13 @@ def _base(rng):
     """A v6 Windows 10 Enterprise request stamped now."""
     import uuid
 
+    from emu.clock import unix_to_filetime
     from emu.kms import products
-    from emu.wire.kms import LicenseStatus, RequestBase, Version
+    from emu.kms.client import RequestTemplate
+    from emu.wire.kms import Version
 
-    sku = products.lookup("Windows 10 Enterprise")
-    return RequestBase(
-        version=Version(6),
-        vm_info=0,
-        license_status=LicenseStatus.OOB_GRACE,
-        binding_expiration=43200,
-        app_id=sku.app_id,
-        sku_id=sku.id,
-        kms_id=sku.kms_id,
-        cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
-        required_client_count=sku.threshold,
-        client_time=116444736000000000 + int(time.time() * 10_000_000),
-        previous_cmid=uuid.UUID(int=0),
-        workstation_name="capture-test",
-    )
+    template = RequestTemplate.of(products.lookup("Windows 10 Enterprise"), "capture-test", version=Version(6))
+    return template.base(uuid.UUID(bytes=rng.bytes(16), version=4), unix_to_filetime(time.time()))
 
 
 def _lines(path: Path, dns_port: int | None = None) -> list[str]:

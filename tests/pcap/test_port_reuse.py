@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emu_testing import TSHARK_ENV, require_tool
+from emu_testing import require_tool, tshark_streams_and_syns
 
 from emu.cli import main
 
@@ -32,24 +32,13 @@ EXCHANGES, PORTS = 12, 3
 def _base(rng: Any) -> Any:
     import uuid
 
+    from emu.clock import unix_to_filetime
     from emu.kms import products
-    from emu.wire.kms import LicenseStatus, RequestBase, Version
+    from emu.kms.client import RequestTemplate
+    from emu.wire.kms import Version
 
-    sku = products.lookup("Windows 10 Enterprise")
-    return RequestBase(
-        version=Version(6),
-        vm_info=0,
-        license_status=LicenseStatus.OOB_GRACE,
-        binding_expiration=43200,
-        app_id=sku.app_id,
-        sku_id=sku.id,
-        kms_id=sku.kms_id,
-        cmid=uuid.UUID(bytes=rng.bytes(16), version=4),
-        required_client_count=sku.threshold,
-        client_time=116444736000000000 + int(time.time() * 10_000_000),
-        previous_cmid=uuid.UUID(int=0),
-        workstation_name="port-reuse-test",
-    )
+    template = RequestTemplate.of(products.lookup("Windows 10 Enterprise"), "port-reuse-test", version=Version(6))
+    return template.base(uuid.UUID(bytes=rng.bytes(16), version=4), unix_to_filetime(time.time()))
 
 
 def _free_ports(n: int) -> list[int]:
@@ -60,21 +49,6 @@ def _free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def _tshark_syns(path: Path) -> tuple[int, int]:
-    """(SYNs without ACK, distinct tcp.stream values) as tshark counts them."""
-    tshark = require_tool("tshark")
-    out = subprocess.run(
-        [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags"],
-        capture_output=True,
-        env=TSHARK_ENV,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split("\n")
-    rows = [line.split("\t") for line in out if line.strip()]
-    return sum(1 for _, flags in rows if int(flags, 16) & 0x12 == 0x02), len({s for s, _ in rows})
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +111,7 @@ def test_reused_client_ports_give_one_conversation_per_syn_and_every_exchange_on
 ) -> None:
     path, clients = reused
     assert len(set(clients)) == PORTS  # the ports really came round again
-    syns, streams = _tshark_syns(path)
+    streams, syns = tshark_streams_and_syns(path, timeout=60)
     assert syns == streams == EXCHANGES
     main(["decode", "--json", "--jobs", str(jobs), str(path)])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -8,11 +8,10 @@ again, and crafted SYN/FIN/RST sequences. tshark's stream numbering is the refer
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from emu_testing import TSHARK_ENV, require_tool, whole_pdus
+from emu_testing import tshark_streams_and_syns, whole_pdus
 
 from emu.cli import main
 from emu.pcap.busy import BusyShape, connection_frames, write_busy_capture
@@ -36,22 +35,6 @@ def _exchange() -> list[tuple[str, bytes]]:
     return out
 
 
-def _tshark_streams(path: Path) -> tuple[int, int]:
-    """(distinct tcp.stream values, SYNs without ACK) as tshark counts them."""
-    tshark = require_tool("tshark")
-    out = subprocess.run(
-        [tshark, "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags"],
-        capture_output=True,
-        env=TSHARK_ENV,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split("\n")
-    rows = [line.split("\t") for line in out if line.strip()]
-    syns = sum(1 for _, flags in rows if int(flags, 16) & 0x12 == 0x02)
-    return len({stream for stream, _ in rows}), syns
-
-
 def _write(path: Path, frames: list[tuple[bool, bytes]], t0: float = 1_800_000_000.0) -> Path:
     with PcapFileWriter(path) as writer:
         for i, (_, frame) in enumerate(frames):
@@ -67,7 +50,7 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_busy_capture_with_port_reuse_has_as_many_conversations_as_tshark_streams_and_syns(busy: Path):
-    streams, syns = _tshark_streams(busy)
+    streams, syns = tshark_streams_and_syns(busy)
     assert streams == syns == 600
     assert len(read_conversations(busy)) == 600
 
@@ -102,7 +85,7 @@ def test_port_reused_without_a_close_but_with_a_new_isn_is_a_new_conversation(tm
     frames = connection_frames(CLIENT, SERVER, pdus, 1000, 9000, close="none")
     frames += connection_frames(CLIENT, SERVER, pdus, 777_777, 5000, close="fin")
     path = _write(tmp_path / "reuse.pcap", frames)
-    assert _tshark_streams(path) == (2, 2)
+    assert tshark_streams_and_syns(path) == (2, 2)
     convs = read_conversations(path)
     assert [c.end for c in convs] == ["reused", "fin"]
     assert decode_capture(path).summary.exchanges == 2  # type: ignore[union-attr]
@@ -112,7 +95,7 @@ def test_syn_retransmission_with_the_same_isn_stays_in_its_conversation(tmp_path
     frames = connection_frames(CLIENT, SERVER, _exchange(), 1000, 9000)
     frames.insert(1, frames[0])  # the SYN again, same sequence number
     path = _write(tmp_path / "synretx.pcap", frames)
-    assert _tshark_streams(path) == (1, 2)
+    assert tshark_streams_and_syns(path) == (1, 2)
     assert len(read_conversations(path)) == 1
     assert decode_capture(path).ok
 
@@ -150,7 +133,7 @@ def test_capture_starting_mid_connection_and_a_connection_without_handshake_are_
             bare.append((False, tcp_frame(SERVER, other, s, c, TCP_PSH | TCP_ACK, data)))
             s += len(data)
     path = _write(tmp_path / "mid.pcap", mid + bare)
-    assert _tshark_streams(path) == (2, 0)
+    assert tshark_streams_and_syns(path) == (2, 0)
     convs = read_conversations(path)
     assert len(convs) == 2
     assert all(conv.client.src[1] != 1688 for conv in convs)  # the side seen first is the client
